@@ -1,0 +1,66 @@
+//! Request and response bodies of the REST API, shared by the server, the SDK client and
+//! the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// `ok` when the server and its store answer.
+    pub status: String,
+    /// The server version.
+    pub version: String,
+}
+
+/// `POST /v1/services/{name}/deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployRequest {
+    /// A new image; without it the current spec is released again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// `POST /v1/services/{name}/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScaleRequest {
+    /// The new instance count (0 to 1000).
+    pub instances: u32,
+}
+
+/// `POST /v1/services/{name}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RollbackRequest {
+    /// The release to go back to; defaults to the one before the current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// The body of every error answer: `{"error": {"code": …, "message": …}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// A stable code, a message for people and, for validation errors, every failed rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// A stable machine-readable code such as `SERVICE_NOT_FOUND` or `INVALID_PORT`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Every failed validation rule, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+}

@@ -1,0 +1,173 @@
+//! The error type of `paz-core`.
+
+use std::fmt;
+
+/// One failed validation rule: which field, a stable machine code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    /// The field path, e.g. `ports[1].port`.
+    pub field: String,
+    /// A stable code, e.g. `INVALID_PORT`.
+    pub code: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Builds a field error.
+    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All the validation failures of one object; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl ValidationErrors {
+    /// The first failure (the one reported as the error's code).
+    pub fn first(&self) -> &FieldError {
+        &self.0[0]
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = self.first();
+        write!(f, "{first}")?;
+        if self.0.len() > 1 {
+            write!(f, " (and {} more)", self.0.len() - 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in the core: validation, lookups, conflicts and store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input broke one or more validation rules.
+    #[error("invalid input: {0}")]
+    Validation(ValidationErrors),
+    /// A named object does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// What kind of object: `service`, `release`, `deployment`.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// An object with that name already exists.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// What kind of object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A domain is already routed to another service.
+    #[error("domain {domain:?} is already used by service {service:?}")]
+    DomainConflict {
+        /// The contested domain.
+        domain: String,
+        /// The service that holds it.
+        service: String,
+    },
+    /// The caller's expected revision is not the stored one (optimistic concurrency).
+    #[error("{kind} {name:?} changed: expected revision {expected}, found {actual}")]
+    RevisionMismatch {
+        /// What kind of object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The revision the caller expected.
+        expected: u64,
+        /// The stored revision.
+        actual: u64,
+    },
+    /// The request is well-formed but not allowed in the object's current state.
+    #[error("{0}")]
+    InvalidState(String),
+    /// A store compare-and-swap failed: the key changed since it was read.
+    #[error("store conflict on key {key:?}")]
+    Conflict {
+        /// The key whose condition failed.
+        key: String,
+    },
+    /// A watch asked for a revision that has been compacted away; re-list and watch again.
+    #[error("revision {requested} has been compacted (oldest available is {compact_revision})")]
+    Compacted {
+        /// The revision that was asked for.
+        requested: u64,
+        /// Watches may start after this revision.
+        compact_revision: u64,
+    },
+    /// A lease does not exist (expired or revoked).
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(u64),
+    /// A stored value could not be decoded.
+    #[error("corrupt value at key {key:?}: {message}")]
+    Corrupt {
+        /// The key that holds the bad value.
+        key: String,
+        /// What failed.
+        message: String,
+    },
+    /// The store backend failed (IO, network, database).
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// A scheduler backend failed.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    /// A proxy backend failed.
+    #[error("proxy: {0}")]
+    Proxy(String),
+}
+
+impl Error {
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        Error::Validation(ValidationErrors(vec![FieldError::new(
+            field, code, message,
+        )]))
+    }
+
+    /// The stable machine-readable code of this error, as the REST API reports it.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Validation(errors) => &errors.first().code,
+            Error::NotFound { kind, .. } => match *kind {
+                "service" => "SERVICE_NOT_FOUND",
+                "release" => "RELEASE_NOT_FOUND",
+                "deployment" => "DEPLOYMENT_NOT_FOUND",
+                "host" => "HOST_NOT_FOUND",
+                _ => "NOT_FOUND",
+            },
+            Error::AlreadyExists { .. } => "SERVICE_EXISTS",
+            Error::DomainConflict { .. } => "DOMAIN_CONFLICT",
+            Error::RevisionMismatch { .. } => "REVISION_MISMATCH",
+            Error::InvalidState(_) => "INVALID_STATE",
+            Error::Conflict { .. } => "CONFLICT",
+            Error::Compacted { .. } => "COMPACTED",
+            Error::LeaseNotFound(_) => "LEASE_NOT_FOUND",
+            Error::Corrupt { .. } => "CORRUPT_DATA",
+            Error::Store(_) => "STORE_UNAVAILABLE",
+            Error::Scheduler(_) => "SCHEDULER_ERROR",
+            Error::Proxy(_) => "PROXY_ERROR",
+        }
+    }
+}
+
+/// The result type of `paz-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,72 @@
+//! Events the engine emits after each committed change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::DeploymentStatus;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventKind {
+    /// A service was declared.
+    ServiceCreated {
+        /// The service.
+        service: String,
+    },
+    /// A service's spec or instance count changed.
+    ServiceUpdated {
+        /// The service.
+        service: String,
+    },
+    /// A service was deleted.
+    ServiceDeleted {
+        /// The service.
+        service: String,
+    },
+    /// A release was made.
+    ReleaseCreated {
+        /// The service.
+        service: String,
+        /// The release number.
+        version: u64,
+    },
+    /// A deployment was recorded or changed state.
+    DeploymentChanged {
+        /// The service.
+        service: String,
+        /// The deployment id.
+        id: String,
+        /// The release it rolls out.
+        release: u64,
+        /// Its state.
+        status: DeploymentStatus,
+    },
+}
+
+/// One event: what happened, at which store revision and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// The store revision of the change.
+    pub revision: u64,
+    /// When it happened.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: jiff::Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl EventKind {
+    /// The SSE event name, e.g. `service_created`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::ServiceCreated { .. } => "service_created",
+            EventKind::ServiceUpdated { .. } => "service_updated",
+            EventKind::ServiceDeleted { .. } => "service_deleted",
+            EventKind::ReleaseCreated { .. } => "release_created",
+            EventKind::DeploymentChanged { .. } => "deployment_changed",
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The route table: host name → backends. Declarative, ordered and diffable, so proxy
+//! backends can apply only what changed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a backend takes new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BackendState {
+    /// Takes new requests.
+    #[default]
+    Active,
+    /// Takes no new requests; in-flight ones finish.
+    Draining,
+}
+
+/// One backend of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Backend {
+    /// Relative share of traffic (canary splits); 0 takes none.
+    pub weight: u32,
+    /// Active or draining.
+    pub state: BackendState,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend {
+            weight: 100,
+            state: BackendState::Active,
+        }
+    }
+}
+
+/// The backends of one host name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Route {
+    /// The service the host name belongs to.
+    pub service: String,
+    /// Backends by `ip:port`.
+    pub backends: BTreeMap<String, Backend>,
+}
+
+/// Host name → route.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteTable {
+    /// Routes by host name.
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// One change to a route table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RouteOp {
+    /// Add a host name, or point it at another service (its backends are cleared).
+    SetRoute {
+        /// The host name.
+        host: String,
+        /// The service.
+        service: String,
+    },
+    /// Remove a host name and its backends.
+    RemoveRoute {
+        /// The host name.
+        host: String,
+    },
+    /// Add or change a backend of a host name.
+    SetBackend {
+        /// The host name.
+        host: String,
+        /// `ip:port`.
+        address: String,
+        /// Weight and state.
+        backend: Backend,
+    },
+    /// Remove a backend of a host name.
+    RemoveBackend {
+        /// The host name.
+        host: String,
+        /// `ip:port`.
+        address: String,
+    },
+}
+
+impl RouteTable {
+    /// The operations that turn `self` into `target`; applying them to `self` gives `target`.
+    pub fn diff(&self, target: &RouteTable) -> Vec<RouteOp> {
+        let mut ops = Vec::new();
+        for host in self.routes.keys() {
+            if !target.routes.contains_key(host) {
+                ops.push(RouteOp::RemoveRoute { host: host.clone() });
+            }
+        }
+        for (host, route) in &target.routes {
+            let empty = Route::default();
+            let old = match self.routes.get(host) {
+                Some(old) if old.service == route.service => old,
+                _ => {
+                    ops.push(RouteOp::SetRoute {
+                        host: host.clone(),
+                        service: route.service.clone(),
+                    });
+                    &empty
+                }
+            };
+            for address in old.backends.keys() {
+                if !route.backends.contains_key(address) {
+                    ops.push(RouteOp::RemoveBackend {
+                        host: host.clone(),
+                        address: address.clone(),
+                    });
+                }
+            }
+            for (address, backend) in &route.backends {
+                if old.backends.get(address) != Some(backend) {
+                    ops.push(RouteOp::SetBackend {
+                        host: host.clone(),
+                        address: address.clone(),
+                        backend: *backend,
+                    });
+                }
+            }
+        }
+        ops
+    }
+
+    /// Applies operations in order. Backend operations on unknown hosts are ignored.
+    pub fn apply(&mut self, ops: &[RouteOp]) {
+        for op in ops {
+            match op {
+                RouteOp::SetRoute { host, service } => {
+                    self.routes.insert(
+                        host.clone(),
+                        Route {
+                            service: service.clone(),
+                            backends: BTreeMap::new(),
+                        },
+                    );
+                }
+                RouteOp::RemoveRoute { host } => {
+                    self.routes.remove(host);
+                }
+                RouteOp::SetBackend {
+                    host,
+                    address,
+                    backend,
+                } => {
+                    if let Some(route) = self.routes.get_mut(host) {
+                        route.backends.insert(address.clone(), *backend);
+                    }
+                }
+                RouteOp::RemoveBackend { host, address } => {
+                    if let Some(route) = self.routes.get_mut(host) {
+                        route.backends.remove(address);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn table() -> impl Strategy<Value = RouteTable> {
+        let backend = (0u32..3, any::<bool>()).prop_map(|(w, draining)| Backend {
+            weight: w * 50,
+            state: if draining {
+                BackendState::Draining
+            } else {
+                BackendState::Active
+            },
+        });
+        let route = (
+            "[ab]",
+            proptest::collection::btree_map("10\\.0\\.0\\.[1-4]:80", backend, 0..4),
+        )
+            .prop_map(|(service, backends)| Route { service, backends });
+        proptest::collection::btree_map("[abc]\\.localhost", route, 0..4)
+            .prop_map(|routes| RouteTable { routes })
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_diff_gives_the_target(old in table(), new in table()) {
+            let ops = old.diff(&new);
+            let mut applied = old.clone();
+            applied.apply(&ops);
+            prop_assert_eq!(&applied, &new);
+            prop_assert!(new.diff(&new).is_empty());
+        }
+    }
+}
