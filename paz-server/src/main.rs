@@ -1,1 +1,72 @@
-fn main() {}
+//! `paz-server`: the Paz daemon.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use paz_core::{MemoryStore, Store};
+use paz_server::config::{Config, LogFormat, StoreKind};
+use paz_server::token::{self, TokenSource};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    init_tracing(config.log_format);
+    if let Err(message) = config.validate() {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let (token, source) = token::load_or_generate(config.token.as_deref(), &config.data_dir)?;
+    if source == TokenSource::Generated {
+        let path = config.data_dir.join("admin-token");
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "Generated the admin token (saved to {}, mode 0600):\n  {token}",
+                path.display()
+            );
+            println!("The paz CLI on this machine reads it from there; elsewhere set PAZ_TOKEN.");
+        }
+    }
+    let store: Arc<dyn Store> = match config.store {
+        StoreKind::Embedded => Arc::new(
+            paz_store::EmbeddedStore::open(config.data_dir.join("paz.redb")).context(
+                "is another paz-server using this data dir? (--data-dir / PAZ_DATA_DIR)",
+            )?,
+        ),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--api-listen / PAZ_API_LISTEN)",
+                config.api_listen
+            )
+        })?;
+    paz_server::run(config, token, store, listener, shutdown_signal()).await?;
+    Ok(())
+}

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paz_core::store::{
-    Change, CommitRecord, KeyValue, LeaseId, Listing, MemoryStore, Persist, Revision, Snapshot, Store,
-    Txn, WatchStream,
+    Change, CommitRecord, KeyValue, LeaseId, Listing, MemoryStore, Persist, Revision, Snapshot,
+    Store, Txn, WatchStream,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -79,7 +79,11 @@ fn encode(kv: &KeyValue) -> Vec<u8> {
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Option<KeyValue> {
-    let word = |i: usize| bytes.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
     let lease = word(2)?;
     Some(KeyValue {
         key: key.to_owned(),
@@ -100,7 +104,8 @@ impl Persist for RedbPersist {
             for change in &record.changes {
                 match change {
                     Change::Put(entry) => {
-                        kv.insert(entry.key.as_str(), encode(entry).as_slice()).map_err(store_error)?;
+                        kv.insert(entry.key.as_str(), encode(entry).as_slice())
+                            .map_err(store_error)?;
                     }
                     Change::Delete(key) => {
                         kv.remove(key.as_str()).map_err(store_error)?;
@@ -114,7 +119,8 @@ impl Persist for RedbPersist {
                     }
                 }
             }
-            meta.insert(REVISION, record.revision).map_err(store_error)?;
+            meta.insert(REVISION, record.revision)
+                .map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -130,8 +136,14 @@ impl EmbeddedStore {
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let io = |e: &dyn std::fmt::Display| Error::Io { path: path.clone(), message: e.to_string() };
-        let db = Database::create(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
+        let io = |e: &dyn std::fmt::Display| Error::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let db = Database::create(&path).map_err(|source| Error::Open {
+            path: path.clone(),
+            source,
+        })?;
         // Create the tables so that reads of a new file find them.
         let txn = db.begin_write().map_err(|e| io(&e))?;
         txn.open_table(KV).map_err(|e| io(&e))?;
@@ -142,22 +154,33 @@ impl EmbeddedStore {
         let read = db.begin_read().map_err(|e| io(&e))?;
         let mut snapshot = Snapshot::default();
         let meta = read.open_table(META).map_err(|e| io(&e))?;
-        snapshot.revision = meta.get(REVISION).map_err(|e| io(&e))?.map_or(0, |v| v.value());
+        snapshot.revision = meta
+            .get(REVISION)
+            .map_err(|e| io(&e))?
+            .map_or(0, |v| v.value());
         let kv = read.open_table(KV).map_err(|e| io(&e))?;
         for entry in kv.iter().map_err(|e| io(&e))? {
             let (key, value) = entry.map_err(|e| io(&e))?;
             let key = key.value();
-            let record = decode(key, value.value()).ok_or_else(|| Error::Corrupt { path: path.clone(), key: key.to_owned() })?;
+            let record = decode(key, value.value()).ok_or_else(|| Error::Corrupt {
+                path: path.clone(),
+                key: key.to_owned(),
+            })?;
             snapshot.data.push(record);
         }
         let leases = read.open_table(LEASES).map_err(|e| io(&e))?;
         for entry in leases.iter().map_err(|e| io(&e))? {
             let (id, ttl_ms) = entry.map_err(|e| io(&e))?;
-            snapshot.leases.push((id.value(), Duration::from_millis(ttl_ms.value())));
+            snapshot
+                .leases
+                .push((id.value(), Duration::from_millis(ttl_ms.value())));
         }
         drop((meta, kv, leases, read));
         tracing::debug!(path = %path.display(), keys = snapshot.data.len(), revision = snapshot.revision, "embedded store loaded");
-        Ok(EmbeddedStore { memory: MemoryStore::with_persistence(snapshot, RedbPersist { db }), path })
+        Ok(EmbeddedStore {
+            memory: MemoryStore::with_persistence(snapshot, RedbPersist { db }),
+            path,
+        })
     }
 
     /// The store file.
@@ -200,7 +223,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> paz_core::Result<LeaseId> {
-        self.blocking(move |memory| memory.grant_lease_sync(ttl)).await
+        self.blocking(move |memory| memory.grant_lease_sync(ttl))
+            .await
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> paz_core::Result<()> {
@@ -208,7 +232,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> paz_core::Result<()> {
-        self.blocking(move |memory| memory.revoke_lease_sync(lease)).await
+        self.blocking(move |memory| memory.revoke_lease_sync(lease))
+            .await
     }
 }
 
@@ -236,25 +261,49 @@ mod tests {
         let (revision, lease) = {
             let store = EmbeddedStore::open(&path).unwrap();
             store.put("/a", b"1".to_vec()).await.unwrap();
-            store.commit(Txn::new().put("/b", b"2".to_vec()).put("/c", b"3".to_vec())).await.unwrap();
+            store
+                .commit(Txn::new().put("/b", b"2".to_vec()).put("/c", b"3".to_vec()))
+                .await
+                .unwrap();
             store.delete("/c").await.unwrap();
             let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-            let revision = store.commit(Txn::new().put_with_lease("/host", b"h".to_vec(), lease)).await.unwrap();
+            let revision = store
+                .commit(Txn::new().put_with_lease("/host", b"h".to_vec(), lease))
+                .await
+                .unwrap();
             (revision, lease)
         };
         let store = EmbeddedStore::open(&path).unwrap();
         assert_eq!(store.revision(), revision);
-        let keys: Vec<_> = store.list("/").await.unwrap().items.into_iter().map(|kv| kv.key).collect();
+        let keys: Vec<_> = store
+            .list("/")
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
         assert_eq!(keys, ["/a", "/b", "/host"]);
         let a = store.get("/a").await.unwrap().unwrap();
         assert_eq!((a.value.as_slice(), a.create_revision), (&b"1"[..], 1));
-        store.keep_alive(lease).await.expect("leases survive a restart");
+        store
+            .keep_alive(lease)
+            .await
+            .expect("leases survive a restart");
         let next = store
-            .commit(Txn::new().when("/a", Condition::ModRevision(a.mod_revision)).put("/a", b"x".to_vec()))
+            .commit(
+                Txn::new()
+                    .when("/a", Condition::ModRevision(a.mod_revision))
+                    .put("/a", b"x".to_vec()),
+            )
             .await
             .unwrap();
         assert_eq!(next, revision + 1, "revisions continue after a restart");
-        let compacted = store.watch("/", 1).await.err().expect("history before the restart is gone");
+        let compacted = store
+            .watch("/", 1)
+            .await
+            .err()
+            .expect("history before the restart is gone");
         assert_eq!(compacted.code(), "COMPACTED");
     }
 
@@ -263,7 +312,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("paz.redb");
         let _first = EmbeddedStore::open(&path).unwrap();
-        let error = EmbeddedStore::open(&path).err().expect("the file is in use");
-        assert!(error.to_string().contains("cannot open the store"), "{error}");
+        let error = EmbeddedStore::open(&path)
+            .err()
+            .expect("the file is in use");
+        assert!(
+            error.to_string().contains("cannot open the store"),
+            "{error}"
+        );
     }
 }

@@ -1,0 +1,76 @@
+//! The server's settings: flags with `PAZ_*` environment fallbacks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded redb file in the data dir (the default).
+    Embedded,
+    /// Memory only: everything is lost at exit (for tests and demos).
+    Memory,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `paz-server` settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "paz-server",
+    version,
+    about = "Paz: a self-hosted Docker PaaS. Runs the API and the engine."
+)]
+pub struct Config {
+    /// The data directory (store file, admin token).
+    #[arg(long, env = "PAZ_DATA_DIR", default_value = "./paz-data")]
+    pub data_dir: PathBuf,
+    /// Where the REST API listens.
+    #[arg(long, env = "PAZ_API_LISTEN", default_value = "127.0.0.1:7700")]
+    pub api_listen: SocketAddr,
+    /// The cluster domain: public services answer at `<name>.<domain>`.
+    #[arg(long, env = "PAZ_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// The store.
+    #[arg(long, env = "PAZ_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// The admin token (default: generated into `<data dir>/admin-token`).
+    #[arg(long, env = "PAZ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Labels of this host for placement, `key=value` (repeatable).
+    #[arg(long = "label", env = "PAZ_HOST_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "PAZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks the settings that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        paz_core::names::check_domain(&self.domain).map_err(|e| format!("--domain: {e}"))?;
+        self.host_labels()?;
+        Ok(())
+    }
+
+    /// The host labels as a map.
+    pub fn host_labels(&self) -> Result<BTreeMap<String, String>, String> {
+        self.labels
+            .iter()
+            .map(|label| match label.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => Err(format!("--label {label:?} must look like key=value")),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,241 @@
+//! The REST handlers: thin adapters from HTTP to the engine.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use paz_core::api::{DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest};
+use paz_core::{Deployment, Host, Release, Service, ServiceSpec, Trigger, TriggerKind};
+use tokio::sync::broadcast;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, IfMatch};
+
+/// Checks that the server and its store answer.
+#[utoipa::path(get, path = "/v1/health", tag = "system", security(()),
+    responses((status = 200, body = HealthResponse), (status = 503, body = ErrorResponse)))]
+pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
+    state.paz.store().get("/paz/health-probe").await?;
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+/// Lists every service.
+#[utoipa::path(get, path = "/v1/services", tag = "services",
+    responses((status = 200, body = Vec<Service>), (status = 401, body = ErrorResponse)))]
+pub async fn list_services(State(state): State<AppState>) -> ApiResult<Json<Vec<Service>>> {
+    Ok(Json(state.paz.services().await?))
+}
+
+/// Declares a service; makes release v1 and records its first deployment.
+#[utoipa::path(post, path = "/v1/services", tag = "services", request_body = ServiceSpec,
+    responses((status = 201, body = Service), (status = 400, body = ErrorResponse),
+        (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn create_service(
+    State(state): State<AppState>,
+    ApiJson(spec): ApiJson<ServiceSpec>,
+) -> ApiResult<(StatusCode, Json<Service>)> {
+    let applied = state
+        .paz
+        .create_service(spec, Trigger::new(TriggerKind::Create))
+        .await?;
+    Ok((StatusCode::CREATED, Json(applied.service)))
+}
+
+/// Reads one service.
+#[utoipa::path(get, path = "/v1/services/{name}", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = Service), (status = 404, body = ErrorResponse)))]
+pub async fn get_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Service>> {
+    Ok(Json(state.paz.service(&name).await?))
+}
+
+/// Replaces a service's spec. Send `If-Match: <revision>` to fail instead of overwriting a
+/// concurrent change.
+#[utoipa::path(put, path = "/v1/services/{name}", tag = "services", request_body = ServiceSpec,
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "the expected revision")),
+    responses((status = 200, body = Service), (status = 404, body = ErrorResponse),
+        (status = 412, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn put_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatch(expected): IfMatch,
+    ApiJson(spec): ApiJson<ServiceSpec>,
+) -> ApiResult<Json<Service>> {
+    let applied = state
+        .paz
+        .update_service(&name, spec, expected, Trigger::new(TriggerKind::Update))
+        .await?;
+    Ok(Json(applied.service))
+}
+
+/// Changes part of a service's spec with a JSON merge patch (RFC 7396).
+#[utoipa::path(patch, path = "/v1/services/{name}", tag = "services",
+    request_body(content = Object, content_type = "application/merge-patch+json"),
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "the expected revision")),
+    responses((status = 200, body = Service), (status = 404, body = ErrorResponse),
+        (status = 412, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn patch_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatch(expected): IfMatch,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> ApiResult<Json<Service>> {
+    let applied = state
+        .paz
+        .patch_service(&name, &patch, expected, Trigger::new(TriggerKind::Update))
+        .await?;
+    Ok(Json(applied.service))
+}
+
+/// Deletes a service with its releases and deployments.
+#[utoipa::path(delete, path = "/v1/services/{name}", tag = "services",
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "the expected revision")),
+    responses((status = 204), (status = 404, body = ErrorResponse), (status = 412, body = ErrorResponse)))]
+pub async fn delete_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatch(expected): IfMatch,
+) -> ApiResult<StatusCode> {
+    state.paz.delete_service(&name, expected).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Makes a new release (optionally with a new image) and records its deployment.
+#[utoipa::path(post, path = "/v1/services/{name}/deploy", tag = "deploys", request_body = DeployRequest,
+    params(("name" = String, Path)),
+    responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<DeployRequest>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let deployment = state
+        .paz
+        .deploy(&name, request.image, Trigger::new(TriggerKind::Deploy))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// Sets the instance count.
+#[utoipa::path(post, path = "/v1/services/{name}/scale", tag = "deploys", request_body = ScaleRequest,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Service), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn scale(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ScaleRequest>,
+) -> ApiResult<Json<Service>> {
+    Ok(Json(state.paz.scale(&name, request.instances).await?))
+}
+
+/// Goes back to an earlier release (default: the one before the current).
+#[utoipa::path(post, path = "/v1/services/{name}/rollback", tag = "deploys", request_body = RollbackRequest,
+    params(("name" = String, Path)),
+    responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<RollbackRequest>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let deployment = state
+        .paz
+        .rollback(&name, request.to, Trigger::new(TriggerKind::Rollback))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// Lists a service's releases, oldest first.
+#[utoipa::path(get, path = "/v1/services/{name}/releases", tag = "deploys", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Release>), (status = 404, body = ErrorResponse)))]
+pub async fn releases(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Release>>> {
+    Ok(Json(state.paz.releases(&name).await?))
+}
+
+/// Reads one release.
+#[utoipa::path(get, path = "/v1/services/{name}/releases/{version}", tag = "deploys",
+    params(("name" = String, Path), ("version" = u64, Path)),
+    responses((status = 200, body = Release), (status = 404, body = ErrorResponse)))]
+pub async fn release(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<Release>> {
+    let number = version
+        .strip_prefix('v')
+        .unwrap_or(&version)
+        .parse::<u64>()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_VERSION",
+                format!("release version {version:?} is not a number like 3 or v3"),
+            )
+        })?;
+    Ok(Json(state.paz.release(&name, number).await?))
+}
+
+/// Lists a service's deployments, oldest first: its deploy history.
+#[utoipa::path(get, path = "/v1/services/{name}/deployments", tag = "deploys", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Deployment>), (status = 404, body = ErrorResponse)))]
+pub async fn deployments(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    Ok(Json(state.paz.deployments(&name).await?))
+}
+
+/// Reads one deployment (ids look like `web-3`).
+#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deploys", params(("id" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse)))]
+pub async fn deployment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deployment>> {
+    Ok(Json(state.paz.deployment(&id).await?))
+}
+
+/// Lists the hosts that run Paz.
+#[utoipa::path(get, path = "/v1/hosts", tag = "system", responses((status = 200, body = Vec<Host>)))]
+pub async fn hosts(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> {
+    Ok(Json(state.paz.hosts().await?))
+}
+
+/// Streams events as Server-Sent Events: the event name is the event type, the id its store
+/// revision, the data the event as JSON. A `resync` event means some were missed: re-read.
+#[utoipa::path(get, path = "/v1/events", tag = "system",
+    responses((status = 200, content_type = "text/event-stream", body = paz_core::Event)))]
+pub async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let receiver = state.paz.subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = match receiver.recv().await {
+            Ok(event) => SseEvent::default()
+                .event(event.kind.name())
+                .id(event.revision.to_string())
+                .json_data(&event)
+                .unwrap_or_else(|_| SseEvent::default().event("resync").data("{}")),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                SseEvent::default().event("resync").data("{}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), receiver))
+    });
+    let mut shutdown = state.shutdown.clone();
+    let stream = stream.take_until(async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
