@@ -33,7 +33,7 @@ pub use paz_core::{
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
-pub use client::{Client, Error};
+pub use client::{Client, Error, EventStream};
 
 /// Store backends.
 pub mod store {

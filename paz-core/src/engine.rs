@@ -344,6 +344,15 @@ impl Paz {
                 });
             }
             if let Some(deployment) = &planned.deployment {
+                if let Some(mut previous) = self.latest_deployment_of(&current.service).await?
+                    && !previous.status.is_final()
+                {
+                    previous.status = DeploymentStatus::Cancelled;
+                    previous.error = Some(format!("superseded by deployment {}", deployment.id));
+                    previous.finished_at = Some(jiff::Timestamp::now());
+                    txn = txn.put(deployment_key(name, previous.sequence), encode(&previous));
+                    events.push(deployment_event(&previous));
+                }
                 txn = txn.put(
                     deployment_key(name, deployment.sequence),
                     encode(deployment),
@@ -652,6 +661,139 @@ impl Paz {
         Ok(())
     }
 
+    async fn latest_deployment_of(&self, service: &Service) -> Result<Option<Deployment>> {
+        if service.latest_deployment == 0 {
+            return Ok(None);
+        }
+        match self
+            .store
+            .get(&deployment_key(
+                &service.spec.name,
+                service.latest_deployment,
+            ))
+            .await?
+        {
+            Some(kv) => Ok(Some(decode(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The service's newest deployment, if any.
+    pub async fn latest_deployment(&self, name: &str) -> Result<Option<Deployment>> {
+        let service = self.load(name).await?.service;
+        self.latest_deployment_of(&service).await
+    }
+
+    /// Ends a deployment. A failed one reverts the service to the release that served
+    /// before (keeping the instance count), in the same commit, so the reconciler converges
+    /// back to it; a deployment that is already over is left as it is.
+    pub async fn finish_deployment(
+        &self,
+        id: &str,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<Deployment> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut deployment = self.deployment(id).await?;
+            if deployment.status.is_final() {
+                return Ok(deployment);
+            }
+            let current = self.load(&deployment.service).await?;
+            let now = jiff::Timestamp::now();
+            deployment.finished_at = Some(now);
+            let dkey = deployment_key(&deployment.service, deployment.sequence);
+            let mut txn = Txn::new();
+            let mut events = Vec::new();
+            match &outcome {
+                Ok(()) => {
+                    deployment.status = DeploymentStatus::Succeeded;
+                    deployment.record("done", crate::model::StepStatus::Succeeded, None);
+                }
+                Err(reason) => {
+                    deployment.status = DeploymentStatus::Failed;
+                    deployment.error = Some(reason.clone());
+                    deployment.record(
+                        "failed",
+                        crate::model::StepStatus::Failed,
+                        Some(reason.clone()),
+                    );
+                    if current.service.current_release == Some(deployment.release) {
+                        let mut service = current.service.clone();
+                        service.current_release = deployment.previous_release;
+                        if let Some(previous) = deployment.previous_release {
+                            let release = self.release(&deployment.service, previous).await?;
+                            service.spec = ServiceSpec {
+                                instances: service.spec.instances,
+                                ..release.spec
+                            };
+                        }
+                        service.updated_at = now;
+                        let key = service_key(&deployment.service);
+                        txn = txn
+                            .when(key.clone(), Condition::ModRevision(current.mod_revision))
+                            .put(key, encode(&service));
+                        events.push(EventKind::ServiceUpdated {
+                            service: deployment.service.clone(),
+                        });
+                    }
+                }
+            }
+            txn = txn.put(dkey, encode(&deployment));
+            events.push(deployment_event(&deployment));
+            match self.store.commit(txn).await {
+                Ok(revision) => {
+                    self.emit(revision, events);
+                    return Ok(deployment);
+                }
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(contention(id))
+    }
+
+    /// Moves a running canary deployment to its next traffic step.
+    pub async fn promote(&self, name: &str) -> Result<Deployment> {
+        let mut deployment = self
+            .latest_deployment(name)
+            .await?
+            .filter(|d| !d.status.is_final() && d.strategy == crate::service::Strategy::Canary)
+            .ok_or_else(|| {
+                Error::InvalidState(format!(
+                    "service {name:?} has no canary deployment in progress"
+                ))
+            })?;
+        let release = self.release(name, deployment.release).await?;
+        let steps = &release.spec.deploy.canary_steps;
+        if deployment.canary_step as usize + 1 >= steps.len() {
+            return Err(Error::InvalidState(format!(
+                "deployment {} is already at its last step (100%)",
+                deployment.id
+            )));
+        }
+        deployment.canary_step += 1;
+        let percent = steps[deployment.canary_step as usize];
+        deployment.record(
+            format!("promoted to {percent}%"),
+            crate::model::StepStatus::Succeeded,
+            None,
+        );
+        self.save_deployment(&deployment).await?;
+        Ok(deployment)
+    }
+
+    /// Aborts a running deployment: it fails and the service goes back to its previous release.
+    pub async fn abort(&self, name: &str) -> Result<Deployment> {
+        let deployment = self
+            .latest_deployment(name)
+            .await?
+            .filter(|d| !d.status.is_final())
+            .ok_or_else(|| {
+                Error::InvalidState(format!("service {name:?} has no deployment in progress"))
+            })?;
+        self.finish_deployment(&deployment.id, Err("aborted by the user".into()))
+            .await
+    }
+
     /// The hosts that registered themselves.
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         let listing = self.store.list(HOSTS).await?;
@@ -736,6 +878,7 @@ fn new_deployment(
         strategy: release.spec.deploy.strategy,
         status: DeploymentStatus::Pending,
         steps: Vec::new(),
+        canary_step: 0,
         trigger,
         error: None,
         created_at: now,
@@ -1010,5 +1153,117 @@ mod tests {
         let mut doc = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut doc, &serde_json::json!({"a": "z", "c": {"f": null}}));
         assert_eq!(doc, serde_json::json!({"a": "z", "c": {"d": "e"}}));
+    }
+}
+
+#[cfg(test)]
+mod deployment_tests {
+    use super::*;
+    use crate::service::{PortSpec, Protocol, Strategy};
+    use crate::store::MemoryStore;
+
+    fn paz() -> Paz {
+        Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default())
+    }
+
+    fn spec(strategy: Strategy) -> ServiceSpec {
+        let mut spec = ServiceSpec::new("web", "demo:v1");
+        spec.ports.push(PortSpec {
+            port: 8080,
+            protocol: Protocol::Http,
+        });
+        spec.deploy.strategy = strategy;
+        spec
+    }
+
+    #[tokio::test]
+    async fn a_failed_deployment_reverts_the_service() {
+        let paz = paz();
+        paz.create_service(spec(Strategy::Rolling), Trigger::create())
+            .await
+            .unwrap();
+        paz.finish_deployment("web-1", Ok(())).await.unwrap();
+        paz.scale("web", 3).await.unwrap();
+        let d = paz
+            .deploy(
+                "web",
+                Some("demo:v2".into()),
+                Trigger::new(TriggerKind::Deploy),
+            )
+            .await
+            .unwrap();
+        let failed = paz
+            .finish_deployment(&d.id, Err("health check failed".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (failed.status, failed.error.as_deref()),
+            (DeploymentStatus::Failed, Some("health check failed"))
+        );
+        let service = paz.service("web").await.unwrap();
+        assert_eq!(
+            (
+                service.current_release,
+                service.spec.image.as_str(),
+                service.spec.instances
+            ),
+            (Some(1), "demo:v1", 3)
+        );
+        let again = paz.finish_deployment(&d.id, Ok(())).await.unwrap();
+        assert_eq!(
+            again.status,
+            DeploymentStatus::Failed,
+            "a finished deployment stays finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_supersedes_a_running_one() {
+        let paz = paz();
+        paz.create_service(spec(Strategy::Rolling), Trigger::create())
+            .await
+            .unwrap();
+        paz.deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+        let first = paz.deployment("web-1").await.unwrap();
+        assert_eq!(first.status, DeploymentStatus::Cancelled);
+        assert_eq!(
+            first.error.as_deref(),
+            Some("superseded by deployment web-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn canary_promote_and_abort() {
+        let paz = paz();
+        paz.create_service(spec(Strategy::Canary), Trigger::create())
+            .await
+            .unwrap();
+        paz.finish_deployment("web-1", Ok(())).await.unwrap();
+        assert_eq!(
+            paz.promote("web").await.unwrap_err().code(),
+            "INVALID_STATE"
+        );
+        paz.deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+        assert_eq!(paz.promote("web").await.unwrap().canary_step, 1);
+        assert_eq!(paz.promote("web").await.unwrap().canary_step, 2);
+        assert_eq!(
+            paz.promote("web").await.unwrap_err().code(),
+            "INVALID_STATE"
+        );
+        let aborted = paz.abort("web").await.unwrap();
+        assert_eq!(aborted.status, DeploymentStatus::Failed);
+        assert_eq!(paz.service("web").await.unwrap().current_release, Some(1));
     }
 }

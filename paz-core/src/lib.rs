@@ -9,6 +9,7 @@
 pub mod api;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+pub mod deploy;
 pub mod duration;
 pub mod engine;
 pub mod error;

@@ -175,6 +175,9 @@ pub struct Deployment {
     /// The steps so far.
     #[serde(default)]
     pub steps: Vec<DeploymentStep>,
+    /// For a canary deployment: the index of the current traffic step in `canary_steps`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub canary_step: u32,
     /// What caused it.
     pub trigger: Trigger,
     /// The error, when it failed.
@@ -193,7 +196,23 @@ pub struct Deployment {
     pub finished_at: Option<jiff::Timestamp>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Deployment {
+    /// Appends a finished step and returns it.
+    pub fn record(&mut self, name: impl Into<String>, status: StepStatus, message: Option<String>) {
+        let now = jiff::Timestamp::now();
+        self.steps.push(DeploymentStep {
+            name: name.into(),
+            status,
+            started_at: Some(now),
+            finished_at: Some(now),
+            message,
+        });
+    }
+
     /// The id of the `sequence`th deployment of `service`.
     pub fn make_id(service: &str, sequence: u64) -> String {
         format!("{service}-{sequence}")

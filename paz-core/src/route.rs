@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Host names ending in this suffix are internal (`<service>.paz`): the router serves them
+/// only to the services' own containers, never on its public listener.
+pub const INTERNAL_SUFFIX: &str = ".paz";
+
 /// Whether a backend takes new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -67,6 +67,11 @@ async fn main() -> anyhow::Result<()> {
                 config.api_listen
             )
         })?;
+    let address = listener.local_addr()?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("paz-server listening on http://{address}");
+    }
     paz_server::run(config, token, store, listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use crate::proxy::Proxy;
 use crate::route::{Backend, BackendState, Route, RouteTable};
 
-fn table(entries: &[(&str, &str, &[(&str, BackendState)])]) -> RouteTable {
+/// `(host, service, backends)` rows of a table.
+type Rows<'a> = [(&'a str, &'a str, &'a [(&'a str, BackendState)])];
+
+fn table(entries: &Rows<'_>) -> RouteTable {
     let mut routes = BTreeMap::new();
     for (host, service, backends) in entries {
         let backends = backends

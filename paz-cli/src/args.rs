@@ -1,0 +1,338 @@
+//! The command line: flags, subcommands and their help texts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use paz_core::{HumanDuration, PortSpec, Strategy, VolumeSpec};
+
+use crate::spec::{parse_env, parse_port, parse_release, parse_volume};
+
+/// The Paz command-line interface: declare services, deploy them with zero downtime, scale,
+/// roll back and look at their history.
+#[derive(Debug, Parser)]
+#[command(name = "paz", version, propagate_version = true)]
+#[command(
+    after_help = "Environment: PAZ_SERVER, PAZ_TOKEN, PAZ_OUTPUT, PAZ_DATA_DIR \
+    (without a token, <PAZ_DATA_DIR or ./paz-data>/admin-token is used for a local server).\n\
+    Exit codes: 0 success, 1 failure (API error, network, failed deployment), 2 bad usage."
+)]
+pub struct Cli {
+    /// The URL of the paz-server.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PAZ_SERVER",
+        default_value = "http://127.0.0.1:7700",
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// The API token (bearer).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PAZ_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// How to print data on stdout.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        help_heading = "Global options",
+        env = "PAZ_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The output format of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people (borderless when stdout is not a terminal).
+    Table,
+    /// JSON, as the REST API returns it.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, update and delete services.
+    #[command(subcommand, visible_alias = "svc")]
+    Service(ServiceCommand),
+    /// Deploy a service: make a new release (optionally with a new image) and roll it out.
+    Deploy(DeployArgs),
+    /// Roll a service back to an earlier release (by default the one before the current).
+    Rollback(RollbackArgs),
+    /// Set the number of instances of a service (no new release).
+    Scale {
+        /// The service.
+        name: String,
+        /// The new instance count (0 to 1000).
+        instances: u32,
+    },
+    /// List the releases of a service.
+    Releases {
+        /// The service.
+        name: String,
+    },
+    /// Show the deploy history of a service.
+    History {
+        /// The service.
+        name: String,
+    },
+    /// List the hosts that run instances.
+    Hosts,
+    /// Apply a manifest (paz.toml): create and update the services it declares.
+    Apply(ApplyArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `paz service …`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Declare a new service; Paz makes release v1 and deploys it.
+    Create(CreateArgs),
+    /// List the services.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one service.
+    Show {
+        /// The service.
+        name: String,
+    },
+    /// Change some fields of a service (a merge patch of only the given flags).
+    Update(UpdateArgs),
+    /// Delete a service with its releases and deployment history.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The service.
+        name: String,
+    },
+}
+
+/// `paz service create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The service name (a DNS label: a-z, 0-9 and '-').
+    pub name: String,
+    /// The image, e.g. `demo:v1` or `registry.local:5000/team/app:1.2`.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// The service's settings.
+    #[command(flatten)]
+    pub flags: SpecFlags,
+    /// The command to run instead of the image's (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `paz service update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The service.
+    pub name: String,
+    /// A new image.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The settings to change.
+    #[command(flatten)]
+    pub flags: SpecFlags,
+    /// Remove an environment variable (repeatable).
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+    /// Replace the command (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The settings of a service shared by `create` and `update`; everything is optional.
+#[derive(Debug, Default, Args)]
+pub struct SpecFlags {
+    /// How many instances to run (0 to 1000).
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u32>,
+    /// A container port, `PORT` or `PORT/http` or `PORT/tcp` (repeatable; on update, replaces
+    /// the list). The first http port receives the routed traffic.
+    #[arg(long = "port", value_name = "PORT[/PROTO]", value_parser = parse_port)]
+    pub ports: Vec<PortSpec>,
+    /// Route `<name>.<cluster domain>` to the service (`--public=false` to stop).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub public: Option<bool>,
+    /// An extra domain routed to the service (repeatable; on update, replaces the list).
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// An environment variable `KEY=VALUE` (repeatable; on update, merged into the current
+    /// ones).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// The HTTP path of the health check, e.g. `/healthz`.
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// A volume `SOURCE:TARGET[:ro]`; the source is a volume name or an absolute host path
+    /// (repeatable; on update, replaces the list).
+    #[arg(long = "volume", value_name = "SRC:DST[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<VolumeSpec>,
+    /// The memory limit of each instance, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<u64>,
+    /// The CPU limit of each instance, in cores (e.g. 0.5).
+    #[arg(long, value_name = "CORES")]
+    pub cpus: Option<f64>,
+    /// The deploy strategy.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<StrategyArg>,
+    /// How many new instances a rolling deploy starts at once (1 to 100).
+    #[arg(long, value_name = "N")]
+    pub max_surge: Option<u32>,
+}
+
+/// The deploy strategies, as flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Start new instances first, a batch at a time, then drain and stop old ones.
+    Rolling,
+    /// Stop all old instances, then start new ones.
+    Recreate,
+    /// Start all new instances, then switch all traffic at once.
+    BlueGreen,
+    /// Shift traffic to the new release in weighted steps.
+    Canary,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(value: StrategyArg) -> Self {
+        match value {
+            StrategyArg::Rolling => Strategy::Rolling,
+            StrategyArg::Recreate => Strategy::Recreate,
+            StrategyArg::BlueGreen => Strategy::BlueGreen,
+            StrategyArg::Canary => Strategy::Canary,
+        }
+    }
+}
+
+/// How to wait for a deployment.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Print the deployment and return at once instead of following its progress.
+    #[arg(long)]
+    pub detach: bool,
+    /// How long to follow the deployment before giving up (it goes on on the server).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: HumanDuration,
+}
+
+/// `paz deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service.
+    pub name: String,
+    /// The image to deploy; without it the current spec is released again.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// How to wait.
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `paz rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The service.
+    pub name: String,
+    /// The release to go back to, `v3` or `3`.
+    #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
+    pub to: Option<u64>,
+    /// How to wait.
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `paz apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest (`-` reads stdin).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "paz.toml"
+    )]
+    pub file: PathBuf,
+    /// Only print what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn public_takes_an_optional_value() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Service(ServiceCommand::Update(update)) = cli.command else {
+                panic!()
+            };
+            update.flags.public
+        };
+        assert_eq!(parse(&["paz", "service", "update", "web"]), None);
+        assert_eq!(
+            parse(&["paz", "service", "update", "web", "--public"]),
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["paz", "service", "update", "web", "--public=false"]),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors() {
+        for args in [
+            &[
+                "paz", "service", "create", "web", "--image", "x", "--env", "BAD",
+            ][..],
+            &[
+                "paz", "service", "create", "web", "--image", "x", "--port", "80/udp",
+            ],
+            &[
+                "paz", "service", "create", "web", "--image", "x", "--volume", "data",
+            ],
+            &["paz", "deploy", "web", "--timeout", "soon"],
+            &["paz", "rollback", "web", "--to", "vX"],
+            &["paz", "service", "create", "web"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+}
