@@ -7,6 +7,7 @@ pub mod error;
 mod extract;
 pub mod handlers;
 pub mod openapi;
+pub mod reconciler;
 pub mod token;
 
 use std::sync::Arc;

@@ -1,0 +1,451 @@
+//! The reconciler against the in-memory fakes: deploy strategies, the health gate, crash
+//! replacement, scaling, orphans and resuming after a restart.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use paz_core::health::{HealthChecker, HealthReport, HealthTarget};
+use paz_core::proxy::{FakeProxy, Proxy};
+use paz_core::scheduler::{FakeScheduler, Scheduler};
+use paz_core::{
+    DeploymentStatus, EngineConfig, HumanDuration, MemoryStore, Paz, PortSpec, Protocol,
+    ServiceSpec, Strategy, Trigger, TriggerKind,
+};
+use paz_server::reconciler::Reconciler;
+use tokio::sync::watch;
+
+/// Healthy unless the port is marked bad.
+#[derive(Default)]
+struct PortHealth {
+    bad_ports: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl HealthChecker for PortHealth {
+    async fn check(&self, target: &HealthTarget) -> HealthReport {
+        let port = target
+            .address
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+            .unwrap_or_default();
+        let healthy = !self.bad_ports.lock().unwrap().contains(&port);
+        HealthReport {
+            healthy,
+            detail: if healthy {
+                "200 OK".into()
+            } else {
+                "HTTP 503".into()
+            },
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+struct World {
+    paz: Paz,
+    scheduler: Arc<FakeScheduler>,
+    proxy: Arc<FakeProxy>,
+    health: Arc<PortHealth>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    fn new() -> Self {
+        let paz = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+        Self::with(
+            paz,
+            Arc::new(FakeScheduler::new()),
+            Arc::new(FakeProxy::new()),
+        )
+    }
+
+    fn with(paz: Paz, scheduler: Arc<FakeScheduler>, proxy: Arc<FakeProxy>) -> Self {
+        let health = Arc::new(PortHealth::default());
+        let reconciler = Reconciler::new(
+            paz.clone(),
+            scheduler.clone(),
+            proxy.clone(),
+            health.clone(),
+        );
+        let (stop, receiver) = watch::channel(false);
+        let task = tokio::spawn(reconciler.run(receiver));
+        World {
+            paz,
+            scheduler,
+            proxy,
+            health,
+            stop,
+            task,
+        }
+    }
+
+    async fn shut_down(self) -> (Paz, Arc<FakeScheduler>, Arc<FakeProxy>) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+        (self.paz, self.scheduler, self.proxy)
+    }
+
+    async fn until<F: AsyncFnMut() -> bool>(&self, what: &str, mut condition: F) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn running(&self, service: &str) -> Vec<(u64, String)> {
+        let mut list: Vec<_> = self
+            .scheduler
+            .list(Some(service))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.release, i.address.unwrap_or_default()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    async fn backends(&self, host: &str) -> usize {
+        self.proxy
+            .routes()
+            .await
+            .unwrap()
+            .routes
+            .get(host)
+            .map_or(0, |r| r.backends.len())
+    }
+
+    async fn wait_deployment(&self, id: &str, status: DeploymentStatus) {
+        self.until(&format!("{id} {status}"), async || {
+            self.paz.deployment(id).await.unwrap().status == status
+        })
+        .await;
+    }
+}
+
+fn web(instances: u32, strategy: Strategy) -> ServiceSpec {
+    let mut spec = ServiceSpec::new("web", "demo:v1");
+    spec.instances = instances;
+    spec.public = true;
+    spec.ports.push(PortSpec {
+        port: 8080,
+        protocol: Protocol::Http,
+    });
+    spec.deploy.strategy = strategy;
+    spec.deploy.health_timeout = HumanDuration::from_secs(1);
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_deploy_and_route() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(2, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    assert_eq!(world.running("web").await.len(), 2);
+    assert_eq!(world.backends("web.localhost").await, 2);
+    assert_eq!(
+        world.backends("web.paz").await,
+        2,
+        "internal name routes too"
+    );
+
+    let d = world
+        .paz
+        .deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("old instances removed", async || {
+            world.running("web").await.iter().all(|(r, _)| *r == 2)
+        })
+        .await;
+    assert_eq!(world.running("web").await.len(), 2);
+    let recorded = world.paz.deployment(&d.id).await.unwrap();
+    assert!(
+        recorded
+            .steps
+            .iter()
+            .any(|s| s.name.starts_with("start v2")),
+        "{:?}",
+        recorded.steps
+    );
+    assert!(
+        recorded.steps.iter().any(|s| s.name.starts_with("drain")),
+        "{:?}",
+        recorded.steps
+    );
+    world
+        .until("routes follow", async || {
+            world.backends("web.localhost").await == 2
+        })
+        .await;
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_fails_the_deploy_and_keeps_the_old_release() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(2, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world.health.bad_ports.lock().unwrap().insert("9090".into());
+    let mut spec = web(2, Strategy::Rolling);
+    spec.image = "demo:v3".into();
+    spec.ports = vec![PortSpec {
+        port: 9090,
+        protocol: Protocol::Http,
+    }];
+    let applied = world
+        .paz
+        .update_service("web", spec, None, Trigger::new(TriggerKind::Update))
+        .await
+        .unwrap();
+    let id = applied.deployment.unwrap().id;
+    world.wait_deployment(&id, DeploymentStatus::Failed).await;
+    let failed = world.paz.deployment(&id).await.unwrap();
+    assert!(
+        failed.error.as_deref().unwrap().contains("health check"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        world.paz.service("web").await.unwrap().current_release,
+        Some(1),
+        "reverted to v1"
+    );
+    world
+        .until("v2 instances gone", async || {
+            world.running("web").await.iter().all(|(r, _)| *r == 1)
+        })
+        .await;
+    assert_eq!(
+        world.running("web").await.len(),
+        2,
+        "the old release kept serving"
+    );
+    assert_eq!(world.backends("web.localhost").await, 2);
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world.scheduler.fail_image("demo:missing");
+    let d = world
+        .paz
+        .deploy(
+            "web",
+            Some("demo:missing".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+    world.wait_deployment(&d.id, DeploymentStatus::Failed).await;
+    let failed = world.paz.deployment(&d.id).await.unwrap();
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("cannot be pulled"),
+        "{failed:?}"
+    );
+    assert_eq!(world.running("web").await.len(), 1);
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_instances_are_replaced() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(2, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let victim = world.scheduler.list(Some("web")).await.unwrap()[0]
+        .id
+        .clone();
+    world.scheduler.crash(&victim, 137);
+    world
+        .until("crashed instance replaced", async || {
+            let list = world.scheduler.list(Some("web")).await.unwrap();
+            list.len() == 2 && list.iter().all(|i| i.id != victim)
+        })
+        .await;
+    world
+        .until("routable again", async || {
+            world.backends("web.localhost").await == 2
+        })
+        .await;
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_and_deleting() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world.paz.scale("web", 3).await.unwrap();
+    world
+        .until("three instances routed", async || {
+            world.backends("web.localhost").await == 3
+        })
+        .await;
+    world.paz.scale("web", 1).await.unwrap();
+    world
+        .until("one instance left", async || {
+            world.running("web").await.len() == 1
+        })
+        .await;
+    world.paz.delete_service("web", None).await.unwrap();
+    world
+        .until("orphans removed", async || {
+            world.running("web").await.is_empty()
+        })
+        .await;
+    world
+        .until("route removed", async || {
+            world.proxy.routes().await.unwrap().routes.is_empty()
+        })
+        .await;
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_and_canary() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(2, Strategy::BlueGreen), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let d = world
+        .paz
+        .deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("only v2", async || {
+            world.running("web").await.iter().all(|(r, _)| *r == 2)
+        })
+        .await;
+
+    world
+        .paz
+        .patch_service(
+            "web",
+            &serde_json::json!({"deploy": {"strategy": "canary"}}),
+            None,
+            Trigger::create(),
+        )
+        .await
+        .unwrap();
+    let canary = world.paz.latest_deployment("web").await.unwrap().unwrap();
+    world
+        .until("canary split", async || {
+            let routes = world.proxy.routes().await.unwrap();
+            let weights: HashSet<u32> = routes.routes["web.localhost"]
+                .backends
+                .values()
+                .map(|b| b.weight)
+                .collect();
+            weights.len() == 2
+        })
+        .await;
+    assert_eq!(
+        world.paz.deployment(&canary.id).await.unwrap().status,
+        DeploymentStatus::Running,
+        "waits for promotion"
+    );
+    world.paz.promote("web").await.unwrap();
+    world.paz.promote("web").await.unwrap();
+    world
+        .wait_deployment(&canary.id, DeploymentStatus::Succeeded)
+        .await;
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_reconciler_resumes_a_deploy() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(3, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let (paz, scheduler, proxy) = world.shut_down().await;
+    // A deploy recorded while no reconciler runs (as if the server died right after).
+    let d = paz
+        .deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+    let world = World::with(paz, scheduler, proxy);
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("one release", async || {
+            world.running("web").await.iter().all(|(r, _)| *r == 2)
+        })
+        .await;
+    assert_eq!(world.running("web").await.len(), 3);
+    world.shut_down().await;
+}
