@@ -1,0 +1,194 @@
+//! The error type of `paz-docker`.
+
+/// Everything that can go wrong talking to the Docker Engine.
+///
+/// Each message names what was attempted and includes the daemon's answer, so the text alone
+/// is enough for an operator. At the [`Scheduler`](paz_core::scheduler::Scheduler) boundary it
+/// becomes [`paz_core::Error::Scheduler`] (or [`paz_core::Error::NotFound`] for an unknown
+/// instance) through the `From` impl below.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Docker host setting cannot be used (unknown scheme, no socket file…).
+    #[error("cannot use the Docker host {host:?}: {}", chain(.source))]
+    Connect {
+        /// The Docker host (`unix:///var/run/docker.sock`, `tcp://…`).
+        host: String,
+        /// What bollard reported.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The daemon does not answer.
+    #[error("Docker daemon is not reachable at {host}: {}", chain(.source))]
+    DaemonUnavailable {
+        /// The Docker host.
+        host: String,
+        /// What failed.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The image reference cannot be parsed.
+    #[error("{source}")]
+    InvalidImage {
+        /// The reference as given.
+        image: String,
+        /// Why it is invalid.
+        #[source]
+        source: paz_core::image::ImageRefError,
+    },
+    /// The image is not on the daemon and the pull failed.
+    #[error("image {image:?} is not available locally and cannot be pulled: {}", chain(.source))]
+    ImageUnavailable {
+        /// The image reference.
+        image: String,
+        /// Why the pull failed.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The Paz network could not be found or created.
+    #[error("cannot set up the Docker network {network:?}: {}", chain(.source))]
+    Network {
+        /// The network name.
+        network: String,
+        /// What the daemon answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The Paz network exists but has no usable IPv4 gateway/subnet information.
+    #[error("the Docker network {network:?} is not usable: {reason}")]
+    NetworkUnusable {
+        /// The network name.
+        network: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A placement constraint excludes the daemon's machine, the only host.
+    #[error("no host satisfies the placement constraint {constraint:?} (host {host:?} does not)")]
+    Unschedulable {
+        /// The constraint, as written in the service.
+        constraint: String,
+        /// The daemon's host name.
+        host: String,
+    },
+    /// Creating the container failed.
+    #[error("cannot create container {name:?} from image {image:?}: {}", chain(.source))]
+    CreateContainer {
+        /// The container name Paz chose.
+        name: String,
+        /// The image.
+        image: String,
+        /// What the daemon answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// Starting the container failed (bad command, bad mount…); the container was removed.
+    #[error("cannot start container {name:?}: {}", chain(.source))]
+    StartContainer {
+        /// The container name.
+        name: String,
+        /// What the daemon answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// No managed container has this id.
+    #[error("instance {id:?} not found")]
+    InstanceNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// Any other Docker API call failed.
+    #[error("Docker {operation} failed: {}", chain(.source))]
+    Api {
+        /// What was attempted, e.g. `inspect container abc123`.
+        operation: String,
+        /// What the daemon answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn api(operation: impl Into<String>, source: bollard::errors::Error) -> Self {
+        Error::Api {
+            operation: operation.into(),
+            source,
+        }
+    }
+}
+
+/// The result type of `paz-docker`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for paz_core::Error {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InstanceNotFound { id } => paz_core::Error::NotFound {
+                kind: "instance",
+                name: id,
+            },
+            other => paz_core::Error::Scheduler(other.to_string()),
+        }
+    }
+}
+
+/// The error's message followed by those of its sources (hyper hides the cause, e.g.
+/// "connection refused", two levels down), skipping repeats.
+fn chain(error: &bollard::errors::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The HTTP status of a daemon answer, if the error is one.
+pub(crate) fn status_of(error: &bollard::errors::Error) -> Option<u16> {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Whether the daemon answered 404 (no such container/image/network).
+pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
+    status_of(error) == Some(404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_into_core_errors_with_clear_messages() {
+        let err = Error::ImageUnavailable {
+            image: "demo:v9".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "pull access denied for demo".into(),
+            },
+        };
+        let core: paz_core::Error = err.into();
+        assert_eq!(core.code(), "SCHEDULER_ERROR");
+        let text = core.to_string();
+        assert!(
+            text.contains(r#"image "demo:v9" is not available locally and cannot be pulled"#),
+            "{text}"
+        );
+        assert!(text.contains("pull access denied"), "{text}");
+
+        let core: paz_core::Error = Error::InstanceNotFound { id: "abc".into() }.into();
+        assert!(matches!(
+            core,
+            paz_core::Error::NotFound {
+                kind: "instance",
+                ..
+            }
+        ));
+    }
+}
