@@ -27,6 +27,21 @@ fi
 
 command -v cargo >/dev/null || { echo "error: cargo is missing; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
+# Docker: the engine is the machine's (this script cannot install it). Tests that need it
+# fail when CI=true and it is missing, and skip loudly otherwise.
+if docker info >/dev/null 2>&1; then
+  log "building the demo image (paz-demo:v1, v2, v3)"
+  scripts/build-demo-image.sh paz-demo:v1 paz-demo:v2 paz-demo:v3
+elif [ "${CI:-}" = "true" ]; then
+  echo "error: the Docker Engine is not reachable; the tests need it (CI=true)" >&2
+  exit 1
+else
+  log "WARNING: Docker is not reachable: the tests that need it will be SKIPPED"
+fi
+
+log "testing the demo app"
+cargo test --quiet --manifest-path examples/demo-app/Cargo.toml
+
 log "building the binaries"
 cargo build --workspace --bins --quiet
 

@@ -4,15 +4,18 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use paz_core::api::{DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest};
-use paz_core::{Deployment, Event, FieldError, Host, Release, Service, ServiceSpec};
+use paz_core::scheduler::LogLine;
+use paz_core::{
+    Deployment, Event, EventKind, FieldError, Host, Instance, Release, Service, ServiceSpec,
+};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, IF_MATCH};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// How long a non-streaming request may take by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,6 +23,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest SSE line the event stream accepts before giving up.
 const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
+/// The longest NDJSON line the log stream accepts before giving up.
+const MAX_LOG_LINE: usize = 16 * 1024 * 1024;
+/// How many times in a row [`Client::wait_for_deployment`] subscribes again to an event
+/// stream that the server closed at once.
+const MAX_RESUBSCRIBES: u32 = 3;
 /// How much of an unexpected (non-JSON) body an error keeps.
 const MAX_BODY_IN_ERROR: usize = 512;
 
@@ -75,6 +83,22 @@ pub enum Error {
     /// The event stream sent a line longer than the client accepts.
     #[error("the event stream sent a line longer than {MAX_SSE_LINE} bytes")]
     EventTooLarge,
+    /// The log stream sent a line longer than the client accepts.
+    #[error("the log stream sent a line longer than {MAX_LOG_LINE} bytes")]
+    LogLineTooLarge,
+    /// The server kept closing the event stream that [`Client::wait_for_deployment`] watches
+    /// (it is shutting down, or a proxy cuts long-lived answers).
+    #[error("the server closed the event stream")]
+    EventStreamClosed,
+    /// [`Client::wait_for_deployment`] gave up: the deployment was not over in time. It goes
+    /// on on the server.
+    #[error("deployment {} is still {} after {after:?}", deployment.id, deployment.status)]
+    WaitTimedOut {
+        /// The deployment as last seen.
+        deployment: Box<Deployment>,
+        /// How long the client waited.
+        after: Duration,
+    },
 }
 
 impl Error {
@@ -396,6 +420,212 @@ impl Client {
         Ok(EventStream::new(response.bytes_stream()))
     }
 
+    /// `POST /v1/services/{name}/promote`: moves the service's canary deployment to its next
+    /// traffic step. Fails with `INVALID_STATE` (409) when no canary deployment is in
+    /// progress or it is already at 100 %.
+    pub async fn promote(&self, name: &str) -> Result<Deployment, Error> {
+        self.call(
+            Method::POST,
+            &["v1", "services", name, "promote"],
+            NoBody,
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/services/{name}/abort`: stops the service's running deployment. It fails
+    /// and the previous release keeps serving. Fails with `INVALID_STATE` (409) when no
+    /// deployment is in progress.
+    pub async fn abort(&self, name: &str) -> Result<Deployment, Error> {
+        self.call(
+            Method::POST,
+            &["v1", "services", name, "abort"],
+            NoBody,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/services/{name}/instances`: the service's instances (containers), with the
+    /// state the server sees.
+    pub async fn instances(&self, name: &str) -> Result<Vec<Instance>, Error> {
+        self.call(
+            Method::GET,
+            &["v1", "services", name, "instances"],
+            NoBody,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/services/{name}/status`: the service with its latest deployment, its
+    /// instances and what is wrong with it.
+    pub async fn status(&self, name: &str) -> Result<ServiceStatus, Error> {
+        self.call(
+            Method::GET,
+            &["v1", "services", name, "status"],
+            NoBody,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/services/{name}/logs`: the output of the service's instances, one
+    /// [`LogLine`] at a time (the server sends newline-delimited JSON).
+    ///
+    /// `tail` keeps only the last lines of each instance's past output; with `follow`, the
+    /// stream stays open and yields new lines as the instances print them (it has no overall
+    /// timeout). Resolves once the server accepted the request, so `SERVICE_NOT_FOUND` (404)
+    /// and `NO_SCHEDULER` (409, the server runs no scheduler) come back as an `Err`. A line
+    /// that cannot be decoded yields an [`Error::Decode`] item and the stream goes on; a
+    /// broken connection yields an [`Error::Http`] item and the stream ends.
+    ///
+    /// ```no_run
+    /// # async fn run(client: paz::Client) -> Result<(), paz::Error> {
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let mut lines = client.logs("web", true, Some(10)).await?;
+    /// while let Some(line) = lines.next().await {
+    ///     let line = line?;
+    ///     println!("{} | {}", line.instance, line.line);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<LogLines, Error> {
+        let mut url = self.url(&["v1", "services", name, "logs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("follow", if follow { "true" } else { "false" });
+            if let Some(tail) = tail {
+                query.append_pair("tail", &tail.to_string());
+            }
+        }
+        // No `.timeout()`: a followed stream lasts as long as the caller reads it.
+        let response = self
+            .request_url(Method::GET, url)
+            .header(ACCEPT, "application/x-ndjson")
+            .send()
+            .await
+            .map_err(Error::Http)?;
+        let response = check(response).await?;
+        Ok(LogLines::new(response.bytes_stream()))
+    }
+
+    /// Waits until deployment `id` is over (succeeded, failed or cancelled) and returns it
+    /// as it ended. A failed deployment is an `Ok`: look at its `status` and `error`.
+    ///
+    /// Watches the server's event stream ([`Client::events`]) and reads the deployment again
+    /// when it changes, so it reacts at once without polling. Gives up with
+    /// [`Error::WaitTimedOut`] (carrying the deployment as last seen) after `timeout`; the
+    /// deployment goes on on the server. When not even the first read of the deployment
+    /// finished in time, the error is the [`Error::Http`] timeout.
+    ///
+    /// ```no_run
+    /// # async fn run(client: paz::Client) -> Result<(), paz::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let started = client.deploy("web", Some("demo:v2".into())).await?;
+    /// let ended = client.wait_for_deployment(&started.id, Duration::from_secs(600)).await?;
+    /// if let Some(error) = &ended.error {
+    ///     eprintln!("{} {}: {error}", ended.id, ended.status);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_for_deployment(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Deployment, Error> {
+        let deadline = Instant::now() + timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let timed_out = |deployment: Deployment| Error::WaitTimedOut {
+            deployment: Box::new(deployment),
+            after: timeout,
+        };
+        let mut closed_in_a_row = 0;
+        let mut current: Option<Deployment> = None;
+        loop {
+            // Subscribe first, then read: no change can slip in between.
+            let mut events = match self.events_until(remaining()).await {
+                Ok(events) => events,
+                Err(Error::Http(e)) if e.is_timeout() => match current {
+                    Some(current) => return Err(timed_out(current)),
+                    None => return Err(Error::Http(e)),
+                },
+                Err(e) => return Err(e),
+            };
+            let mut seen = match self.deployment_until(id, remaining()).await {
+                Ok(deployment) => deployment,
+                Err(Error::Http(e)) if e.is_timeout() && current.is_some() => {
+                    return Err(timed_out(current.take().expect("checked")));
+                }
+                Err(e) => return Err(e),
+            };
+            loop {
+                if seen.status.is_final() {
+                    return Ok(seen);
+                }
+                let reread = match events.next().await {
+                    Some(Ok(event)) => {
+                        closed_in_a_row = 0;
+                        match &event.kind {
+                            EventKind::DeploymentChanged { id: changed, .. } => changed == id,
+                            EventKind::ServiceDeleted { service } => *service == seen.service,
+                            _ => false,
+                        }
+                    }
+                    // A `resync` event (some events were missed) or one this client does not
+                    // know: read again to be sure.
+                    Some(Err(Error::Decode { .. })) => true,
+                    Some(Err(Error::Http(e))) if e.is_timeout() => return Err(timed_out(seen)),
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                };
+                if reread {
+                    seen = match self.deployment_until(id, remaining()).await {
+                        Ok(deployment) => deployment,
+                        Err(Error::Http(e)) if e.is_timeout() => return Err(timed_out(seen)),
+                        Err(e) => return Err(e),
+                    };
+                }
+            }
+            // The server closed the stream (e.g. it restarts): subscribe again.
+            closed_in_a_row += 1;
+            if closed_in_a_row > MAX_RESUBSCRIBES {
+                return Err(Error::EventStreamClosed);
+            }
+            current = Some(seen);
+        }
+    }
+
+    /// [`Client::events`], with the whole stream bounded by `limit`.
+    async fn events_until(&self, limit: Duration) -> Result<EventStream, Error> {
+        let response = self
+            .request(Method::GET, &["v1", "events"])
+            .header(ACCEPT, "text/event-stream")
+            .timeout(limit)
+            .send()
+            .await
+            .map_err(Error::Http)?;
+        let response = check(response).await?;
+        Ok(EventStream::new(response.bytes_stream()))
+    }
+
+    /// [`Client::deployment`] within `limit` (and within the client's request timeout).
+    async fn deployment_until(&self, id: &str, limit: Duration) -> Result<Deployment, Error> {
+        self.clone()
+            .with_timeout(limit.min(self.timeout))
+            .deployment(id)
+            .await
+    }
+
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
@@ -406,7 +636,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        let builder = self.http.request(method, self.url(segments));
+        self.request_url(method, self.url(segments))
+    }
+
+    fn request_url(&self, method: Method, url: Url) -> RequestBuilder {
+        let builder = self.http.request(method, url);
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,
@@ -444,6 +678,23 @@ impl Client {
         let bytes = response.bytes().await.map_err(Error::Http)?;
         serde_json::from_slice(&bytes).map_err(|source| Error::Decode { what, source })
     }
+}
+
+/// A service's status, from [`Client::status`]: the service, its latest deployment, its
+/// instances and its problems. (The same JSON as the server's `StatusResponse`.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: Service,
+    /// Its newest deployment, if it has any.
+    #[serde(default)]
+    pub deployment: Option<Deployment>,
+    /// Its instances, with the health the server sees.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+    /// What is wrong (crash loops, scheduler errors), for people.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// A request body.
@@ -586,6 +837,136 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The output of a service's instances: a [`Stream`] of [`LogLine`]s, from [`Client::logs`].
+pub struct LogLines {
+    inner: BoxStream<'static, Result<LogLine, Error>>,
+}
+
+impl fmt::Debug for LogLines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogLines").finish_non_exhaustive()
+    }
+}
+
+struct LogState<S> {
+    body: S,
+    lines: LineSplitter,
+    pending: VecDeque<Result<LogLine, Error>>,
+    done: bool,
+}
+
+impl LogLines {
+    fn new<S, B>(body: S) -> LogLines
+    where
+        S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
+        B: AsRef<[u8]>,
+    {
+        let state = LogState {
+            body,
+            lines: LineSplitter::new(MAX_LOG_LINE),
+            pending: VecDeque::new(),
+            done: false,
+        };
+        let inner = futures_util::stream::unfold(state, |mut state| async move {
+            loop {
+                if let Some(item) = state.pending.pop_front() {
+                    return Some((item, state));
+                }
+                if state.done {
+                    return None;
+                }
+                match state.body.next().await {
+                    Some(Ok(chunk)) => match state.lines.feed(chunk.as_ref()) {
+                        Ok(lines) => state.pending.extend(lines.iter().map(|l| decode_log(l))),
+                        Err(e) => {
+                            state.done = true;
+                            state.pending.push_back(Err(e));
+                        }
+                    },
+                    Some(Err(e)) => {
+                        state.done = true;
+                        state.pending.push_back(Err(Error::Http(e)));
+                    }
+                    None => {
+                        state.done = true;
+                        // A last line without its newline still counts.
+                        if let Some(line) = state.lines.finish() {
+                            state.pending.push_back(decode_log(&line));
+                        }
+                    }
+                }
+            }
+        });
+        LogLines {
+            inner: inner.boxed(),
+        }
+    }
+}
+
+impl Stream for LogLines {
+    type Item = Result<LogLine, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+fn decode_log(line: &[u8]) -> Result<LogLine, Error> {
+    serde_json::from_slice(line).map_err(|source| Error::Decode {
+        what: "a log line".into(),
+        source,
+    })
+}
+
+/// Splits bytes in any chunking into the lines of newline-delimited JSON: lines end in LF
+/// (a CR before it is dropped), blank lines are skipped.
+#[derive(Debug)]
+struct LineSplitter {
+    line: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    fn new(max: usize) -> LineSplitter {
+        LineSplitter {
+            line: Vec::new(),
+            max,
+        }
+    }
+
+    /// The lines that `chunk` completes.
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            if let Some(line) = self.take() {
+                out.push(line);
+            }
+        }
+        self.line.extend_from_slice(rest);
+        if self.line.len() > self.max {
+            self.line = Vec::new();
+            return Err(Error::LogLineTooLarge);
+        }
+        Ok(out)
+    }
+
+    /// The last line, when the input did not end with a newline.
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        self.take()
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
     }
 }
 
@@ -922,5 +1303,307 @@ mod tests {
             )),
             "{err}"
         );
+    }
+    const LOG: &str =
+        r#"{"instance":"3f2a9b1c2d3e4f","stream":"stdout","line":"listening on :8080"}"#;
+
+    fn split_chunks(chunks: &[&[u8]]) -> Vec<String> {
+        let mut splitter = LineSplitter::new(1024);
+        let mut lines: Vec<Vec<u8>> = chunks
+            .iter()
+            .flat_map(|c| splitter.feed(c).unwrap())
+            .collect();
+        lines.extend(splitter.finish());
+        lines
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_lines_split_the_same_in_any_chunking() {
+        let text = format!("{LOG}\n\n{{\"a\":\"é\"}}\r\n  \n{LOG}");
+        let whole = split_chunks(&[text.as_bytes()]);
+        assert_eq!(whole, [LOG, "{\"a\":\"é\"}", LOG]);
+        let bytes = text.as_bytes();
+        for split in 0..bytes.len() {
+            assert_eq!(
+                split_chunks(&[&bytes[..split], &bytes[split..]]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let single_bytes: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(split_chunks(&single_bytes), whole);
+    }
+
+    #[test]
+    fn ndjson_lines_have_a_size_limit() {
+        let mut splitter = LineSplitter::new(8);
+        assert!(splitter.feed(b"12345678\n1234").unwrap().len() == 1);
+        assert!(matches!(
+            splitter.feed(b"56789"),
+            Err(Error::LogLineTooLarge)
+        ));
+    }
+
+    #[test]
+    fn log_lines_decode_and_report_bad_lines() {
+        let chunks: Vec<Result<Vec<u8>, reqwest::Error>> = vec![
+            Ok(LOG.as_bytes()[..10].to_vec()),
+            Ok(format!("{}\nnot json\n", &LOG[10..]).into_bytes()),
+            Ok(br#"{"instance":"x","stream":"stderr","line":"oops"}"#.to_vec()),
+        ];
+        let items = runtime()
+            .block_on(LogLines::new(futures_util::stream::iter(chunks)).collect::<Vec<_>>());
+        assert_eq!(items.len(), 3, "{items:?}");
+        let first = items[0].as_ref().unwrap();
+        assert_eq!(first.instance, "3f2a9b1c2d3e4f");
+        assert_eq!(first.line, "listening on :8080");
+        assert!(matches!(items[1], Err(Error::Decode { .. })));
+        let last = items[2].as_ref().unwrap();
+        assert_eq!(last.stream, paz_core::scheduler::LogStreamKind::Stderr);
+        assert_eq!(last.line, "oops");
+    }
+
+    #[test]
+    fn logs_sends_follow_and_tail_and_streams_lines() {
+        let (url, requests) = one_shot_server("200 OK", &format!("{LOG}\n{LOG}\n"));
+        let client = Client::new(&url, Some("t0k".into())).unwrap();
+        let lines = runtime().block_on(async {
+            let stream = client.logs("web", true, Some(5)).await.unwrap();
+            stream.collect::<Vec<_>>().await
+        });
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.as_ref().unwrap().line == "listening on :8080")
+        );
+        let request = requests.recv().unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("get /v1/services/web/logs?follow=true&tail=5 http/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.contains("accept: application/x-ndjson"),
+            "{request}"
+        );
+        assert!(request.contains("authorization: bearer t0k"), "{request}");
+
+        let (url, requests) = one_shot_server("200 OK", "");
+        let client = Client::new(&url, None).unwrap();
+        runtime().block_on(client.logs("web", false, None)).unwrap();
+        let request = requests.recv().unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("get /v1/services/web/logs?follow=false http/1.1"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn logs_without_a_scheduler_is_an_api_error() {
+        let (url, _requests) = one_shot_server(
+            "409 Conflict",
+            r#"{"error":{"code":"NO_SCHEDULER","message":"this server runs no scheduler"}}"#,
+        );
+        let client = Client::new(&url, None).unwrap();
+        let err = runtime()
+            .block_on(client.logs("web", false, None))
+            .unwrap_err();
+        assert_eq!(err.code(), Some("NO_SCHEDULER"));
+        assert_eq!(err.status(), Some(409));
+    }
+
+    #[test]
+    fn promote_and_abort_post_to_their_paths() {
+        for (path, call) in [("promote", true), ("abort", false)] {
+            let (url, requests) = one_shot_server("200 OK", &deployment_json("web-4", "running"));
+            let client = Client::new(&url, None).unwrap();
+            let deployment = runtime()
+                .block_on(async {
+                    if call {
+                        client.promote("web").await
+                    } else {
+                        client.abort("web").await
+                    }
+                })
+                .unwrap();
+            assert_eq!(deployment.id, "web-4");
+            let request = requests.recv().unwrap().to_ascii_lowercase();
+            assert!(
+                request.starts_with(&format!("post /v1/services/web/{path} http/1.1")),
+                "{request}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_reads_the_servers_status_response() {
+        let body = format!(
+            r#"{{"service":{},"deployment":null,"instances":[{{"id":"abc","service":"web","release":1,"slot":0,"host":"h1","state":"healthy","address":"10.0.0.2:8080"}}],"problems":["slot 1 keeps crashing"]}}"#,
+            service_json()
+        );
+        let (url, requests) = one_shot_server("200 OK", &body);
+        let client = Client::new(&url, None).unwrap();
+        let status = runtime().block_on(client.status("web")).unwrap();
+        assert_eq!(status.service.spec.name, "web");
+        assert_eq!(status.deployment, None);
+        assert_eq!(status.instances[0].state, paz_core::InstanceState::Healthy);
+        assert_eq!(status.problems, ["slot 1 keeps crashing"]);
+        let request = requests.recv().unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("get /v1/services/web/status http/1.1"),
+            "{request}"
+        );
+        // It serializes back to the same shape.
+        let again: ServiceStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+    }
+
+    fn service_json() -> String {
+        r#"{"spec":{"name":"web","image":"demo:v1"},"current_release":1,"latest_release":1,"latest_deployment":1,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","revision":3}"#.to_owned()
+    }
+
+    fn deployment_json(id: &str, status: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","service":"web","sequence":4,"release":2,"previous_release":1,"strategy":"rolling","status":"{status}","trigger":{{"kind":"deploy"}},"created_at":"2026-01-01T00:00:00Z"}}"#
+        )
+    }
+
+    /// A loopback HTTP server that answers every connection (one request each) with
+    /// `answer(request head)`: the raw status line, extra headers and body. An answer with
+    /// `keep_open` stays open (an event stream with nothing more to say).
+    fn fake_server(
+        answer: impl Fn(&str) -> (String, String, bool) + Send + Sync + 'static,
+    ) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = std::sync::Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let (status, body, keep_open) = answer(&head);
+                    let content_type = if keep_open || head.starts_with("GET /v1/events") {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    };
+                    let length = if keep_open {
+                        String::new()
+                    } else {
+                        format!("content-length: {}\r\n", body.len())
+                    };
+                    let _ = stream.write_all(
+                        format!("HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\n{length}connection: close\r\n\r\n{body}")
+                            .as_bytes(),
+                    );
+                    let _ = stream.flush();
+                    if keep_open {
+                        std::thread::sleep(Duration::from_secs(10));
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn wait_for_deployment_reads_again_on_each_change() {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = reads.clone();
+        let url = fake_server(move |head| {
+            if head.starts_with("GET /v1/events ") {
+                let other = r#"{"revision":8,"at":"2026-01-01T00:00:00Z","type":"deployment_changed","service":"api","id":"api-1","release":1,"status":"running"}"#;
+                let ours = r#"{"revision":9,"at":"2026-01-01T00:00:00Z","type":"deployment_changed","service":"web","id":"web-4","release":2,"status":"succeeded"}"#;
+                let body = format!(
+                    ": hi\n\nevent: deployment_changed\ndata: {other}\n\nevent: deployment_changed\ndata: {ours}\n\n"
+                );
+                ("200 OK".into(), body, true)
+            } else if head.starts_with("GET /v1/deployments/web-4 ") {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let status = if n == 0 { "running" } else { "succeeded" };
+                ("200 OK".into(), deployment_json("web-4", status), false)
+            } else {
+                ("404 Not Found".into(), String::new(), false)
+            }
+        });
+        let client = Client::new(&url, None).unwrap();
+        let ended = runtime()
+            .block_on(client.wait_for_deployment("web-4", Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(ended.status, paz_core::DeploymentStatus::Succeeded);
+        // Once after subscribing, once for its own event (not for the other service's).
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn wait_for_deployment_gives_up_with_the_last_state() {
+        let url = fake_server(|head| {
+            if head.starts_with("GET /v1/events ") {
+                ("200 OK".into(), ": keep-alive\n\n".into(), true)
+            } else {
+                ("200 OK".into(), deployment_json("web-4", "running"), false)
+            }
+        });
+        let client = Client::new(&url, None).unwrap();
+        let started = std::time::Instant::now();
+        let err = runtime()
+            .block_on(client.wait_for_deployment("web-4", Duration::from_millis(400)))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let Error::WaitTimedOut { deployment, after } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(deployment.status, paz_core::DeploymentStatus::Running);
+        assert_eq!(*after, Duration::from_millis(400));
+        assert_eq!(
+            err.to_string(),
+            "deployment web-4 is still running after 400ms"
+        );
+    }
+
+    #[test]
+    fn wait_for_deployment_returns_a_finished_one_at_once() {
+        let url = fake_server(|head| {
+            if head.starts_with("GET /v1/events ") {
+                ("200 OK".into(), String::new(), true)
+            } else {
+                ("200 OK".into(), deployment_json("web-4", "failed"), false)
+            }
+        });
+        let client = Client::new(&url, None).unwrap();
+        let ended = runtime()
+            .block_on(client.wait_for_deployment("web-4", Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(ended.status, paz_core::DeploymentStatus::Failed);
+    }
+
+    #[test]
+    fn wait_for_deployment_gives_up_when_the_stream_keeps_closing() {
+        let url = fake_server(|head| {
+            if head.starts_with("GET /v1/events ") {
+                ("200 OK".into(), String::new(), false)
+            } else {
+                ("200 OK".into(), deployment_json("web-4", "running"), false)
+            }
+        });
+        let client = Client::new(&url, None).unwrap();
+        let err = runtime()
+            .block_on(client.wait_for_deployment("web-4", Duration::from_secs(20)))
+            .unwrap_err();
+        assert!(matches!(err, Error::EventStreamClosed), "{err:?}");
     }
 }

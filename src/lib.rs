@@ -24,16 +24,17 @@
 //! ```
 
 pub use paz_core as core;
+pub use paz_core::scheduler::{LogLine, LogStreamKind};
 pub use paz_core::{
-    Applied, Deployment, DeploymentStatus, EngineConfig, Event, EventKind, Host, ImageRef,
-    Instance, MemoryStore, Paz, Release, RouteTable, Service, ServiceSpec, Store, Trigger,
-    TriggerKind,
+    Applied, Deployment, DeploymentStatus, DeploymentStep, EngineConfig, Event, EventKind, Host,
+    ImageRef, Instance, InstanceState, MemoryStore, Paz, Release, RouteTable, Service, ServiceSpec,
+    StepStatus, Store, Trigger, TriggerKind,
 };
 
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
-pub use client::{Client, Error, EventStream};
+pub use client::{Client, Error, EventStream, LogLines, ServiceStatus};
 
 /// Store backends.
 pub mod store {

@@ -75,6 +75,31 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Roll a service back to an earlier release (by default the one before the current).
     Rollback(RollbackArgs),
+    /// Move a canary deployment to its next traffic step.
+    Promote {
+        /// The service.
+        name: String,
+    },
+    /// Stop a service's running deployment: it fails and the previous release keeps serving.
+    Abort {
+        /// The service.
+        name: String,
+    },
+    /// Show how services are doing.
+    ///
+    /// Without NAME, one line per service: its release, healthy/desired instances, last
+    /// deployment and number of problems. With NAME, the service in detail: its latest
+    /// deployment with its steps, its instances and its problems.
+    Status {
+        /// The service; without it, every service.
+        name: Option<String>,
+    },
+    /// Print the output of a service's instances.
+    ///
+    /// Each line is printed as `<instance> | <line>` on stdout, whether the instance wrote it
+    /// to its stdout or its stderr; `--output json` prints each as one JSON object per line
+    /// (`{"instance", "stream", "line"}`).
+    Logs(LogsArgs),
     /// Set the number of instances of a service (no new release).
     Scale {
         /// The service.
@@ -269,6 +294,19 @@ pub struct RollbackArgs {
     pub follow: FollowArgs,
 }
 
+/// `paz logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service.
+    pub name: String,
+    /// Keep printing new lines as the instances write them (stop with Ctrl-C).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines of each instance's past output.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
 /// `paz apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -316,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn logs_takes_follow_and_tail() {
+        let cli = Cli::try_parse_from(["paz", "logs", "web", "-f", "--tail", "20"]).unwrap();
+        let Command::Logs(logs) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (logs.name.as_str(), logs.follow, logs.tail),
+            ("web", true, Some(20))
+        );
+        let cli = Cli::try_parse_from(["paz", "logs", "web"]).unwrap();
+        let Command::Logs(logs) = cli.command else {
+            panic!()
+        };
+        assert_eq!((logs.follow, logs.tail), (false, None));
+    }
+
+    #[test]
     fn bad_flag_values_are_usage_errors() {
         for args in [
             &[
@@ -330,6 +385,12 @@ mod tests {
             &["paz", "deploy", "web", "--timeout", "soon"],
             &["paz", "rollback", "web", "--to", "vX"],
             &["paz", "service", "create", "web"],
+            &["paz", "logs"],
+            &["paz", "logs", "web", "--tail", "-1"],
+            &["paz", "logs", "web", "--tail", "all"],
+            &["paz", "promote"],
+            &["paz", "abort"],
+            &["paz", "status", "web", "api"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

@@ -5,10 +5,12 @@ use std::io::{IsTerminal, Write};
 
 use comfy_table::{Cell, Table, presets};
 use jiff::Timestamp;
+use paz::ServiceStatus;
 use paz_core::manifest::Change;
+use paz_core::scheduler::LogLine;
 use paz_core::{
-    Deployment, DeploymentStatus, Host, HostStatus, PortSpec, Protocol, Release, Service,
-    ServiceSpec, StepStatus, Strategy, Trigger, TriggerKind,
+    Deployment, DeploymentStatus, DeploymentStep, Host, HostStatus, Instance, InstanceState,
+    PortSpec, Protocol, Release, Service, ServiceSpec, StepStatus, Strategy, Trigger, TriggerKind,
 };
 use serde_json::{Value, json};
 
@@ -138,9 +140,60 @@ impl Output {
         self.text(&render(table, self.tty))
     }
 
+    /// Prints the status of every service: one row each.
+    pub fn statuses(&self, statuses: &[ServiceStatus]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(statuses);
+        }
+        if statuses.is_empty() {
+            eprintln!("no services yet; create one with `paz service create NAME --image IMAGE`");
+            return Ok(());
+        }
+        self.text(&status_table(statuses, self.tty))
+    }
+
+    /// Prints the status of one service: summary, latest deployment, instances, problems.
+    pub fn status(&self, status: &ServiceStatus) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(status);
+        }
+        self.text(&status_detail(
+            status,
+            self.tty,
+            colour_for(self.tty),
+            Timestamp::now(),
+        ))
+    }
+
+    /// Prints one log line as it arrives: `<instance> | <line>`, or one JSON object per line.
+    /// Returns `false` once stdout is closed (`paz logs -f web | head`).
+    pub fn log_line(&self, line: &LogLine) -> anyhow::Result<bool> {
+        let mut text = if self.is_json() {
+            serde_json::to_string(line)?
+        } else {
+            log_line_text(line)
+        };
+        text.push('\n');
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn table(&self, header: &[&str]) -> Table {
         new_table(header, self.tty)
     }
+}
+
+/// Whether to colour text for a terminal: only on a terminal, and not when `NO_COLOR` is
+/// set (<https://no-color.org>).
+pub fn colour_for(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn new_table(header: &[&str], tty: bool) -> Table {
@@ -345,19 +398,250 @@ fn deployment_detail(deployment: &Deployment, tty: bool) -> String {
         rows.push(("error", error.clone()));
     }
     if !deployment.steps.is_empty() {
-        let steps: Vec<String> = deployment.steps.iter().map(step_line).collect();
+        let steps: Vec<String> = deployment
+            .steps
+            .iter()
+            .map(|step| step_text(step, false))
+            .collect();
         rows.push(("steps", steps.join("\n")));
     }
     detail_table(rows, tty)
 }
 
-/// One step of a deployment: `succeeded  start v3 instance 1: healthy`.
-pub fn step_line(step: &paz_core::DeploymentStep) -> String {
-    let mut line = format!("{:<9}  {}", step_status_text(step.status), step.name);
+/// One step of a deployment: `✓ start v2 slot 0: 3f2a9b1c2d3e`, with long container ids
+/// shortened and the step's message after a colon. `colour` paints the mark.
+pub fn step_text(step: &DeploymentStep, colour: bool) -> String {
+    let mark = step_mark(step.status);
+    let mark = match (colour, step.status) {
+        (true, StepStatus::Succeeded) => format!("\x1b[32m{mark}\x1b[0m"),
+        (true, StepStatus::Failed) => format!("\x1b[31m{mark}\x1b[0m"),
+        _ => mark.to_owned(),
+    };
+    let mut line = format!("{mark} {}", shorten_ids(&step.name));
     if let Some(message) = &step.message {
-        let _ = write!(line, ": {message}");
+        let _ = write!(line, ": {}", shorten_ids(message));
     }
     line
+}
+
+/// The mark of a step's state.
+fn step_mark(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "·",
+        StepStatus::Running => "…",
+        StepStatus::Succeeded => "✓",
+        StepStatus::Failed => "✗",
+        StepStatus::Skipped => "-",
+    }
+}
+
+/// How many characters of a container id are shown (as `docker ps` does).
+const SHORT_ID: usize = 12;
+
+/// A long hex id (a container id) cut to its first 12 characters; other ids unchanged.
+pub fn short_id(id: &str) -> &str {
+    if id.len() > SHORT_ID && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..SHORT_ID]
+    } else {
+        id
+    }
+}
+
+/// The text with every hex word of 32 characters or more (a container id) cut to its
+/// short form.
+pub fn shorten_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphanumeric()) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        if word.len() >= 32 && word.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push_str(&word[..SHORT_ID]);
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One log line for people: `<instance short id> | <line>`.
+pub fn log_line_text(line: &LogLine) -> String {
+    format!("{} | {}", short_id(&line.instance), line.line)
+}
+
+/// How many instances of the release the service should run are healthy.
+fn healthy_count(status: &ServiceStatus) -> usize {
+    status
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Healthy)
+        .filter(|i| {
+            status
+                .service
+                .current_release
+                .is_none_or(|release| i.release == release)
+        })
+        .count()
+}
+
+fn status_table(statuses: &[ServiceStatus], tty: bool) -> String {
+    let mut table = new_table(
+        &[
+            "NAME",
+            "RELEASE",
+            "INSTANCES",
+            "LAST DEPLOYMENT",
+            "PROBLEMS",
+        ],
+        tty,
+    );
+    for status in statuses {
+        table.add_row(vec![
+            status.service.spec.name.clone(),
+            release_text(status.service.current_release),
+            format!(
+                "{}/{}",
+                healthy_count(status),
+                status.service.spec.instances
+            ),
+            status
+                .deployment
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |d| format!("{} {}", d.id, d.status)),
+            status.problems.len().to_string(),
+        ]);
+    }
+    render(table, tty)
+}
+
+fn status_detail(status: &ServiceStatus, tty: bool, colour: bool, now: Timestamp) -> String {
+    let service = &status.service;
+    let spec = &service.spec;
+    let summary = detail_table(
+        vec![
+            ("name", spec.name.clone()),
+            ("image", spec.image.clone()),
+            (
+                "release",
+                format!(
+                    "{} (latest v{})",
+                    release_text(service.current_release),
+                    service.latest_release
+                ),
+            ),
+            (
+                "instances",
+                format!("{}/{} healthy", healthy_count(status), spec.instances),
+            ),
+            ("updated", ago(service.updated_at, now)),
+        ],
+        tty,
+    );
+    let mut text = summary;
+    text.push('\n');
+    match &status.deployment {
+        None => text.push_str("no deployment yet\n"),
+        Some(deployment) => {
+            let _ = writeln!(text, "deployment {}", deployment_summary(deployment, now));
+            if let Some(error) = &deployment.error {
+                let _ = writeln!(text, "  error: {error}");
+            }
+            for step in &deployment.steps {
+                let _ = writeln!(text, "  {}", step_text(step, colour));
+            }
+        }
+    }
+    text.push('\n');
+    if status.instances.is_empty() {
+        text.push_str("no instances\n");
+    } else {
+        text.push_str(&instances_table(&status.instances, tty));
+    }
+    text.push('\n');
+    if status.problems.is_empty() {
+        text.push_str("no problems\n");
+    } else {
+        text.push_str("problems:\n");
+        for problem in &status.problems {
+            let _ = writeln!(text, "  - {}", shorten_ids(problem));
+        }
+    }
+    text
+}
+
+/// `web-4: v2 (from v1), rolling, succeeded in 3.2s, 5m ago`.
+fn deployment_summary(deployment: &Deployment, now: Timestamp) -> String {
+    let mut text = format!("{}: v{}", deployment.id, deployment.release);
+    if let Some(previous) = deployment.previous_release {
+        let _ = write!(text, " (from v{previous})");
+    }
+    let _ = write!(
+        text,
+        ", {}, {}",
+        strategy_text(deployment.strategy),
+        deployment.status
+    );
+    match deployment.status {
+        DeploymentStatus::Pending => {}
+        DeploymentStatus::Running => {
+            let _ = write!(text, " for {}", deployment_took(deployment, now));
+        }
+        _ => {
+            let _ = write!(text, " in {}", deployment_took(deployment, now));
+        }
+    }
+    let _ = write!(text, ", {}", ago(deployment.created_at, now));
+    text
+}
+
+/// How long a deployment took (or has been going on): from its start (or creation) to its
+/// end (or `now`).
+pub fn deployment_took(deployment: &Deployment, now: Timestamp) -> String {
+    let start = deployment.started_at.unwrap_or(deployment.created_at);
+    let end = deployment.finished_at.unwrap_or(now);
+    duration_text(end.duration_since(start).as_millis().max(0) as u64)
+}
+
+fn instances_table(instances: &[Instance], tty: bool) -> String {
+    let mut table = new_table(
+        &["ID", "RELEASE", "SLOT", "STATE", "ADDRESS", "MESSAGE"],
+        tty,
+    );
+    let mut sorted: Vec<&Instance> = instances.iter().collect();
+    sorted.sort_by(|a, b| (b.release, a.slot, &a.id).cmp(&(a.release, b.slot, &b.id)));
+    for instance in sorted {
+        table.add_row(vec![
+            short_id(&instance.id).to_owned(),
+            release_text(Some(instance.release)),
+            instance.slot.to_string(),
+            instance_state_text(instance.state).to_owned(),
+            instance.address.clone().unwrap_or_else(|| "-".into()),
+            or_dash(
+                instance
+                    .message
+                    .as_deref()
+                    .map(shorten_ids)
+                    .unwrap_or_default(),
+            ),
+        ]);
+    }
+    render(table, tty)
+}
+
+fn instance_state_text(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Starting => "starting",
+        InstanceState::Healthy => "healthy",
+        InstanceState::Draining => "draining",
+        InstanceState::Stopped => "stopped",
+        InstanceState::Failed => "failed",
+    }
 }
 
 /// The plan of `paz apply` as a diff for people.
@@ -472,16 +756,6 @@ pub fn strategy_text(strategy: Strategy) -> &'static str {
         Strategy::Recreate => "recreate",
         Strategy::BlueGreen => "blue-green",
         Strategy::Canary => "canary",
-    }
-}
-
-fn step_status_text(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => "pending",
-        StepStatus::Running => "running",
-        StepStatus::Succeeded => "succeeded",
-        StepStatus::Failed => "failed",
-        StepStatus::Skipped => "skipped",
     }
 }
 
@@ -656,6 +930,147 @@ mod tests {
                 "it's".into()
             ]),
             r#"demo --greeting 'hello world' 'it'\''s'"#
+        );
+    }
+    const ID: &str = "3f2a9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a";
+
+    fn instance(id: &str, release: u64, slot: u32, state: InstanceState) -> Instance {
+        Instance {
+            id: id.into(),
+            service: "web".into(),
+            release,
+            slot,
+            host: "h1".into(),
+            address: Some(format!("172.17.0.{}:8080", slot + 2)),
+            state,
+            message: None,
+        }
+    }
+
+    fn deployment(status: DeploymentStatus) -> Deployment {
+        serde_json::from_value(json!({
+            "id": "web-4", "service": "web", "sequence": 4, "release": 3,
+            "previous_release": 2, "strategy": "rolling", "status": status,
+            "trigger": {"kind": "deploy"}, "created_at": "1970-01-01T00:16:40Z",
+            "started_at": "1970-01-01T00:16:41Z", "finished_at": "1970-01-01T00:16:44.200Z",
+            "steps": [
+                {"name": "deploying v3 (rolling)", "status": "succeeded"},
+                {"name": format!("start v3 slot 0: {ID}"), "status": "succeeded"},
+                {"name": "failed", "status": "failed", "message": "v3 slot 1 did not become healthy"},
+            ],
+            "error": "v3 slot 1 did not become healthy",
+        }))
+        .unwrap()
+    }
+
+    fn status(name: &str) -> ServiceStatus {
+        ServiceStatus {
+            service: service(name, Some(3)),
+            deployment: Some(deployment(DeploymentStatus::Failed)),
+            instances: vec![
+                instance("b1", 2, 0, InstanceState::Healthy),
+                instance(ID, 3, 0, InstanceState::Healthy),
+                instance("c2", 3, 1, InstanceState::Failed),
+            ],
+            problems: vec!["v3 slot 1 keeps crashing".into()],
+        }
+    }
+
+    #[test]
+    fn the_status_overview_has_one_row_per_service() {
+        let mut idle = status("worker");
+        idle.service.current_release = None;
+        idle.deployment = None;
+        idle.instances.clear();
+        idle.problems.clear();
+        assert_eq!(
+            status_table(&[status("web"), idle], false),
+            "NAME    RELEASE  INSTANCES  LAST DEPLOYMENT  PROBLEMS\n\
+             web     v3       1/2        web-4 failed     1\n\
+             worker  -        0/2        -                0\n"
+        );
+    }
+
+    #[test]
+    fn the_status_of_one_service_shows_deployment_instances_and_problems() {
+        let mut web = status("web");
+        web.instances[2].message = Some("exited with code 1".into());
+        let text = status_detail(&web, false, false, at(1_090));
+        assert_eq!(
+            text,
+            "name       web\n\
+             image      demo:v1\n\
+             release    v3 (latest v3)\n\
+             instances  1/2 healthy\n\
+             updated    1m ago\n\
+             \n\
+             deployment web-4: v3 (from v2), rolling, failed in 3.2s, 1m ago\n\
+             \x20 error: v3 slot 1 did not become healthy\n\
+             \x20 ✓ deploying v3 (rolling)\n\
+             \x20 ✓ start v3 slot 0: 3f2a9b1c2d3e\n\
+             \x20 ✗ failed: v3 slot 1 did not become healthy\n\
+             \n\
+             ID            RELEASE  SLOT  STATE    ADDRESS          MESSAGE\n\
+             3f2a9b1c2d3e  v3       0     healthy  172.17.0.2:8080  -\n\
+             c2            v3       1     failed   172.17.0.3:8080  exited with code 1\n\
+             b1            v2       0     healthy  172.17.0.2:8080  -\n\
+             \n\
+             problems:\n\
+             \x20 - v3 slot 1 keeps crashing\n"
+        );
+        let mut quiet = status("web");
+        quiet.deployment = None;
+        quiet.instances.clear();
+        quiet.problems.clear();
+        let text = status_detail(&quiet, false, false, at(1_090));
+        assert!(
+            text.ends_with("\nno deployment yet\n\nno instances\n\nno problems\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn running_deployments_show_how_long_so_far() {
+        let mut running = deployment(DeploymentStatus::Running);
+        running.finished_at = None;
+        assert_eq!(
+            deployment_summary(&running, at(1_006)),
+            "web-4: v3 (from v2), rolling, running for 5.0s, 6s ago"
+        );
+    }
+
+    #[test]
+    fn container_ids_are_shortened() {
+        assert_eq!(short_id(ID), "3f2a9b1c2d3e");
+        assert_eq!(short_id("web-v1-0"), "web-v1-0");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(
+            shorten_ids(&format!("drain {ID}, then start {ID}.")),
+            "drain 3f2a9b1c2d3e, then start 3f2a9b1c2d3e."
+        );
+        // Short hex words and words that are not hex stay as they are.
+        assert_eq!(
+            shorten_ids("deadbeef v2 café-0123456789abcdef0123456789abcdefg"),
+            "deadbeef v2 café-0123456789abcdef0123456789abcdefg"
+        );
+        let line = LogLine {
+            instance: ID.into(),
+            stream: paz_core::scheduler::LogStreamKind::Stderr,
+            line: "panic: boom".into(),
+        };
+        assert_eq!(log_line_text(&line), "3f2a9b1c2d3e | panic: boom");
+    }
+
+    #[test]
+    fn deployment_details_list_steps_with_marks() {
+        let text = deployment_detail(&deployment(DeploymentStatus::Failed), false);
+        assert!(
+            text.contains("steps     ✓ deploying v3 (rolling)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("✗ failed: v3 slot 1 did not become healthy"),
+            "{text}"
         );
     }
 }

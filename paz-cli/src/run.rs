@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
-use paz::Client;
+use futures_util::StreamExt as _;
+use paz::{Client, ServiceStatus};
 use paz_core::manifest::{Change, Manifest};
 use serde_json::{Value, json};
 
-use crate::args::{ApplyArgs, Cli, Command, ServiceCommand};
+use crate::args::{ApplyArgs, Cli, Command, LogsArgs, ServiceCommand};
 use crate::failure::{self, EXIT_FAILURE, Reported, UsageError};
 use crate::follow::follow;
 use crate::output::{self, Output};
@@ -35,6 +36,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let deployment = client.rollback(&args.name, args.to).await?;
             follow(&client, deployment, &args.follow, &out).await
         }
+        Command::Promote { name } => {
+            let deployment = client.promote(&name).await?;
+            match deployment.steps.last() {
+                Some(step) if step.name.starts_with("promoted") => {
+                    eprintln!("{}: {}", deployment.id, step.name);
+                }
+                _ => eprintln!("promoted {}", deployment.id),
+            }
+            out.deployment(&deployment)
+        }
+        Command::Abort { name } => {
+            let deployment = client.abort(&name).await?;
+            let serving = deployment
+                .previous_release
+                .map(|v| format!("; release v{v} keeps serving"))
+                .unwrap_or_default();
+            eprintln!("aborted {}{serving}", deployment.id);
+            out.deployment(&deployment)
+        }
+        Command::Status { name: Some(name) } => out.status(&client.status(&name).await?),
+        Command::Status { name: None } => out.statuses(&all_statuses(&client).await?),
+        Command::Logs(args) => logs(&client, &args, &out).await,
         Command::Scale { name, instances } => {
             let service = client.scale(&name, instances).await?;
             eprintln!("scaled {name} to {instances} instances");
@@ -53,7 +76,7 @@ async fn service(client: &Client, command: ServiceCommand, out: &Output) -> anyh
         ServiceCommand::Create(args) => {
             let service = client.create_service(&spec::create_spec(&args)).await?;
             eprintln!(
-                "created service {} (release {}); follow its first deployment with `paz history {}`",
+                "created service {} (release {}); see its first deployment with `paz status {}`",
                 service.spec.name,
                 service
                     .current_release
@@ -76,6 +99,62 @@ async fn service(client: &Client, command: ServiceCommand, out: &Output) -> anyh
             Ok(())
         }
     }
+}
+
+/// How many status requests `paz status` sends at once.
+const STATUS_CONCURRENCY: usize = 8;
+
+/// The status of every service, in the order of the service list (a service deleted in the
+/// meantime is left out).
+async fn all_statuses(client: &Client) -> anyhow::Result<Vec<ServiceStatus>> {
+    let services = client.services().await?;
+    let answers: Vec<_> = futures_util::stream::iter(&services)
+        .map(|service| client.status(&service.spec.name))
+        .buffered(STATUS_CONCURRENCY)
+        .collect()
+        .await;
+    let mut statuses = Vec::with_capacity(answers.len());
+    for (service, answer) in services.iter().zip(answers) {
+        match answer {
+            Ok(status) => statuses.push(status),
+            Err(e) if e.code() == Some("SERVICE_NOT_FOUND") => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading the status of {}", service.spec.name));
+            }
+        }
+    }
+    Ok(statuses)
+}
+
+/// `paz logs`: prints lines as they arrive until the server ends the stream (or, with
+/// `--follow`, until interrupted or stdout is closed).
+async fn logs(client: &Client, args: &LogsArgs, out: &Output) -> anyhow::Result<()> {
+    let mut lines = client.logs(&args.name, args.follow, args.tail).await?;
+    let mut printed = 0u64;
+    while let Some(item) = lines.next().await {
+        match item {
+            Ok(line) => {
+                if !out.log_line(&line)? {
+                    return Ok(()); // stdout was closed (`paz logs -f web | head`)
+                }
+                printed += 1;
+            }
+            Err(e @ paz::Error::Decode { .. }) => {
+                eprintln!("warning: skipped {}", failure::message_of(&e));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading the logs of {}", args.name));
+            }
+        }
+    }
+    if printed == 0 {
+        eprintln!(
+            "no output from the instances of {} (see `paz status {}`)",
+            args.name, args.name
+        );
+    }
+    Ok(())
 }
 
 /// `paz apply`: plan against the current services, print the plan, then create and update

@@ -150,9 +150,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     if actions.iter().any(|a| matches!(a, Action::Fail { .. })) {
+        // The old releases keep all the traffic while the caller reverts.
+        let mut weights: BTreeMap<u64, u32> = input
+            .observed
+            .iter()
+            .filter(|i| i.release != target && i.state == InstanceState::Healthy)
+            .map(|i| (i.release, 100))
+            .collect();
+        weights.insert(target, 0);
         return Plan {
             actions,
-            weights: BTreeMap::from([(target, 0)]),
+            weights,
             converged: false,
         };
     }
@@ -529,6 +537,11 @@ mod tests {
         assert!(
             !p.actions.contains(&Action::Drain { id: "a".into() }),
             "the old instance keeps serving"
+        );
+        assert_eq!(
+            p.weights,
+            BTreeMap::from([(1, 100), (2, 0)]),
+            "and keeps its traffic"
         );
         let observed = [
             obs("a", 1, 0, InstanceState::Healthy, 900),

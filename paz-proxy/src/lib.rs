@@ -1,3 +1,18 @@
-//! Proxy backends: the built-in router and HAProxy. Arrives with the router issue.
+//! Proxy backends of Paz.
 //!
-//! This crate holds no code yet: it reserves its place in the workspace layout.
+//! - [`router::Router`]: the built-in HTTP/1.1 reverse proxy (hyper). It implements
+//!   [`paz_core::proxy::Proxy`]: routes by `Host` header, hot-swaps its route table without a
+//!   lock on the request path, balances with power-of-two-choices over weighted backends,
+//!   drains backends exactly, ejects backends that refuse connections and retries idempotent
+//!   requests once, passes WebSockets through and closes them gracefully on drain, and counts
+//!   requests in Prometheus text format.
+//! - [`health::HttpHealthChecker`]: active HTTP and TCP checks
+//!   ([`paz_core::health::HealthChecker`]).
+
+pub mod error;
+pub mod health;
+pub mod router;
+
+pub use error::{Error, Result};
+pub use health::HttpHealthChecker;
+pub use router::{Router, RouterConfig, Scope};

@@ -13,6 +13,16 @@ pub enum StoreKind {
     Memory,
 }
 
+/// What runs the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerKind {
+    /// The local Docker Engine (the default), with the built-in router.
+    Docker,
+    /// Nothing: the API records services, releases and deployments, but no container runs
+    /// (for trying the API, and tests).
+    None,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -42,6 +52,19 @@ pub struct Config {
     /// The store.
     #[arg(long, env = "PAZ_STORE", value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
+    /// What runs the instances.
+    #[arg(long, env = "PAZ_SCHEDULER", value_enum, default_value_t = SchedulerKind::Docker)]
+    pub scheduler: SchedulerKind,
+    /// Where the router takes public traffic (`<service>.<domain>` and custom domains).
+    #[arg(long, env = "PAZ_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
+    pub router_listen: SocketAddr,
+    /// The Docker network instances run on (created when missing).
+    #[arg(long, env = "PAZ_DOCKER_NETWORK", default_value = "paz")]
+    pub docker_network: String,
+    /// Serve `<service>.paz` to containers: a name server and the router's internal
+    /// listener on the Docker network's gateway (ports 53 and 80).
+    #[arg(long, env = "PAZ_INTERNAL_NAMES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub internal_names: bool,
     /// The admin token (default: generated into `<data dir>/admin-token`).
     #[arg(long, env = "PAZ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use paz_core::api::{DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest};
-use paz_core::{Deployment, Host, Release, Service, ServiceSpec, Trigger, TriggerKind};
+use paz_core::{Deployment, Host, Instance, Release, Service, ServiceSpec, Trigger, TriggerKind};
 use tokio::sync::broadcast;
 
 use crate::AppState;
@@ -45,6 +45,7 @@ pub async fn create_service(
         .paz
         .create_service(spec, Trigger::new(TriggerKind::Create))
         .await?;
+    wake(&state);
     Ok((StatusCode::CREATED, Json(applied.service)))
 }
 
@@ -122,6 +123,7 @@ pub async fn deploy(
         .paz
         .deploy(&name, request.image, Trigger::new(TriggerKind::Deploy))
         .await?;
+    wake(&state);
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -150,6 +152,7 @@ pub async fn rollback(
         .paz
         .rollback(&name, request.to, Trigger::new(TriggerKind::Rollback))
         .await?;
+    wake(&state);
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -238,4 +241,166 @@ pub async fn events(
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Moves a canary deployment to its next traffic step.
+#[utoipa::path(post, path = "/v1/services/{name}/promote", tag = "deploys", params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Deployment>> {
+    let deployment = state.paz.promote(&name).await?;
+    wake(&state);
+    Ok(Json(deployment))
+}
+
+/// Aborts the running deployment: it fails and the previous release keeps serving.
+#[utoipa::path(post, path = "/v1/services/{name}/abort", tag = "deploys", params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn abort(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Deployment>> {
+    let deployment = state.paz.abort(&name).await?;
+    wake(&state);
+    Ok(Json(deployment))
+}
+
+fn wake(state: &AppState) {
+    if let Some(reconciler) = &state.reconciler {
+        reconciler.wake();
+    }
+}
+
+/// A service, its latest deployment, its instances and its problems (crash loops,
+/// scheduler errors).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StatusResponse {
+    /// The service.
+    pub service: Service,
+    /// Its newest deployment.
+    pub deployment: Option<Deployment>,
+    /// Its instances, with the health the reconciler sees.
+    pub instances: Vec<Instance>,
+    /// What is wrong, for people.
+    pub problems: Vec<String>,
+}
+
+async fn instances_of(state: &AppState, name: &str) -> ApiResult<Vec<Instance>> {
+    if let Some(reconciler) = &state.reconciler {
+        return Ok(reconciler.status(name).instances);
+    }
+    match &state.scheduler {
+        Some(scheduler) => Ok(scheduler.list(Some(name)).await?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Lists a service's instances.
+#[utoipa::path(get, path = "/v1/services/{name}/instances", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Instance>), (status = 404, body = ErrorResponse)))]
+pub async fn instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Instance>>> {
+    state.paz.service(&name).await?;
+    Ok(Json(instances_of(&state, &name).await?))
+}
+
+/// A service's status: its latest deployment, instances and problems.
+#[utoipa::path(get, path = "/v1/services/{name}/status", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = StatusResponse), (status = 404, body = ErrorResponse)))]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<StatusResponse>> {
+    let service = state.paz.service(&name).await?;
+    let deployment = state.paz.latest_deployment(&name).await?;
+    let (instances, problems) = match &state.reconciler {
+        Some(reconciler) => {
+            let status = reconciler.status(&name);
+            (status.instances, status.problems)
+        }
+        None => (
+            instances_of(&state, &name).await?,
+            vec!["this server runs no scheduler (--scheduler none)".to_owned()],
+        ),
+    };
+    Ok(Json(StatusResponse {
+        service,
+        deployment,
+        instances,
+        problems,
+    }))
+}
+
+/// Options of the logs endpoint.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Keep streaming new lines.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines of each instance's past output.
+    pub tail: Option<usize>,
+}
+
+/// The output of a service's instances as newline-delimited JSON `LogLine`s.
+#[utoipa::path(get, path = "/v1/services/{name}/logs", tag = "services", params(("name" = String, Path), LogsQuery),
+    responses((status = 200, content_type = "application/x-ndjson", body = paz_core::scheduler::LogLine),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<LogsQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    state.paz.service(&name).await?;
+    let Some(scheduler) = &state.scheduler else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "NO_SCHEDULER",
+            "this server runs no scheduler (--scheduler none), so there are no logs",
+        ));
+    };
+    let options = paz_core::scheduler::LogOptions {
+        follow: query.follow,
+        tail: query.tail,
+    };
+    let mut streams = Vec::new();
+    for instance in scheduler.list(Some(&name)).await? {
+        match scheduler.logs(&instance.id, options.clone()).await {
+            Ok(stream) => streams.push(stream),
+            Err(error) => tracing::debug!(id = %instance.id, %error, "no logs for instance"),
+        }
+    }
+    let mut shutdown = state.shutdown.clone();
+    let lines = futures_util::stream::select_all(streams)
+        .filter_map(|line| async move { line.ok() })
+        .map(|line| {
+            let mut text = serde_json::to_vec(&line).unwrap_or_default();
+            text.push(b'\n');
+            Ok::<_, Infallible>(axum::body::Bytes::from(text))
+        })
+        .take_until(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        });
+    let headers = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
+    Ok((headers, axum::body::Body::from_stream(lines)).into_response())
+}
+
+/// The router's metrics in the Prometheus text format (empty without a router).
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = state.metrics.as_ref().map(|m| m()).unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -3,6 +3,7 @@
 //! [`router`] and call it directly.
 
 pub mod config;
+pub mod dns;
 pub mod error;
 mod extract;
 pub mod handlers;
@@ -19,7 +20,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::IpAddr;
+
+use paz_core::scheduler::Scheduler;
 use paz_core::{EngineConfig, Host, HostStatus, Paz, Store};
+use paz_docker::{DockerConfig, DockerScheduler};
+use paz_proxy::health::HttpHealthChecker;
+use paz_proxy::router::{Router as EdgeRouter, RouterConfig, Scope};
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
@@ -36,6 +43,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("serving the API failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The Docker daemon cannot be used.
+    #[error("{0}; start Docker, or run with --scheduler none to use the API without containers")]
+    Docker(#[source] paz_docker::Error),
 }
 
 /// The largest request body accepted, in bytes.
@@ -43,7 +53,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// How long a host registration lives without a keep-alive.
 const HOST_TTL: Duration = Duration::from_secs(15);
 
-/// What the handlers share: the engine, the admin token and the shutdown signal.
+/// Renders the router's metrics in the Prometheus text format.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the handlers share: the engine, the admin token, the shutdown signal and, when the
+/// server runs containers, the scheduler, the reconciler and the router's metrics.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine.
@@ -52,6 +66,12 @@ pub struct AppState {
     pub token: Arc<str>,
     /// Turns `true` when the server shuts down (ends long-lived streams).
     pub shutdown: watch::Receiver<bool>,
+    /// The scheduler, when the server runs containers.
+    pub scheduler: Option<Arc<dyn Scheduler>>,
+    /// The reconciler, when the server runs containers.
+    pub reconciler: Option<reconciler::Reconciler>,
+    /// The router's metrics, when the server runs the router.
+    pub metrics: Option<MetricsSource>,
 }
 
 impl AppState {
@@ -61,7 +81,27 @@ impl AppState {
             paz,
             token: token.into(),
             shutdown,
+            scheduler: None,
+            reconciler: None,
+            metrics: None,
         }
+    }
+
+    /// Adds the scheduler and the reconciler that drives it.
+    pub fn with_runtime(
+        mut self,
+        scheduler: Arc<dyn Scheduler>,
+        reconciler: reconciler::Reconciler,
+    ) -> Self {
+        self.scheduler = Some(scheduler);
+        self.reconciler = Some(reconciler);
+        self
+    }
+
+    /// Adds the router's metrics (served at `/metrics`).
+    pub fn with_metrics(mut self, metrics: MetricsSource) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -83,6 +123,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/services/{name}/rollback",
             axum::routing::post(rollback),
         )
+        .route("/v1/services/{name}/promote", axum::routing::post(promote))
+        .route("/v1/services/{name}/abort", axum::routing::post(abort))
+        .route("/v1/services/{name}/instances", get(instances))
+        .route("/v1/services/{name}/status", get(status))
+        .route("/v1/services/{name}/logs", get(logs))
         .route("/v1/services/{name}/releases", get(releases))
         .route("/v1/services/{name}/releases/{version}", get(release))
         .route("/v1/services/{name}/deployments", get(deployments))
@@ -93,6 +138,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(handlers::metrics))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -211,13 +257,99 @@ pub fn local_host(address: &str, labels: std::collections::BTreeMap<String, Stri
     }
 }
 
-/// Runs the server until `shutdown` resolves: opens the store, serves the API, keeps the
-/// host registered, and drains in-flight requests on the way out.
+/// The runtime parts of a server that runs containers.
+struct Runtime {
+    scheduler: Arc<dyn Scheduler>,
+    reconciler: reconciler::Reconciler,
+    router: Arc<EdgeRouter>,
+}
+
+/// Connects Docker, starts the router's listeners, the internal name server and the
+/// reconciler.
+async fn start_runtime(
+    config: &Config,
+    paz: &Paz,
+    router_listener: tokio::net::TcpListener,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Runtime, ServerError> {
+    let docker_config = DockerConfig {
+        network: config.docker_network.clone(),
+        ..DockerConfig::default()
+    };
+    let probe = DockerScheduler::connect(docker_config.clone())
+        .await
+        .map_err(ServerError::Docker)?;
+    let gateway = probe.network_gateway();
+    let router = EdgeRouter::new(RouterConfig::default());
+    tasks.push(router.serve(router_listener, Scope::Public, shutdown.clone()));
+    let mut dns = Vec::new();
+    if config.internal_names {
+        match gateway {
+            Some(IpAddr::V4(ip)) => match start_internal_names(&router, ip, shutdown).await {
+                Ok(started) => {
+                    tasks.extend(started);
+                    dns.push(ip.to_string());
+                    tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
+                }
+                Err(error) => tracing::warn!(%error, %ip, "internal names disabled"),
+            },
+            _ => {
+                tracing::warn!(network = %config.docker_network, "internal names disabled: the network has no IPv4 gateway")
+            }
+        }
+    }
+    let scheduler = if dns.is_empty() {
+        probe
+    } else {
+        DockerScheduler::connect(DockerConfig {
+            dns,
+            ..docker_config
+        })
+        .await
+        .map_err(ServerError::Docker)?
+    };
+    let scheduler: Arc<dyn Scheduler> = Arc::new(scheduler);
+    let proxy: Arc<dyn paz_core::proxy::Proxy> = router.clone();
+    let reconciler = reconciler::Reconciler::new(
+        paz.clone(),
+        scheduler.clone(),
+        proxy,
+        Arc::new(HttpHealthChecker::new()),
+    );
+    tasks.push(tokio::spawn(reconciler.clone().run(shutdown.clone())));
+    Ok(Runtime {
+        scheduler,
+        reconciler,
+        router,
+    })
+}
+
+/// The router's internal listener (gateway:80) and the name server (gateway:53).
+async fn start_internal_names(
+    router: &Arc<EdgeRouter>,
+    ip: std::net::Ipv4Addr,
+    shutdown: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let listener = tokio::net::TcpListener::bind((ip, 80)).await?;
+    let socket = tokio::net::UdpSocket::bind((ip, 53)).await?;
+    let names = dns::NameServer::new(socket, ip, dns::NameServer::system_upstream());
+    Ok(vec![
+        router.serve(listener, Scope::Internal, shutdown.clone()),
+        tokio::spawn(names.run(shutdown.clone())),
+    ])
+}
+
+/// Runs the server until `shutdown` resolves: serves the API, keeps the host registered and,
+/// with a scheduler, runs the router (on `router_listener`), the reconciler and the internal
+/// name server; on the way out it drains in-flight requests. Running containers are left
+/// running: a restarted server adopts them.
 pub async fn run(
     config: Config,
     token: String,
     store: Arc<dyn Store>,
     listener: tokio::net::TcpListener,
+    router_listener: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let paz = Paz::new(
@@ -232,8 +364,20 @@ pub async fn run(
         &address.ip().to_string(),
         config.host_labels().map_err(ServerError::Config)?,
     );
-    let registration = tokio::spawn(keep_host_registered(paz.clone(), host, stop_rx.clone()));
-    let app = router(AppState::new(paz, token, stop_rx));
+    let mut tasks = vec![tokio::spawn(keep_host_registered(
+        paz.clone(),
+        host,
+        stop_rx.clone(),
+    ))];
+    let mut state = AppState::new(paz.clone(), token, stop_rx.clone());
+    if let Some(router_listener) = router_listener {
+        let runtime = start_runtime(&config, &paz, router_listener, &stop_rx, &mut tasks).await?;
+        let router = runtime.router.clone();
+        state = state
+            .with_runtime(runtime.scheduler, runtime.reconciler)
+            .with_metrics(Arc::new(move || router.metrics_text()));
+    }
+    let app = router(state);
     tracing::info!(%address, domain = %config.domain, "paz-server API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -242,7 +386,9 @@ pub async fn run(
             let _ = stop_tx.send(true);
         })
         .await?;
-    let _ = registration.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     tracing::info!("paz-server stopped");
     Ok(())
 }

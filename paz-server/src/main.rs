@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use paz_core::{MemoryStore, Store};
-use paz_server::config::{Config, LogFormat, StoreKind};
+use paz_server::config::{Config, LogFormat, SchedulerKind, StoreKind};
 use paz_server::token::{self, TokenSource};
 
 fn init_tracing(format: LogFormat) {
@@ -68,10 +68,37 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
+    let router_listener = match config.scheduler {
+        SchedulerKind::None => None,
+        SchedulerKind::Docker => Some(
+            tokio::net::TcpListener::bind(config.router_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (--router-listen / PAZ_ROUTER_LISTEN)",
+                        config.router_listen
+                    )
+                })?,
+        ),
+    };
     #[allow(clippy::print_stdout)]
     {
         println!("paz-server listening on http://{address}");
+        if let Some(router) = &router_listener {
+            println!(
+                "paz-server router listening on http://{}",
+                router.local_addr()?
+            );
+        }
     }
-    paz_server::run(config, token, store, listener, shutdown_signal()).await?;
+    paz_server::run(
+        config,
+        token,
+        store,
+        listener,
+        router_listener,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

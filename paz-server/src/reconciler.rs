@@ -44,9 +44,30 @@ struct Tracked {
     host: String,
     started: Instant,
     healthy: bool,
+    /// When the health check first passed, until the instance is routed.
+    healthy_at: Option<Instant>,
     failures: u32,
     next_check: Instant,
     checking: bool,
+}
+
+impl Tracked {
+    /// A newly seen instance: not healthy yet, checked at once.
+    fn new(instance: &Instance, check: Option<HealthCheck>, host: String) -> Self {
+        let now = Instant::now();
+        Tracked {
+            service: instance.service.clone(),
+            address: instance.address.clone(),
+            check,
+            host,
+            started: now,
+            healthy: false,
+            healthy_at: None,
+            failures: 0,
+            next_check: now,
+            checking: false,
+        }
+    }
 }
 
 /// Restart backoff of one slot of one service.
@@ -221,7 +242,6 @@ impl Reconciler {
             }
         };
         let domain = paz.config().domain.clone();
-        let now = Instant::now();
         {
             let mut shared = self.shared();
             shared.problems.clear();
@@ -239,20 +259,12 @@ impl Reconciler {
                     .await
                     .ok()
                     .map(|r| health_check_of(&r));
-                self.shared().tracked.insert(
-                    instance.id.clone(),
-                    Tracked {
-                        service: instance.service.clone(),
-                        address: instance.address.clone(),
-                        check: check.flatten(),
-                        host: format!("{}.{domain}", service.spec.name),
-                        started: now,
-                        healthy: false,
-                        failures: 0,
-                        next_check: now,
-                        checking: false,
-                    },
+                let tracked = Tracked::new(
+                    instance,
+                    check.flatten(),
+                    format!("{}.{domain}", service.spec.name),
                 );
+                self.shared().tracked.insert(instance.id.clone(), tracked);
             }
         }
 
@@ -503,7 +515,23 @@ impl Reconciler {
             return Ok(());
         }
         self.inner.proxy.apply(&table).await?;
-        self.shared().table = table;
+        let mut shared = self.shared();
+        let routed: HashSet<&String> = table
+            .routes
+            .values()
+            .flat_map(|r| r.backends.iter())
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(address, _)| address)
+            .collect();
+        for (id, tracked) in shared.tracked.iter_mut() {
+            if let (Some(at), Some(address)) = (tracked.healthy_at, &tracked.address)
+                && routed.contains(address)
+            {
+                tracing::info!(%id, service = %tracked.service, after_healthy_us = at.elapsed().as_micros() as u64, "instance routable");
+                tracked.healthy_at = None;
+            }
+        }
+        shared.table = table;
         Ok(())
     }
 
@@ -551,21 +579,9 @@ impl Reconciler {
     }
 
     fn track_new(&self, instance: &Instance, release: &Release) {
-        let now = Instant::now();
-        self.shared().tracked.insert(
-            instance.id.clone(),
-            Tracked {
-                service: instance.service.clone(),
-                address: instance.address.clone(),
-                check: health_check_of(release),
-                host: format!("{}.{}", instance.service, self.inner.paz.config().domain),
-                started: now,
-                healthy: false,
-                failures: 0,
-                next_check: now,
-                checking: false,
-            },
-        );
+        let host = format!("{}.{}", instance.service, self.inner.paz.config().domain);
+        let tracked = Tracked::new(instance, health_check_of(release), host);
+        self.shared().tracked.insert(instance.id.clone(), tracked);
     }
 
     fn in_backoff(&self, service: &str, slot: u32) -> bool {
@@ -641,6 +657,7 @@ impl Reconciler {
                                 t.failures = 0;
                                 if !t.healthy {
                                     t.healthy = true;
+                                    t.healthy_at = Some(Instant::now());
                                     wake = true;
                                     tracing::info!(%id, service = %t.service, after = ?t.started.elapsed(), "instance healthy");
                                 }

@@ -12,6 +12,10 @@
 //!
 //! Routes: `GET /`, `/health`, `/slow?ms=N`, `/env/<NAME>`, `/call?url=http://host:port/path`.
 //! SIGTERM/SIGINT: stop accepting, finish in-flight requests, close idle connections, exit 0.
+//!
+//! `demo-app check [URL]` is a health-check probe for engines that need one inside the image
+//! (Docker/Swarm `HEALTHCHECK` in exec form; the image has no shell): it GETs `URL` (default
+//! `http://127.0.0.1:$PORT/health`) and exits 0 on a 2xx answer, 1 otherwise.
 
 use std::process::exit;
 use std::sync::{Arc, Mutex};
@@ -102,7 +106,35 @@ struct Control {
     server: Option<server::ShutdownHandle>,
 }
 
+/// `demo-app check [URL]`: exit 0 when URL answers 2xx within 2 s.
+fn check(url: Option<String>) -> ! {
+    let url = url.unwrap_or_else(|| {
+        let port = env_number("PORT").ok().flatten().unwrap_or(8080);
+        format!("http://127.0.0.1:{port}/health")
+    });
+    let parsed = client::parse_http_url(&url).unwrap_or_else(|e| {
+        eprintln!("demo-app check: {e}");
+        exit(2)
+    });
+    match client::get(&parsed, Duration::from_secs(2)) {
+        Ok(response) if (200..300).contains(&response.status) => exit(0),
+        Ok(response) => {
+            eprintln!("demo-app check: {url} answered {}", response.status);
+            exit(1)
+        }
+        Err(error) => {
+            eprintln!("demo-app check: {url}: {}", error.message());
+            exit(1)
+        }
+    }
+}
+
 fn main() {
+    // Other arguments are ignored (tests pass a command only to see it reach the container).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("check") {
+        check(args.next());
+    }
     let cfg = Config::from_env().unwrap_or_else(|e| {
         eprintln!("demo-app: {e}");
         exit(2)

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Router throughput and latency vs going direct, with wrk on loopback.
+#
+#   benches/router.sh                # 5 alternating runs of 10 s each, wrk -t2 -c64
+#   RUNS=3 DURATION=5s WORKERS=1 benches/router.sh
+#   HAPROXY=1 benches/router.sh      # also HAProxy (nbthread 1, http-reuse always), if installed
+#
+# Builds the release examples of paz-proxy (bench_backend, bench_router), starts one backend
+# and one router in front of it on 127.0.0.1 ports the kernel picks, then runs wrk against
+# the backend (direct) and the router, alternating, and prints the medians of req/s, p50 and
+# p99 and the router/direct ratios. The goal: req/s ratio >= 0.5, p99 ratio <= 1.5.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-5}"
+DURATION="${DURATION:-10s}"
+THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-64}"
+WORKERS="${WORKERS:-}"          # router worker threads; empty = the router's default
+BACKEND_THREADS="${BACKEND_THREADS:-2}"
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+
+cargo build --release --quiet -p paz-proxy --example bench_backend --example bench_router
+BIN="${CARGO_TARGET_DIR:-target}/release/examples"
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Starts "$@" in the background (stdout to $TMP/$name.out), waits for its "listening on ADDR"
+# line and sets ADDR and PID. (Not called in $(...): PIDS must grow in this shell.)
+start() {
+  local name="$1"; shift
+  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID="$!"
+  PIDS+=("$PID")
+  for _ in $(seq 100); do
+    if grep -q '^listening on ' "$TMP/$name.out" 2>/dev/null; then
+      ADDR="$(sed -n 's/^listening on //p' "$TMP/$name.out")"
+      return
+    fi
+    sleep 0.05
+  done
+  echo "$name did not start:" >&2; cat "$TMP/$name.err" >&2; exit 1
+}
+
+start backend "$BIN/bench_backend" 127.0.0.1:0 "$BACKEND_THREADS"
+BACKEND="$ADDR"; BACKEND_PID="$PID"
+if [ -n "$WORKERS" ]; then
+  start router "$BIN/bench_router" "$BACKEND" 127.0.0.1:0 "$WORKERS"
+else
+  start router "$BIN/bench_router" "$BACKEND" 127.0.0.1:0
+fi
+ROUTER="$ADDR"; ROUTER_PID="$PID"
+TARGETS=(direct router)
+if [ "${HAPROXY:-0}" = 1 ]; then
+  command -v haproxy >/dev/null || { echo "HAPROXY=1 needs haproxy (apt-get install haproxy)" >&2; exit 1; }
+  HAPROXY_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  cat >"$TMP/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+backend be
+    http-reuse always
+    server s1 $BACKEND
+CFG
+  haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.out" 2>&1 &
+  HAPROXY_PID="$!"; PIDS+=("$HAPROXY_PID")
+  sleep 0.5
+  TARGETS+=(haproxy)
+fi
+echo "backend $BACKEND, router $ROUTER (workers: ${WORKERS:-default})"
+
+WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" "-d$DURATION" --latency)
+echo "command: ${WRK[*]} http://ADDR/   (runs: $RUNS, alternating)"
+
+# CPU time (user + system) a process used so far, in microseconds.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
+
+# Prints "req_per_s p50_us p99_us requests" of a wrk --latency output.
+parse() {
+  awk '
+    function us(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v + 0 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
+      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000000 }
+      return v + 0
+    }
+    $1 == "50%" { p50 = us($2) }
+    $1 == "99%" { p99 = us($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    $2 == "requests" && $3 == "in" { total = $1 }
+    / Socket errors:|Non-2xx/ { print "warning: " $0 > "/dev/stderr" }
+    END { printf "%s %s %s %s\n", rps, p50, p99, total }
+  '
+}
+
+addr_of() { case "$1" in direct) echo "$BACKEND" ;; router) echo "$ROUTER" ;; haproxy) echo "127.0.0.1:$HAPROXY_PORT" ;; esac; }
+pid_of() { case "$1" in haproxy) echo "$HAPROXY_PID" ;; *) echo "$ROUTER_PID" ;; esac; }
+
+# Warm up (connections, pools, caches).
+for target in "${TARGETS[@]}"; do wrk -t2 -c64 -d2s "http://$(addr_of "$target")/" >/dev/null; done
+
+for target in "${TARGETS[@]}"; do : >"$TMP/$target"; done
+for i in $(seq "$RUNS"); do
+  for target in "${TARGETS[@]}"; do
+    addr="$(addr_of "$target")"; proxy_pid="$(pid_of "$target")"
+    b0="$(cpu_us "$BACKEND_PID")"; r0="$(cpu_us "$proxy_pid")"
+    line="$("${WRK[@]}" "http://$addr/" | parse)"
+    b1="$(cpu_us "$BACKEND_PID")"; r1="$(cpu_us "$proxy_pid")"
+    # CPU microseconds per request spent in the backend and in the router.
+    cpu="$(echo "$line" | awk -v b="$((b1 - b0))" -v r="$((r1 - r0))" '{ printf "%.1f %.1f", b / $4, r / $4 }')"
+    echo "$line $cpu" >>"$TMP/$target"
+    printf 'run %d %-7s %10.0f req/s  p50 %8.0f us  p99 %8.0f us  cpu/req: backend %5.1f us, proxy %5.1f us\n' \
+      "$i" "$target" $(echo "$line" | cut -d' ' -f1-3) $cpu
+  done
+done
+
+median() { sort -n | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m }'; }
+col() { awk -v c="$2" '{ print $c }' "$TMP/$1" | median; }
+
+D_RPS="$(col direct 1)"; D_P50="$(col direct 2)"; D_P99="$(col direct 3)"
+R_RPS="$(col router 1)"; R_P50="$(col router 2)"; R_P99="$(col router 3)"
+R_CPU="$(col router 6)"; B_CPU="$(col router 5)"
+echo
+printf '%-8s %12s %10s %10s\n' "median" "req/s" "p50 us" "p99 us"
+printf '%-8s %12.0f %10.0f %10.0f\n' direct "$D_RPS" "$D_P50" "$D_P99"
+printf '%-8s %12.0f %10.0f %10.0f\n' router "$R_RPS" "$R_P50" "$R_P99"
+if [ "${HAPROXY:-0}" = 1 ]; then
+  H_RPS="$(col haproxy 1)"; H_P50="$(col haproxy 2)"; H_P99="$(col haproxy 3)"
+  printf '%-8s %12.0f %10.0f %10.0f   (%.2fx req/s, %.2fx p99 of direct; %s CPU-us/req)\n' haproxy "$H_RPS" "$H_P50" "$H_P99" \
+    "$(awk -v a="$H_RPS" -v b="$D_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$H_P99" -v b="$D_P99" 'BEGIN { print a / b }')" "$(col haproxy 6)"
+fi
+awk -v dr="$D_RPS" -v rr="$R_RPS" -v d99="$D_P99" -v r99="$R_P99" -v d50="$D_P50" -v r50="$R_P50" 'BEGIN {
+  printf "ratio    %12.2fx %9.2fx %9.2fx   (router/direct; goal: req/s >= 0.50x, p99 <= 1.50x)\n", rr / dr, r50 / d50, r99 / d99
+}'
+echo "router CPU per proxied request: ${R_CPU} us (backend: ${B_CPU} us)"

@@ -1,0 +1,43 @@
+//! The error type of `paz-proxy`.
+
+use std::io;
+
+/// Everything that can go wrong in the proxy backends' own API (request-time failures are
+/// answered to the client as 4xx/5xx responses, never returned as errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend address of a route table is not `host:port`.
+    #[error("backend address {address:?} of host {host:?} is not host:port")]
+    InvalidBackend {
+        /// The host name whose route holds the address.
+        host: String,
+        /// The address as given.
+        address: String,
+    },
+    /// A listener could not be shared with the router's worker threads.
+    #[error("cannot prepare the listener for the router workers")]
+    Listener {
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start router worker {index}")]
+    Worker {
+        /// The worker's index.
+        index: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The result type of `paz-proxy`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for paz_core::Error {
+    fn from(error: Error) -> Self {
+        paz_core::Error::Proxy(error.to_string())
+    }
+}

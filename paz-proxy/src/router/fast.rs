@@ -1,0 +1,610 @@
+//! The fast client-side path: simple requests are proxied straight from socket to socket.
+//!
+//! Each client connection starts here. A request that is HTTP/1.1, origin-form, has exactly
+//! one `Host`, no body (no `Transfer-Encoding`, `Content-Length` absent or 0), no `Upgrade`
+//! and no `Expect` — the vast majority — is parsed with `httparse`, re-encoded for the backend
+//! (hop-by-hop headers out, `X-Forwarded-*` in) on a pooled fast-path connection, and the
+//! backend's answer is forwarded verbatim (head re-encoded only when it carries hop-by-hop
+//! headers), usually in a single write. No `HeaderMap`, no per-request task or allocation
+//! beyond the routing state's reference counts.
+//!
+//! Anything else (a body, an upgrade, HTTP/1.0, odd forms) hands the connection, with the
+//! bytes already read, to hyper's server for the rest of its life: the general path.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::Scope;
+use super::handler::{Conn, ConnCtx, Failure, Mode, acquire, route_host};
+use super::pool;
+use super::state::RouteEntry;
+use super::upstream::{ChunkScan, Framing, RawHead, Upstream, is_hop_by_hop_response};
+
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+/// How the fast path left a connection.
+pub(crate) enum Outcome {
+    /// Closed (or to be closed).
+    Done,
+    /// To be served by hyper, starting with these already-read bytes.
+    HandOff(Vec<u8>),
+}
+
+/// The client's read buffer; `buf[start..end]` is unread.
+struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_HEAD {
+                self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
+            } else {
+                return Poll::Ready(Err(io::Error::other("request head too large")));
+            }
+        }
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+/// What the fast path needs from a parsed request head.
+struct Simple {
+    head_len: usize,
+    head_request: bool,
+    close: bool,
+    /// Bytes of the upstream request head, ready to send.
+    host: (usize, usize),
+}
+
+/// A small complete response (errors).
+fn error_response(out: &mut Vec<u8>, status: StatusCode, message: &str, close: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(
+        b"\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n",
+    );
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(message.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(message.as_bytes());
+}
+
+fn is_hop_by_hop_request(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-for",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Parses the request head at the start of `data`: `Ok(None)` if incomplete,
+/// `Err(())` if the request is not for the fast path (or malformed: hyper answers it).
+/// On success, `out` holds the head to send upstream.
+#[allow(clippy::result_unit_err)]
+fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<Simple>, ()> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        data,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Err(());
+    };
+    if !path.starts_with('/') {
+        return Err(());
+    }
+    let mut host = None;
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(());
+            }
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return Err(());
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return Err(());
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    // Names other headers to drop: the general path handles it.
+                    return Err(());
+                }
+            }
+        }
+    }
+    let Some(host) = host else { return Err(()) };
+    let host_range = {
+        let offset = host.as_ptr() as usize - data.as_ptr() as usize;
+        (offset, offset + host.len())
+    };
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut more_forwarded_for = false;
+    for h in req.headers.iter() {
+        if is_hop_by_hop_request(h.name) {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                if forwarded_for.is_some() {
+                    more_forwarded_for = true;
+                }
+                forwarded_for = Some(h.value);
+            }
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if more_forwarded_for {
+        // Several X-Forwarded-For lines: the general path joins them.
+        return Err(());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(previous) = forwarded_for {
+        out.extend_from_slice(previous);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(ctx.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n\r\n");
+    Ok(Some(Simple {
+        head_len: len,
+        head_request: method == "HEAD",
+        close,
+        host: host_range,
+    }))
+}
+
+/// Serves a client connection on the fast path until it closes or needs the general path.
+pub(crate) async fn run(
+    ctx: &ConnCtx,
+    io: &mut TcpStream,
+    stop: &mut oneshot::Receiver<()>,
+) -> Outcome {
+    let mut inbuf = InBuf {
+        buf: vec![0; 8 * 1024],
+        start: 0,
+        end: 0,
+    };
+    let mut out = Vec::with_capacity(1024);
+    let header_timeout = ctx.shared.config.header_read_timeout;
+    loop {
+        // A complete request head.
+        let simple = loop {
+            match parse_simple(inbuf.unread(), ctx, &mut out) {
+                Ok(Some(simple)) => break simple,
+                Ok(None) => {}
+                Err(()) => return Outcome::HandOff(inbuf.unread().to_vec()),
+            }
+            let partial = inbuf.start != inbuf.end;
+            let read = std::future::poll_fn(|cx| inbuf.poll_fill(io, cx));
+            let filled = if partial {
+                // Slowloris guard: a started head must complete in time.
+                match header_timeout {
+                    Some(t) => match tokio::time::timeout(t, read).await {
+                        Ok(r) => r,
+                        Err(_) => return Outcome::Done,
+                    },
+                    None => read.await,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut *stop => return Outcome::Done,
+                    r = read => r,
+                }
+            };
+            match filled {
+                Ok(0) => return Outcome::Done,
+                Ok(_) => {}
+                // Too large, reset…: hyper answers 431 or the connection just ends.
+                Err(_) if inbuf.start != inbuf.end => {
+                    return Outcome::HandOff(inbuf.unread().to_vec());
+                }
+                Err(_) => return Outcome::Done,
+            }
+        };
+        let started = Instant::now();
+        let keep = proxy(ctx, io, &inbuf, &simple, &mut out, started).await;
+        inbuf.start += simple.head_len;
+        if !keep || simple.close {
+            let _ = io.shutdown().await;
+            return Outcome::Done;
+        }
+    }
+}
+
+/// Proxies one simple request; returns whether the client connection can go on.
+async fn proxy(
+    ctx: &ConnCtx,
+    io: &mut TcpStream,
+    inbuf: &InBuf,
+    simple: &Simple,
+    out: &mut Vec<u8>,
+    started: Instant,
+) -> bool {
+    let shared = &*ctx.shared;
+    let data = inbuf.unread();
+    let raw_host = std::str::from_utf8(&data[simple.host.0..simple.host.1]).unwrap_or("");
+    let lookup = || {
+        let host = route_host(raw_host)?;
+        let state = shared.state.load();
+        let map = match ctx.scope {
+            Scope::Public => &state.public,
+            Scope::Internal => &state.internal,
+        };
+        map.get(&*host).cloned()
+    };
+    let Some(mut entry) = lookup() else {
+        shared.unmatched.fetch_add(1, Ordering::Relaxed);
+        let message = format!(
+            "paz: no service is routed at host {:?}\n",
+            route_host(raw_host).unwrap_or_default()
+        );
+        let mut response = Vec::new();
+        error_response(&mut response, StatusCode::NOT_FOUND, &message, simple.close);
+        return io.write_all(&response).await.is_ok();
+    };
+    // GET, HEAD, OPTIONS, DELETE, PUT without a body: idempotent.
+    let retryable = !data.starts_with(b"POST ") && !data.starts_with(b"PATCH ");
+    let acquired = acquire(shared, &mut entry, lookup, Mode::Fast, retryable).await;
+    let (in_flight, mut conn, mut pooled) = match acquired {
+        Ok((in_flight, Conn::Raw(conn), pooled)) => (in_flight, conn, pooled),
+        Ok((_, Conn::Hyper(_), _)) => unreachable_mode(),
+        Err(failure) => {
+            let (status, message) = failure_text(&entry, &failure);
+            entry.service.record(status.as_u16(), started.elapsed());
+            let mut response = Vec::new();
+            error_response(&mut response, status, &message, simple.close);
+            return io.write_all(&response).await.is_ok();
+        }
+    };
+    let config = &shared.config;
+    let deadline = tokio::time::Instant::from_std(started) + config.backend_timeout;
+    let slot = in_flight.slot().clone();
+    let head = loop {
+        match tokio::time::timeout_at(deadline, conn.exchange_raw(out, simple.head_request)).await {
+            Err(_) => {
+                return answer_error(
+                    io,
+                    &entry,
+                    started,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "paz: a backend of service {:?} did not answer within {:?}\n",
+                        &*entry.service.name, config.backend_timeout
+                    ),
+                    simple.close,
+                )
+                .await;
+            }
+            Ok(Ok(head)) => break head,
+            Ok(Err((_, false))) if pooled => {
+                // Not a byte went out on a stale pooled connection: a fresh one, once.
+                pooled = false;
+                match tokio::time::timeout_at(
+                    deadline,
+                    Upstream::connect(&slot, config.connect_timeout),
+                )
+                .await
+                {
+                    Ok(Ok(fresh)) => conn = fresh,
+                    _ => {
+                        return answer_error(
+                            io,
+                            &entry,
+                            started,
+                            StatusCode::BAD_GATEWAY,
+                            &failed_text(&entry),
+                            simple.close,
+                        )
+                        .await;
+                    }
+                }
+            }
+            Ok(Err((error, _))) => {
+                tracing::warn!(
+                    service = %entry.service.name, backend = %slot.address, %error,
+                    "backend failed"
+                );
+                return answer_error(
+                    io,
+                    &entry,
+                    started,
+                    StatusCode::BAD_GATEWAY,
+                    &failed_text(&entry),
+                    simple.close,
+                )
+                .await;
+            }
+        }
+    };
+    let forwarded = forward(io, &mut conn, head, out).await;
+    entry.service.record(head.status, started.elapsed());
+    drop(in_flight);
+    match forwarded {
+        Ok(reusable_client) => {
+            if head.reusable && conn.is_clean() {
+                pool::checkin_raw(&slot, conn);
+            }
+            reusable_client
+        }
+        Err(error) => {
+            tracing::debug!(backend = %slot.address, %error, "response forwarding failed");
+            false
+        }
+    }
+}
+
+#[cold]
+fn unreachable_mode() -> ! {
+    // `acquire` with `Mode::Fast` only makes fast-path connections.
+    panic!("fast path got a hyper connection")
+}
+
+fn failed_text(entry: &RouteEntry) -> String {
+    format!(
+        "paz: a backend of service {:?} failed to answer\n",
+        &*entry.service.name
+    )
+}
+
+fn failure_text(entry: &RouteEntry, failure: &Failure) -> (StatusCode, String) {
+    let name = &*entry.service.name;
+    match failure {
+        Failure::NoBackend { retried: true } => (
+            StatusCode::BAD_GATEWAY,
+            format!("paz: no backend of service {name:?} accepted a connection\n"),
+        ),
+        Failure::NoBackend { retried: false } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("paz: service {name:?} has no healthy backend\n"),
+        ),
+        Failure::Connect => (
+            StatusCode::BAD_GATEWAY,
+            format!("paz: cannot connect to a backend of service {name:?}\n"),
+        ),
+    }
+}
+
+async fn answer_error(
+    io: &mut TcpStream,
+    entry: &RouteEntry,
+    started: Instant,
+    status: StatusCode,
+    message: &str,
+    close: bool,
+) -> bool {
+    entry.service.record(status.as_u16(), started.elapsed());
+    let mut response = Vec::new();
+    error_response(&mut response, status, message, close);
+    io.write_all(&response).await.is_ok()
+}
+
+/// Forwards the response (head at the start of `conn.unread()`) and its body to the client.
+/// Returns whether the client connection can carry another request; an error means the
+/// exchange broke mid-way (the client connection must close).
+async fn forward(
+    io: &mut TcpStream,
+    conn: &mut Upstream,
+    head: RawHead,
+    scratch: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let mut framing = head.framing;
+    let mut chunks = ChunkScan::new();
+    // Body bytes already buffered after the head, up to the body's end.
+    let take_body =
+        |unread: &[u8], framing: &mut Framing, chunks: &mut ChunkScan| -> io::Result<usize> {
+            match *framing {
+                Framing::Done => Ok(0),
+                Framing::Length(n) => {
+                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(unread.len());
+                    let left = n - k as u64;
+                    *framing = if left == 0 {
+                        Framing::Done
+                    } else {
+                        Framing::Length(left)
+                    };
+                    Ok(k)
+                }
+                Framing::Chunked(_) => {
+                    let k = chunks.scan(unread).map_err(io::Error::other)?;
+                    if chunks.is_done() {
+                        *framing = Framing::Done;
+                    }
+                    Ok(k)
+                }
+                Framing::Eof => Ok(unread.len()),
+            }
+        };
+
+    // The head, and the body bytes that came with it, in one write.
+    if head.strip {
+        encode_stripped_head(&conn.unread()[..head.len], scratch)?;
+        conn.consume(head.len);
+        let k = take_body(conn.unread(), &mut framing, &mut chunks)?;
+        scratch.extend_from_slice(&conn.unread()[..k]);
+        conn.consume(k);
+        io.write_all(scratch).await?;
+    } else {
+        let body = take_body(&conn.unread()[head.len..], &mut framing, &mut chunks)?;
+        let n = head.len + body;
+        io.write_all(&conn.unread()[..n]).await?;
+        conn.consume(n);
+    }
+    // The rest of the body as it comes.
+    while framing != Framing::Done {
+        let n = conn.fill().await?;
+        if n == 0 {
+            if framing == Framing::Eof {
+                // The body ended with the backend's connection: so must the client's.
+                return Ok(false);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed mid-body",
+            ));
+        }
+        let k = take_body(conn.unread(), &mut framing, &mut chunks)?;
+        io.write_all(&conn.unread()[..k]).await?;
+        conn.consume(k);
+    }
+    Ok(head.framing != Framing::Eof)
+}
+
+/// Re-encodes a response head without its hop-by-hop headers.
+fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
+    let mut parsed = httparse::Response::new(&mut []);
+    httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut parsed, head, &mut headers)
+        .map_err(io::Error::other)?;
+    let code = parsed.code.unwrap_or(502);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in parsed.headers.iter() {
+        if is_hop_by_hop_response(h.name) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// A stream that first yields bytes already read: hands a connection to hyper mid-way.
+pub(crate) struct Rewind {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Rewind {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            buf.put_slice(&self.prefix[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,575 @@
+//! One proxied request: route by host, pick a backend, forward, answer.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::Uri;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio::sync::watch;
+
+use super::body::{Guard, InFlight, ProxyBody};
+use super::state::RouteEntry;
+use super::upstream::Upstream;
+use super::{Scope, Shared, pool, tunnel};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What a connection's requests share.
+pub(crate) struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub scope: Scope,
+    /// The client's IP, ready for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// The router's shutdown signal (tunnels close on it).
+    pub shutdown: watch::Receiver<bool>,
+    /// The accept loop's connections (a tunnel holds it open until it ends).
+    pub connections: Arc<super::serve::Connections>,
+}
+
+pub(crate) fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::from(message)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An error answer counted in the service's metrics.
+fn fail(
+    entry: &RouteEntry,
+    started: Instant,
+    status: StatusCode,
+    message: String,
+) -> Response<ProxyBody> {
+    entry.service.record(status.as_u16(), started.elapsed());
+    text(status, message)
+}
+
+/// The host a request is for: `Host` header (or the absolute URI's authority), without port,
+/// lower case, without a trailing dot.
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => req.uri().authority()?.as_str(),
+    };
+    route_host(raw)
+}
+
+/// A `Host` value as routed: without port, lower case, without a trailing dot.
+pub(crate) fn route_host(raw: &str) -> Option<Cow<'_, str>> {
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        &raw[..rest.find(']')? + 2]
+    } else {
+        match raw.rfind(':') {
+            Some(i) => &raw[..i],
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// `Some(is_websocket)` for an HTTP/1.1 upgrade request.
+fn upgrade_of(req: &Request<Incoming>) -> Option<bool> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    let connection = req.headers().get(header::CONNECTION)?;
+    has_token(connection, "upgrade").then(|| upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header
+/// names, and `Expect`. `keep_upgrade` keeps `Upgrade` (and sets `Connection: upgrade`).
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the (few) names first: most messages carry none of these, and a scan is
+    // cheaper than eight hash lookups.
+    let hop = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !keep_upgrade && !headers.keys().any(hop) {
+        return;
+    }
+    // The router answers `Expect: 100-continue` itself when it reads the body.
+    headers.remove(header::EXPECT);
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        // Rare: `Connection` naming other headers (besides the usual options).
+        let named: Vec<HeaderName> = connection
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Prepares the request for the backend: hop-by-hop headers out, `X-Forwarded-*` in,
+/// origin-form URI, HTTP/1.1.
+fn prepare(req: &mut Request<Incoming>, ctx: &ConnCtx, upgrade: bool) {
+    if req.uri().scheme().is_some() {
+        if !req.headers().contains_key(header::HOST)
+            && let Some(authority) = req.uri().authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = origin;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined = BytesMut::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            joined.put_slice(value.as_bytes());
+            joined.put_slice(b", ");
+        }
+        joined.put_slice(ctx.client_ip.as_bytes());
+        HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| ctx.client_ip.clone())
+    } else {
+        ctx.client_ip.clone()
+    };
+    headers.insert(&X_FORWARDED_FOR, forwarded_for);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(&X_FORWARDED_HOST, host);
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// How the upstream send ended.
+enum Sent {
+    Response(Response<Incoming>, SendRequest<Incoming>),
+    Failed(String),
+    TimedOut,
+}
+
+/// Sends `req` on `sender`; a request the connection gave back unsent (a pooled connection
+/// that was closing) goes once more on a fresh connection: it never reached the backend.
+async fn send(
+    ctx: &ConnCtx,
+    slot: &super::state::BackendSlot,
+    mut sender: SendRequest<Incoming>,
+    mut pooled: bool,
+    mut req: Request<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Sent {
+    let config = &ctx.shared.config;
+    loop {
+        let attempt = async {
+            if !sender.is_ready()
+                && let Err(error) = sender.ready().await
+            {
+                return Err((Some(req), error));
+            }
+            sender
+                .try_send_request(req)
+                .await
+                .map_err(|mut e| (e.take_message(), e.into_error()))
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Err(_) => return Sent::TimedOut,
+            Ok(Ok(response)) => return Sent::Response(response, sender),
+            Ok(Err((Some(unsent), _))) if pooled => {
+                req = unsent;
+                pooled = false;
+                let fresh =
+                    tokio::time::timeout_at(deadline, pool::connect(slot, config.connect_timeout))
+                        .await;
+                match fresh {
+                    Err(_) => return Sent::TimedOut,
+                    Ok(Ok(fresh)) => sender = fresh,
+                    Ok(Err(error)) => return Sent::Failed(error.to_string()),
+                }
+            }
+            Ok(Err((_, error))) => return Sent::Failed(error.to_string()),
+        }
+    }
+}
+
+/// A connection to the picked backend.
+pub(crate) enum Conn {
+    /// Fast path (request without a body).
+    Raw(Upstream),
+    /// hyper client (request with a body, or an upgrade).
+    Hyper(SendRequest<Incoming>),
+}
+
+/// How a request travels upstream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Fast,
+    Body,
+    Upgrade,
+}
+
+pub(crate) fn no_backend(
+    entry: &RouteEntry,
+    started: Instant,
+    retried: bool,
+) -> Response<ProxyBody> {
+    let name = &*entry.service.name;
+    if retried {
+        fail(
+            entry,
+            started,
+            StatusCode::BAD_GATEWAY,
+            format!("paz: no backend of service {name:?} accepted a connection\n"),
+        )
+    } else {
+        fail(
+            entry,
+            started,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("paz: service {name:?} has no healthy backend\n"),
+        )
+    }
+}
+
+fn backend_failed(
+    entry: &RouteEntry,
+    address: &str,
+    started: Instant,
+    error: &dyn std::fmt::Display,
+) -> Response<ProxyBody> {
+    tracing::warn!(service = %entry.service.name, backend = %address, %error, "backend failed");
+    fail(
+        entry,
+        started,
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "paz: a backend of service {:?} failed to answer\n",
+            &*entry.service.name
+        ),
+    )
+}
+
+fn timed_out(entry: &RouteEntry, started: Instant, timeout: Duration) -> Response<ProxyBody> {
+    fail(
+        entry,
+        started,
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "paz: a backend of service {:?} did not answer within {timeout:?}\n",
+            &*entry.service.name
+        ),
+    )
+}
+
+/// Why no connection to a backend could be had.
+pub(crate) enum Failure {
+    /// No Active backend (503), or none left after a connect failure (502).
+    NoBackend { retried: bool },
+    /// The backend refused the connection and the request may not be retried (502).
+    Connect,
+}
+
+fn failure_response(entry: &RouteEntry, started: Instant, failure: Failure) -> Response<ProxyBody> {
+    match failure {
+        Failure::NoBackend { retried } => no_backend(entry, started, retried),
+        Failure::Connect => fail(
+            entry,
+            started,
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "paz: cannot connect to a backend of service {:?}\n",
+                &*entry.service.name
+            ),
+        ),
+    }
+}
+
+/// Picks a backend of `entry` and gets a connection to it (pooled or new), counting the
+/// request in flight. A connect failure ejects the backend; a `retryable` request then tries
+/// once more on another one. `reload` reads the route again when a backend started draining
+/// meanwhile (it replaces `entry`).
+pub(crate) async fn acquire(
+    shared: &Shared,
+    entry: &mut Arc<RouteEntry>,
+    reload: impl Fn() -> Option<Arc<RouteEntry>>,
+    mode: Mode,
+    retryable: bool,
+) -> Result<(InFlight, Conn, bool), Failure> {
+    let config = &shared.config;
+    let mut exclude = None;
+    let mut retried = false;
+    let mut bounces = 0;
+    loop {
+        let Some(index) = entry.pick(exclude) else {
+            return Err(Failure::NoBackend { retried });
+        };
+        let Some(in_flight) = InFlight::acquire(entry, index) else {
+            // The backend began draining since the state was read: read it again.
+            bounces += 1;
+            match reload() {
+                Some(fresh) if bounces < 8 => {
+                    *entry = fresh;
+                    exclude = None;
+                    continue;
+                }
+                _ => return Err(Failure::NoBackend { retried: false }),
+            }
+        };
+        let slot = in_flight.slot();
+        let pooled = match mode {
+            Mode::Fast => pool::checkout_raw(slot).map(Conn::Raw),
+            Mode::Body => pool::checkout(slot).map(Conn::Hyper),
+            Mode::Upgrade => None,
+        };
+        if let Some(conn) = pooled {
+            return Ok((in_flight, conn, true));
+        }
+        let connected = match mode {
+            Mode::Fast => Upstream::connect(slot, config.connect_timeout)
+                .await
+                .map(Conn::Raw),
+            Mode::Body => pool::connect(slot, config.connect_timeout)
+                .await
+                .map(Conn::Hyper),
+            Mode::Upgrade => pool::connect_upgradable(slot, config.connect_timeout)
+                .await
+                .map(Conn::Hyper),
+        };
+        match connected {
+            Ok(conn) => {
+                slot.connected();
+                return Ok((in_flight, conn, false));
+            }
+            Err(error) => {
+                slot.eject(config.ejection, config.max_ejection);
+                tracing::warn!(
+                    service = %entry.service.name, backend = %slot.address, %error,
+                    "backend refused a connection: ejected"
+                );
+                drop(in_flight);
+                if retryable && !retried && entry.backends.len() > 1 {
+                    retried = true;
+                    exclude = Some(index);
+                    continue;
+                }
+                return Err(Failure::Connect);
+            }
+        }
+    }
+}
+
+/// Handles one request from a client connection.
+pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let shared = &*ctx.shared;
+    let Some(host) = request_host(&req) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "paz: the request has no Host header\n".into(),
+        );
+    };
+    let lookup = |host: &str| {
+        let state = shared.state.load();
+        let map = match ctx.scope {
+            Scope::Public => &state.public,
+            Scope::Internal => &state.internal,
+        };
+        map.get(host).cloned()
+    };
+    let Some(mut entry) = lookup(&host) else {
+        shared.unmatched.fetch_add(1, Ordering::Relaxed);
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("paz: no service is routed at host {host:?}\n"),
+        );
+    };
+    drop(host);
+    let upgrade = upgrade_of(&req);
+    let bodiless = req.body().is_end_stream();
+    let mode = match upgrade {
+        Some(_) => Mode::Upgrade,
+        None if bodiless => Mode::Fast,
+        None => Mode::Body,
+    };
+    let retryable = is_idempotent(req.method()) && bodiless;
+    let client_upgrade = upgrade.map(|_| hyper::upgrade::on(&mut req));
+    prepare(&mut req, &ctx, upgrade.is_some());
+    let config = &shared.config;
+
+    let acquired = acquire(
+        shared,
+        &mut entry,
+        || request_host(&req).and_then(|host| lookup(&host)),
+        mode,
+        retryable,
+    )
+    .await;
+    let (in_flight, conn, pooled) = match acquired {
+        Ok(acquired) => acquired,
+        Err(failure) => return failure_response(&entry, started, failure),
+    };
+
+    let deadline = tokio::time::Instant::from_std(started) + config.backend_timeout;
+    let sender = match conn {
+        Conn::Raw(conn) => {
+            return fast(
+                &req, conn, pooled, in_flight, &entry, started, deadline, config,
+            )
+            .await;
+        }
+        Conn::Hyper(sender) => sender,
+    };
+    let (mut response, sender) =
+        match send(&ctx, in_flight.slot(), sender, pooled, req, deadline).await {
+            Sent::Response(response, sender) => (response, sender),
+            Sent::Failed(error) => {
+                return backend_failed(&entry, &in_flight.slot().address, started, &error);
+            }
+            Sent::TimedOut => return timed_out(&entry, started, config.backend_timeout),
+        };
+
+    let status = response.status();
+    if let (Some(websocket), Some(client_upgrade)) = (upgrade, client_upgrade)
+        && status == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let backend_upgrade = hyper::upgrade::on(&mut response);
+        strip_hop_by_hop(response.headers_mut(), true);
+        entry.service.record(status.as_u16(), started.elapsed());
+        tokio::spawn(tunnel::run(tunnel::Tunnel {
+            client: client_upgrade,
+            backend: backend_upgrade,
+            in_flight,
+            hold: ctx.connections.hold(),
+            websocket,
+            shutdown: ctx.shutdown.clone(),
+            upgrade_drain_timeout: config.upgrade_drain_timeout,
+            close_grace: config.websocket_close_grace,
+        }));
+        return response.map(|_| ProxyBody::empty());
+    }
+    strip_hop_by_hop(response.headers_mut(), false);
+    let guard = Guard {
+        in_flight,
+        started,
+        status: status.as_u16(),
+        sender: (mode == Mode::Body).then_some(sender),
+    };
+    response.map(|body| ProxyBody::upstream(body, guard))
+}
+
+/// The fast path: a request without a body on an `Upstream` connection. A pooled connection
+/// that fails before a byte of the request went out is replaced once by a fresh one.
+#[allow(clippy::too_many_arguments)]
+async fn fast(
+    req: &Request<Incoming>,
+    mut conn: Upstream,
+    mut pooled: bool,
+    in_flight: InFlight,
+    entry: &RouteEntry,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    config: &super::RouterConfig,
+) -> Response<ProxyBody> {
+    let slot = in_flight.slot().clone();
+    let (head, mut body) = loop {
+        match tokio::time::timeout_at(deadline, conn.send_head(req)).await {
+            Err(_) => return timed_out(entry, started, config.backend_timeout),
+            Ok(Ok(exchange)) => break exchange,
+            Ok(Err((_, false))) if pooled => {
+                pooled = false;
+                let fresh = tokio::time::timeout_at(
+                    deadline,
+                    Upstream::connect(&slot, config.connect_timeout),
+                )
+                .await;
+                conn = match fresh {
+                    Err(_) => return timed_out(entry, started, config.backend_timeout),
+                    Ok(Ok(fresh)) => fresh,
+                    Ok(Err(error)) => return backend_failed(entry, &slot.address, started, &error),
+                };
+            }
+            Ok(Err((error, _))) => return backend_failed(entry, &slot.address, started, &error),
+        }
+    };
+    let (mut parts, ()) = head.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let status = parts.status.as_u16();
+    if let Some(bytes) = body.try_complete() {
+        // Small answer, already here: settle now and give the connection back.
+        if let Some(conn) = body.into_reusable() {
+            pool::checkin_raw(&slot, conn);
+        }
+        entry.service.record(status, started.elapsed());
+        drop(in_flight);
+        return Response::from_parts(parts, ProxyBody::full(bytes));
+    }
+    let guard = Guard {
+        in_flight,
+        started,
+        status,
+        sender: None,
+    };
+    Response::from_parts(parts, ProxyBody::raw(body, guard))
+}

@@ -1,0 +1,352 @@
+//! The built-in HTTP/1.1 reverse proxy.
+//!
+//! Requests are routed by `Host` header (port stripped, case-insensitive) to the Active
+//! backends of the matching route. The routing state is rebuilt by [`Router::apply`] and
+//! hot-swapped through [`ArcSwap`]: the request path takes no lock. Per-backend state
+//! (in-flight counts, passive ejection, drain signal) lives in slots kept across swaps by
+//! address; upstream keep-alive connections live in per-thread pools.
+//!
+//! Two paths serve a client connection:
+//! - the *fast path* (`fast`): simple requests (HTTP/1.1, no body, no upgrade — nearly all
+//!   traffic) are parsed with `httparse`, re-encoded for the backend and answered with the
+//!   backend's bytes, straight from socket to socket within the connection's task;
+//! - the *general path*: anything else hands the connection (and the bytes already read) to
+//!   hyper's server for the rest of its life; bodies go through hyper's client, upgrades
+//!   through hyper's upgrades and a tunnel.
+//!
+//! By default each listener is served by one single-threaded runtime per CPU; one of them
+//! accepts and deals connections to all in turn.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use paz_core::proxy::Proxy;
+//! use paz_proxy::{Router, RouterConfig, Scope};
+//!
+//! let router = Router::new(RouterConfig::default());
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let served = router.serve(listener, Scope::Public, shutdown);
+//! router.apply(&paz_core::RouteTable::default()).await?;
+//! # served.await?; Ok(()) }
+//! ```
+
+mod body;
+mod fast;
+mod handler;
+mod metrics;
+mod pool;
+mod serve;
+mod state;
+mod tunnel;
+mod upstream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use paz_core::proxy::Proxy;
+use paz_core::route::{BackendState, INTERNAL_SUFFIX, RouteTable};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+pub use body::ProxyBody;
+use metrics::ServiceMetrics;
+use state::{BackendSlot, RouteEntry, RoutingState};
+
+/// Which host names a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every host name of the table except internal ones (ending in
+    /// [`INTERNAL_SUFFIX`]): the edge listener.
+    Public,
+    /// Only internal host names (`<service>.paz`): the listener containers call each other on.
+    Internal,
+}
+
+/// Tuning of the router. `Default` gives production values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// How long a backend may take to answer a request's head (else 504).
+    pub backend_timeout: Duration,
+    /// How long connecting to a backend may take (else the connect failed: ejection, retry).
+    pub connect_timeout: Duration,
+    /// First ejection of a backend that refused a connection; doubles on each consecutive
+    /// failure up to [`RouterConfig::max_ejection`].
+    pub ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// After a backend starts draining, how long upgraded connections other than WebSockets
+    /// (and WebSockets that never reach a frame boundary) may stay open.
+    pub upgrade_drain_timeout: Duration,
+    /// After a WebSocket got its close frame (1001), how long before the connection is cut.
+    pub websocket_close_grace: Duration,
+    /// Idle keep-alive connections kept per backend and worker thread.
+    pub pool_max_idle: usize,
+    /// Idle upstream connections older than this are not reused (keep it below the backends'
+    /// own keep-alive timeout, e.g. Node's 5 s).
+    pub pool_idle_timeout: Duration,
+    /// Slowloris guard: how long a client may take to send a request head; `None` = no limit.
+    pub header_read_timeout: Option<Duration>,
+    /// Threads serving each listener, each with its own single-threaded runtime; one of them
+    /// accepts and deals connections to all in turn. 0 runs the listener on the caller's
+    /// runtime instead. Default: the number of CPUs.
+    pub workers: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            backend_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            ejection: Duration::from_secs(2),
+            max_ejection: Duration::from_secs(30),
+            upgrade_drain_timeout: Duration::from_secs(30),
+            websocket_close_grace: Duration::from_secs(2),
+            pool_max_idle: 512,
+            pool_idle_timeout: Duration::from_secs(4),
+            header_read_timeout: Some(Duration::from_secs(30)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// What `apply` maintains besides the routing state.
+#[derive(Default)]
+struct Registry {
+    /// Every backend slot still referenced (by the table or by requests in flight).
+    slots: HashMap<Box<str>, Weak<BackendSlot>>,
+    /// Metrics per service; kept after a service disappears (counters never go back).
+    services: BTreeMap<String, Arc<ServiceMetrics>>,
+    next_id: u64,
+}
+
+/// What the request path shares.
+pub(crate) struct Shared {
+    pub config: RouterConfig,
+    pub state: ArcSwap<RoutingState>,
+    /// 404s for unknown hosts.
+    pub unmatched: AtomicU64,
+    registry: Mutex<Registry>,
+}
+
+/// The built-in HTTP reverse proxy. See the [module docs](self).
+pub struct Router {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lower case, without a trailing dot.
+fn normalize_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_internal(host: &str) -> bool {
+    host.ends_with(INTERNAL_SUFFIX)
+}
+
+impl Router {
+    /// A router with an empty route table; it serves nothing until [`Router::serve`].
+    pub fn new(config: RouterConfig) -> Arc<Router> {
+        Arc::new(Router {
+            shared: Arc::new(Shared {
+                config,
+                state: ArcSwap::from_pointee(RoutingState::default()),
+                unmatched: AtomicU64::new(0),
+                registry: Mutex::new(Registry::default()),
+            }),
+        })
+    }
+
+    /// The configuration the router runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.shared.config
+    }
+
+    /// Serves `listener` until `shutdown` turns true (or its sender is dropped), then stops accepting, lets requests in
+    /// flight finish (connections close after their current response) and ends. Upgraded
+    /// connections are told to close (WebSocket close frame 1001) and end within
+    /// [`RouterConfig::websocket_close_grace`] or [`RouterConfig::upgrade_drain_timeout`].
+    /// Call it once per listener (public, internal…); all share the route table.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        scope: Scope,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        serve::serve(self.shared.clone(), listener, scope, shutdown)
+    }
+
+    /// Makes `table` the routing state (synchronously; [`Proxy::apply`] calls this).
+    ///
+    /// Backends keep their state across tables by address. A backend that is no longer
+    /// Active in any route (draining or removed) takes no new request, its requests in flight
+    /// finish, and its upgraded connections are told to close.
+    pub fn apply_table(&self, table: &RouteTable) -> Result<()> {
+        let mut registry = self.registry();
+        // Validate before changing anything.
+        for (host, route) in &table.routes {
+            for address in route.backends.keys() {
+                let valid = address
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(Error::InvalidBackend {
+                        host: host.clone(),
+                        address: address.clone(),
+                    });
+                }
+            }
+        }
+        let mut slots: HashMap<&str, Arc<BackendSlot>> = HashMap::new();
+        let mut active: HashMap<&str, bool> = HashMap::new();
+        let mut state = RoutingState {
+            table: table.clone(),
+            ..RoutingState::default()
+        };
+        for (host, route) in &table.routes {
+            let service = registry
+                .services
+                .entry(route.service.clone())
+                .or_insert_with(|| Arc::new(ServiceMetrics::new(&route.service)))
+                .clone();
+            let mut backends = Vec::new();
+            for (address, backend) in &route.backends {
+                let slot = match slots.get(address.as_str()) {
+                    Some(slot) => slot.clone(),
+                    None => {
+                        let slot = registry.slot(address);
+                        slots.insert(address, slot.clone());
+                        slot
+                    }
+                };
+                let is_active = backend.state == BackendState::Active;
+                *active.entry(address).or_default() |= is_active;
+                if is_active && backend.weight > 0 {
+                    backends.push((slot, u64::from(backend.weight)));
+                }
+            }
+            let entry = Arc::new(RouteEntry::new(service, backends));
+            let host = normalize_host(host);
+            let map = if is_internal(&host) {
+                &mut state.internal
+            } else {
+                &mut state.public
+            };
+            map.insert(host.into_boxed_str(), entry);
+        }
+        // Backends (re)joining are flagged Active before the swap, so no request bounces off
+        // them; backends leaving are flagged after it, so a request that sees the flag and
+        // picks again finds the new state. `BackendSlot::acquire` closes the remaining race.
+        for (address, slot) in &slots {
+            if active.get(address).copied().unwrap_or(false) {
+                slot.set_draining(false);
+            }
+        }
+        let leaving: Vec<Arc<BackendSlot>> = slots
+            .iter()
+            .filter(|(address, _)| !active.get(*address).copied().unwrap_or(false))
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        state.slots = slots.into_values().collect();
+        let old = self.shared.state.swap(Arc::new(state));
+        for slot in &old.slots {
+            if self
+                .shared
+                .state
+                .load()
+                .slots
+                .iter()
+                .all(|s| s.id != slot.id)
+            {
+                slot.set_draining(true);
+            }
+        }
+        for slot in leaving {
+            slot.set_draining(true);
+        }
+        registry.slots.retain(|_, weak| weak.strong_count() > 0);
+        Ok(())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `address` is ejected now (it refused a connection moments ago).
+    pub fn is_ejected(&self, address: &str) -> bool {
+        self.find_slot(address)
+            .is_some_and(|slot| slot.is_ejected(state::now_ms()))
+    }
+
+    fn find_slot(&self, address: &str) -> Option<Arc<BackendSlot>> {
+        self.registry().slots.get(address).and_then(Weak::upgrade)
+    }
+
+    /// Requests (and upgraded connections) in flight to `address` right now.
+    pub fn in_flight_now(&self, address: &str) -> u64 {
+        self.find_slot(address).map_or(0, |slot| slot.in_flight())
+    }
+
+    /// The router's metrics in the Prometheus text format (version 0.0.4):
+    /// `paz_router_requests_total{service,code}`, `paz_router_request_duration_seconds`
+    /// (histogram, by service), `paz_router_in_flight{service}` and
+    /// `paz_router_unmatched_requests_total`.
+    pub fn metrics_text(&self) -> String {
+        let services: Vec<Arc<ServiceMetrics>> =
+            self.registry().services.values().cloned().collect();
+        metrics::render(
+            services.iter().map(|s| &**s),
+            self.shared.unmatched.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Registry {
+    /// The slot of `address`: the live one if any, else a new one.
+    fn slot(&mut self, address: &str) -> Arc<BackendSlot> {
+        if let Some(slot) = self.slots.get(address).and_then(Weak::upgrade) {
+            return slot;
+        }
+        self.next_id += 1;
+        let slot = Arc::new(BackendSlot::new(self.next_id, address));
+        self.slots.insert(address.into(), Arc::downgrade(&slot));
+        slot
+    }
+}
+
+#[async_trait]
+impl Proxy for Router {
+    async fn apply(&self, table: &RouteTable) -> paz_core::Result<()> {
+        Ok(self.apply_table(table)?)
+    }
+
+    async fn routes(&self) -> paz_core::Result<RouteTable> {
+        Ok(self.shared.state.load().table.clone())
+    }
+
+    async fn in_flight(&self, address: &str) -> paz_core::Result<u64> {
+        Ok(self.in_flight_now(address))
+    }
+
+    async fn wait_drained(&self, address: &str, timeout: Duration) -> paz_core::Result<u64> {
+        Ok(match self.find_slot(address) {
+            Some(slot) => slot.wait_drained(timeout).await,
+            None => 0,
+        })
+    }
+}

@@ -1,0 +1,371 @@
+//! Accept loops, worker threads and client connections.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::body::ProxyBody;
+use super::fast;
+use super::handler::{ConnCtx, handle};
+use super::pool::{self, PoolLimits};
+use super::{Scope, Shared};
+use crate::error::Error;
+
+/// The client connections of one accept loop: each gets a one-shot stop signal (polled
+/// cheaply by its own task, unlike a shared `watch`).
+#[derive(Default)]
+pub(crate) struct Connections {
+    next: AtomicU64,
+    stops: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Connections {
+    fn register(&self) -> (u64, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        self.active.fetch_add(1, Ordering::SeqCst);
+        (id, rx)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.release();
+    }
+
+    fn release(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Keeps the accept loop from ending (at shutdown) while the holder lives: tunnels.
+    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+
+    fn stop_all(&self) {
+        let stops: Vec<_> = self
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, tx)| tx)
+            .collect();
+        for tx in stops {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// See [`Connections::hold`].
+pub(crate) struct Hold(Arc<Connections>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// An accepted connection on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// Serves `listener` on the caller's runtime (`workers == 0`) or on worker threads.
+///
+/// With workers, one acceptor (on worker 0) hands accepted connections to the workers in
+/// turn, so they share the load evenly (sharing the listening socket lets one worker take
+/// most connections).
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    scope: Scope,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let workers = shared.config.workers;
+    if workers == 0 {
+        return tokio::spawn(accept_loop(shared, listener, scope, shutdown));
+    }
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(source) => {
+            tracing::error!(error = %Error::Listener { source }, "router listener lost");
+            return tokio::spawn(async {});
+        }
+    };
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| mpsc::unbounded_channel::<Accepted>())
+        .unzip();
+    let mut acceptor = Some((listener, senders));
+    let mut done = Vec::with_capacity(workers);
+    for (index, rx) in receivers.into_iter().enumerate() {
+        let acceptor = acceptor.take();
+        let (tx, rx_done) = oneshot::channel::<()>();
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("paz-router-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(source) => {
+                        tracing::error!(error = %Error::Worker { index, source }, "router worker failed");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    if let Some((listener, senders)) = acceptor {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                tokio::spawn(distribute(listener, senders, shutdown.clone()));
+                            }
+                            Err(source) => {
+                                tracing::error!(error = %Error::Listener { source }, "router listener lost");
+                            }
+                        }
+                    }
+                    worker_loop(shared, rx, scope, shutdown).await;
+                });
+                drop(tx);
+            });
+        match spawned {
+            Ok(_) => done.push(rx_done),
+            Err(source) => {
+                tracing::error!(error = %Error::Worker { index, source }, "router worker failed");
+            }
+        }
+    }
+    tokio::spawn(async move {
+        for rx in done {
+            let _ = rx.await;
+        }
+    })
+}
+
+/// Accepts connections and deals them to the workers in turn, until shutdown.
+async fn distribute(
+    listener: TcpListener,
+    senders: Vec<mpsc::UnboundedSender<Accepted>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop_requested(&mut shutdown) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
+            Ok(accepted) => {
+                // A worker that stopped drops (closes) the connection.
+                let _ = senders[next].send(accepted);
+                next = (next + 1) % senders.len();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Per-worker settings shared by its connections.
+struct Worker {
+    shared: Arc<Shared>,
+    scope: Scope,
+    builder: http1::Builder,
+    shutdown: watch::Receiver<bool>,
+    connections: Arc<Connections>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, scope: Scope, shutdown: watch::Receiver<bool>) -> Worker {
+        let limits = PoolLimits {
+            max_idle: shared.config.pool_max_idle,
+            idle_timeout_ms: u64::try_from(shared.config.pool_idle_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        };
+        pool::set_limits(limits);
+        let mut builder = http1::Builder::new();
+        builder.keep_alive(true);
+        if let Some(timeout) = shared.config.header_read_timeout {
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+        }
+        Worker {
+            shared,
+            scope,
+            builder,
+            shutdown,
+            connections: Arc::new(Connections::default()),
+        }
+    }
+
+    fn start(&self, stream: TcpStream, peer: SocketAddr) {
+        let (id, stop) = self.connections.register();
+        let task = Connection {
+            shared: self.shared.clone(),
+            scope: self.scope,
+            builder: self.builder.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            id,
+        };
+        tokio::spawn(task.run(stream, peer, stop));
+    }
+
+    /// Stops every connection gracefully and waits for them (and tunnels) to end.
+    async fn finish(self) {
+        self.connections.stop_all();
+        self.connections.wait_idle().await;
+    }
+}
+
+async fn worker_loop(
+    shared: Arc<Shared>,
+    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    scope: Scope,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let worker = Worker::new(shared, scope, shutdown.clone());
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop_requested(&mut shutdown) => break,
+            next = accepted.recv() => next,
+        };
+        let Some((stream, peer)) = next else { break };
+        match TcpStream::from_std(stream) {
+            Ok(stream) => worker.start(stream, peer),
+            Err(error) => tracing::warn!(%error, "cannot register a connection"),
+        }
+    }
+    worker.finish().await;
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    scope: Scope,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let worker = Worker::new(shared, scope, shutdown.clone());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop_requested(&mut shutdown) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => worker.start(stream, peer),
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    worker.finish().await;
+}
+
+/// Waits until `shutdown` turns true or its sender is dropped.
+async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    scope: Scope,
+    builder: http1::Builder,
+    shutdown: watch::Receiver<bool>,
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Connection {
+    async fn run(self, mut stream: TcpStream, peer: SocketAddr, mut stop: oneshot::Receiver<()>) {
+        let _ = stream.set_nodelay(true);
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let ctx = Arc::new(ConnCtx {
+            shared: self.shared,
+            scope: self.scope,
+            client_ip,
+            shutdown: self.shutdown,
+            connections: self.connections.clone(),
+        });
+        // Simple requests first; the connection moves to hyper for anything else.
+        if let fast::Outcome::HandOff(prefix) = fast::run(&ctx, &mut stream, &mut stop).await {
+            let conn = self
+                .builder
+                .serve_connection(
+                    TokioIo::new(fast::Rewind::new(prefix, stream)),
+                    Service(ctx),
+                )
+                .with_upgrades();
+            tokio::pin!(conn);
+            let finished = tokio::select! {
+                biased;
+                _ = conn.as_mut() => true,
+                _ = &mut stop => false,
+            };
+            if !finished {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        self.connections.unregister(self.id);
+    }
+}
+
+struct Service(Arc<ConnCtx>);
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let ctx = self.0.clone();
+        Box::pin(async move { Ok(handle(ctx, req).await) })
+    }
+}

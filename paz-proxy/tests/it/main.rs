@@ -1,0 +1,14 @@
+//! Integration tests of paz-proxy: the router and the health checker against real hyper
+//! servers on 127.0.0.1:0.
+
+mod balancing;
+mod contract;
+mod draining;
+mod failures;
+mod headers;
+mod health;
+mod load;
+mod metrics;
+mod routing;
+mod support;
+mod websocket;

@@ -1,0 +1,564 @@
+//! The main job, end to end against the real Docker Engine: zero-downtime deploys through
+//! the built-in router under load, the health gate, crash replacement, a server killed
+//! mid-deploy, scaling, rollback and service-to-service calls through `<svc>.paz`.
+//!
+//! Needs Docker (`CI=true` makes a missing engine a failure) and the demo image, which
+//! `scripts/build-demo-image.sh` builds (the harness runs it when the image is missing).
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use paz::core::{HealthCheck, HumanDuration, PortSpec, Protocol, ServiceSpec};
+use paz::{DeploymentStatus, Service};
+use support::{Server, cleanup_network, container_releases, require_docker, test_network};
+
+/// Docker tests run one at a time: they share two cores with the engine and the builds.
+static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A change that breaks a spec.
+type SpecChange = Box<dyn Fn(&mut ServiceSpec)>;
+
+/// A server with Docker on its own network, removed at the end.
+struct Cluster {
+    server: Option<Server>,
+    client: paz::Client,
+    network: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(test: &str) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("paz-data");
+        let network = test_network(test);
+        let server = Server::start_with(
+            &data,
+            &[
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &network,
+            ],
+        )?;
+        let client = server.client(&data)?;
+        Ok(Cluster {
+            server: Some(server),
+            client,
+            network,
+            data,
+            _dir: dir,
+        })
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server runs")
+    }
+
+    fn router(&self) -> String {
+        self.server()
+            .router
+            .clone()
+            .expect("the server runs a router")
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data and network.
+    fn restart_after_kill(&mut self) -> Result<()> {
+        self.server.take().expect("the server runs").kill();
+        let server = Server::start_with(
+            &self.data,
+            &[
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &self.network,
+            ],
+        )?;
+        self.client = server.client(&self.data)?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ServiceSpec) -> Result<Service> {
+        let service = self.client.create_service(spec).await?;
+        self.wait_latest(&spec.name, DeploymentStatus::Succeeded)
+            .await?;
+        Ok(service)
+    }
+
+    /// Waits until the service's newest deployment ends, and checks how.
+    async fn wait_latest(
+        &self,
+        service: &str,
+        expected: DeploymentStatus,
+    ) -> Result<paz::Deployment> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let history = self.client.deployments(service).await?;
+            let latest = history.last().expect("a service has deployments").clone();
+            if latest.status.is_final() {
+                ensure!(
+                    latest.status == expected,
+                    "deployment {} ended {} (expected {expected}): {:?}",
+                    latest.id,
+                    latest.status,
+                    latest.error
+                );
+                return Ok(latest);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {} still {} after 60 s: {:?}",
+                latest.id,
+                latest.status,
+                latest.steps
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_deployment(
+        &self,
+        id: &str,
+        expected: DeploymentStatus,
+    ) -> Result<paz::Deployment> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let deployment = self.client.deployment(id).await?;
+            if deployment.status.is_final() {
+                ensure!(
+                    deployment.status == expected,
+                    "deployment {id} ended {} (expected {expected}): {:?}",
+                    deployment.status,
+                    deployment.error
+                );
+                return Ok(deployment);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {id} still {} after 60 s",
+                deployment.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the service's containers are exactly `releases` (sorted).
+    async fn wait_containers(&self, service: &str, releases: &[u64]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = container_releases(&self.network, service);
+            if seen == releases {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "containers of {service}: {seen:?}, expected {releases:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill();
+        }
+        cleanup_network(&self.network);
+    }
+}
+
+fn demo(name: &str, instances: u32) -> ServiceSpec {
+    let mut spec = ServiceSpec::new(name, "paz-demo:v1");
+    spec.instances = instances;
+    spec.public = true;
+    spec.ports.push(PortSpec {
+        port: 8080,
+        protocol: Protocol::Http,
+    });
+    spec.health = Some(HealthCheck {
+        path: "/health".into(),
+        ..HealthCheck::default()
+    });
+    spec.deploy.health_timeout = HumanDuration::from_secs(10);
+    spec.deploy.drain_timeout = HumanDuration::from_secs(10);
+    spec
+}
+
+/// Clients hammering one path through the router: half reuse connections, half open a new
+/// connection per request. Every non-2xx answer and every transport error is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(router: &str, host: &str, path: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let url = format!("http://{router}{path}");
+        let tasks = (0..clients)
+            .map(|n| {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(if n % 2 == 0 { 8 } else { 0 })
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let (stop, ok, url, host) =
+                    (stop.clone(), ok.clone(), url.clone(), host.to_owned());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get(&url).header("host", &host).send().await {
+                            Ok(response) if response.status().is_success() => {
+                                let _ = response.bytes().await;
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(response) => {
+                                let status = response.status();
+                                failures.push(format!(
+                                    "{status}: {}",
+                                    response.text().await.unwrap_or_default().trim()
+                                ));
+                            }
+                            Err(error) => failures.push(format!("transport error: {error:?}")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, tasks }
+    }
+
+    /// Stops the clients; returns the successes and the failures.
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+async fn assert_no_failures(load: Load, what: &str) {
+    let (ok, failures) = load.finish().await;
+    assert!(ok > 50, "{what}: only {ok} requests succeeded");
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} requests failed, first: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    eprintln!("{what}: {ok} requests, 0 failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
+    if !require_docker("rolling_deploys_under_load_drop_no_request") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let cluster = Cluster::start("rolling")?;
+    cluster.create(&demo("web", 3)).await?;
+    let router = cluster.router();
+    let load = Load::start(&router, "web.localhost", "/", 6);
+    for (version, image) in [(2, "paz-demo:v2"), (3, "paz-demo:v3")] {
+        // Long requests in flight when the switch happens must complete.
+        let slow: Vec<_> = (0..3)
+            .map(|_| {
+                let url = format!("http://{router}/slow?ms=2000");
+                tokio::spawn(async move {
+                    reqwest::Client::new()
+                        .get(url)
+                        .header("host", "web.localhost")
+                        .send()
+                        .await
+                        .map(|r| r.status())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deployment = cluster.client.deploy("web", Some(image.into())).await?;
+        let done = cluster
+            .wait_deployment(&deployment.id, DeploymentStatus::Succeeded)
+            .await?;
+        assert_eq!(done.release, version);
+        for request in slow {
+            assert_eq!(
+                request
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("slow request failed: {e}"))?,
+                200,
+                "in-flight slow requests complete"
+            );
+        }
+        cluster.wait_containers("web", &[version; 3]).await?;
+    }
+    assert_no_failures(load, "v1 -> v2 -> v3 rolling deploys").await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_releases_fail_clearly_and_the_old_one_keeps_serving() -> Result<()> {
+    if !require_docker("bad_releases_fail_clearly_and_the_old_one_keeps_serving") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let cluster = Cluster::start("bad")?;
+    let mut spec = demo("web", 2);
+    spec.deploy.health_timeout = HumanDuration::from_secs(3);
+    cluster.create(&spec).await?;
+    let load = Load::start(&cluster.router(), "web.localhost", "/", 4);
+
+    let broken: [(&str, SpecChange, &str); 5] = [
+        (
+            "failing health check",
+            Box::new(|s| {
+                s.env.insert("FAIL_HEALTH".into(), "1".into());
+            }),
+            "health check",
+        ),
+        (
+            "missing image",
+            Box::new(|s| s.image = "paz-demo:does-not-exist".into()),
+            "not available locally",
+        ),
+        (
+            "exits at once",
+            Box::new(|s| {
+                s.env.insert("CRASH_AFTER_S".into(), "0".into());
+            }),
+            "exited",
+        ),
+        (
+            "port never opened",
+            Box::new(|s| {
+                s.env.insert("PORT".into(), "9999".into());
+            }),
+            "health check",
+        ),
+        (
+            "health path 404",
+            Box::new(|s| s.health.as_mut().unwrap().path = "/nope".into()),
+            "health check",
+        ),
+    ];
+    for (what, change, reason) in broken {
+        let mut bad = spec.clone();
+        change(&mut bad);
+        cluster.client.update_service("web", &bad, None).await?;
+        let failed = cluster.wait_latest("web", DeploymentStatus::Failed).await?;
+        let error = failed.error.clone().unwrap_or_default();
+        assert!(
+            error.contains(reason),
+            "{what}: the error says why: {error}"
+        );
+        let service = cluster.client.service("web").await?;
+        assert_eq!(
+            service.current_release,
+            Some(1),
+            "{what}: the service is back on v1"
+        );
+        cluster.wait_containers("web", &[1, 1]).await?;
+        eprintln!("{what}: failed as expected: {error}");
+    }
+    assert_no_failures(load, "five failed releases").await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_replaced_and_routable_within_5_s() -> Result<()> {
+    if !require_docker("a_killed_instance_is_replaced_and_routable_within_5_s") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let cluster = Cluster::start("kill")?;
+    cluster.create(&demo("web", 2)).await?;
+    let before: Vec<String> = cluster
+        .client
+        .instances("web")
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &before[0]])
+        .output()?;
+    assert!(killed.status.success());
+    let started = Instant::now();
+    loop {
+        let instances = cluster.client.instances("web").await?;
+        let healthy: Vec<_> = instances
+            .iter()
+            .filter(|i| i.state == paz::core::InstanceState::Healthy)
+            .collect();
+        if healthy.len() == 2 && healthy.iter().all(|i| i.id != before[0]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not replaced within 5 s: {instances:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/", cluster.router()))
+        .header("host", "web.localhost")
+        .send()
+        .await?;
+    assert!(response.status().is_success());
+    eprintln!("killed instance replaced and healthy in {elapsed:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_deploy_converges_after_restart() -> Result<()> {
+    if !require_docker("a_server_killed_mid_deploy_converges_after_restart") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let mut cluster = Cluster::start("crash")?;
+    cluster.create(&demo("web", 3)).await?;
+    let deployment = cluster
+        .client
+        .deploy("web", Some("paz-demo:v2".into()))
+        .await?;
+    // Kill the server as soon as the first new instance is started.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !container_releases(&cluster.network, "web").contains(&2) {
+        assert!(
+            Instant::now() < deadline,
+            "the deploy never started an instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart_after_kill()?;
+    let done = cluster
+        .wait_deployment(&deployment.id, DeploymentStatus::Succeeded)
+        .await?;
+    assert_eq!(done.release, 2);
+    cluster.wait_containers("web", &[2, 2, 2]).await?;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/", cluster.router()))
+        .header("host", "web.localhost")
+        .send()
+        .await?;
+    assert!(response.status().is_success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_and_rollback_under_load_drop_no_request() -> Result<()> {
+    if !require_docker("scaling_and_rollback_under_load_drop_no_request") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let cluster = Cluster::start("scale")?;
+    cluster.create(&demo("web", 1)).await?;
+    let load = Load::start(&cluster.router(), "web.localhost", "/", 4);
+    cluster.client.scale("web", 3).await?;
+    cluster.wait_containers("web", &[1, 1, 1]).await?;
+    wait_healthy(&cluster, "web", 3).await?;
+    cluster.client.scale("web", 1).await?;
+    cluster.wait_containers("web", &[1]).await?;
+    let deployment = cluster
+        .client
+        .deploy("web", Some("paz-demo:v2".into()))
+        .await?;
+    cluster
+        .wait_deployment(&deployment.id, DeploymentStatus::Succeeded)
+        .await?;
+    let back = cluster.client.rollback("web", Some(1)).await?;
+    let done = cluster
+        .wait_deployment(&back.id, DeploymentStatus::Succeeded)
+        .await?;
+    assert_eq!(done.release, 1);
+    cluster.wait_containers("web", &[1]).await?;
+    assert_no_failures(load, "scale 1 -> 3 -> 1, deploy v2, rollback to v1").await;
+    Ok(())
+}
+
+async fn wait_healthy(cluster: &Cluster, service: &str, count: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let instances = cluster.client.instances(service).await?;
+        if instances
+            .iter()
+            .filter(|i| i.state == paz::core::InstanceState::Healthy)
+            .count()
+            == count
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{service} never had {count} healthy instances: {instances:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_calls_through_svc_paz_survive_a_callee_deploy() -> Result<()> {
+    if !require_docker("internal_calls_through_svc_paz_survive_a_callee_deploy") {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let cluster = Cluster::start("internal")?;
+    let mut api = demo("api", 2);
+    api.public = false;
+    api.env.insert("VERSION".into(), "api-v1".into());
+    cluster.create(&api).await?;
+    cluster.create(&demo("web", 1)).await?;
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "http://{}/call?url=http://api.paz/",
+            cluster.router()
+        ))
+        .header("host", "web.localhost")
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.text().await?.trim(),
+        "api-v1",
+        "web reached api through api.paz"
+    );
+    let public = reqwest::Client::new()
+        .get(format!("http://{}/", cluster.router()))
+        .header("host", "api.paz")
+        .send()
+        .await?;
+    assert_eq!(
+        public.status(),
+        404,
+        "internal names are not served on the public listener"
+    );
+
+    let load = Load::start(
+        &cluster.router(),
+        "web.localhost",
+        "/call?url=http://api.paz/",
+        4,
+    );
+    api.env.insert("VERSION".into(), "api-v2".into());
+    cluster.client.update_service("api", &api, None).await?;
+    cluster
+        .wait_latest("api", DeploymentStatus::Succeeded)
+        .await?;
+    cluster.wait_containers("api", &[2, 2]).await?;
+    assert_no_failures(load, "calls to api.paz across a deploy of api").await;
+    Ok(())
+}

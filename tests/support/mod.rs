@@ -1,0 +1,298 @@
+//! Shared harness of the end-to-end tests: starts the real `paz-server` binary and runs the
+//! real `paz` CLI against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+/// A binary of the workspace, built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `paz-server`.
+pub struct Server {
+    child: Child,
+    /// The API's base URL.
+    pub url: String,
+    /// The router's address, when it runs one.
+    pub router: Option<String>,
+    /// What it printed on stdout before it was ready.
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server without a scheduler (API only) on a data dir.
+    pub fn start(data_dir: &Path) -> Result<Server> {
+        Self::start_with(data_dir, &["--scheduler", "none"])
+    }
+
+    /// Starts a server with extra arguments and waits until its API (and router) listen.
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Result<Server> {
+        let mut child = Command::new(bin("paz-server"))
+            .args(["--api-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env_remove("PAZ_TOKEN")
+            .env(
+                "RUST_LOG",
+                std::env::var("PAZ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("PAZ_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
+            .spawn()
+            .context("start paz-server")?;
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let wants_router = !args.windows(2).any(|w| w == ["--scheduler", "none"]);
+        let mut seen = Vec::new();
+        let (mut url, mut router) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while url.is_none() || (wants_router && router.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("paz-server listening on ") {
+                        url = Some(rest.to_owned());
+                    }
+                    if let Some(rest) = line.strip_prefix("paz-server router listening on http://")
+                    {
+                        router = Some(rest.to_owned());
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output()?;
+                    bail!(
+                        "paz-server did not start: {seen:?} {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || while lines_rx.recv().is_ok() {});
+        if let Some(mut stderr) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        }
+        Ok(Server {
+            child,
+            url: url.unwrap(),
+            router,
+            stdout: seen,
+        })
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns how long it took.
+    pub fn stop(mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.signal("TERM");
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(
+                    status.success(),
+                    "paz-server exited with {status} after SIGTERM"
+                );
+                return Ok(started.elapsed());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "paz-server did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL and waits for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An SDK client with the token of `data_dir`.
+    pub fn client(&self, data_dir: &Path) -> Result<paz::Client> {
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))?
+            .trim()
+            .to_owned();
+        Ok(paz::Client::new(&self.url, Some(token))?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `paz` CLI against a server.
+pub fn paz(server: &Server, data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("paz"))
+        .args(args)
+        .env("PAZ_SERVER", &server.url)
+        .env("PAZ_DATA_DIR", data_dir)
+        .env_remove("PAZ_TOKEN")
+        .env_remove("PAZ_OUTPUT")
+        .output()
+        .unwrap()
+}
+
+/// The JSON a successful `paz … --output json` printed.
+pub fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "paz failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Whether Docker and the demo image are usable. With `CI=true` a missing engine fails the
+/// test; locally the test is skipped with a loud message.
+pub fn require_docker(test: &str) -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let info = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        match info {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => {
+                return Err(format!(
+                    "the Docker daemon does not answer: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            Err(error) => return Err(format!("the docker CLI cannot run: {error}")),
+        }
+        let has_image = |tag: &str| {
+            Command::new("docker")
+                .args(["image", "inspect", tag])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !(has_image("paz-demo:v1") && has_image("paz-demo:v2") && has_image("paz-demo:v3")) {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-demo-image.sh");
+            let status = Command::new("bash")
+                .arg(script)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() || !has_image("paz-demo:v1") {
+                return Err(
+                    "the demo image paz-demo:v1 could not be built (scripts/build-demo-image.sh)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    });
+    match ready {
+        Ok(()) => true,
+        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs Docker: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("\n*** SKIPPED {test}: needs Docker: {reason} ***\n");
+            false
+        }
+    }
+}
+
+/// A unique Docker network name for one test, removed by [`cleanup_network`].
+pub fn test_network(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("paz-e2e-{test}-{}-{nanos:x}", std::process::id())
+}
+
+/// Removes every container Paz made on a test network, then the network.
+pub fn cleanup_network(network: &str) {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("network={network}")])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", network])
+        .output();
+}
+
+/// The `paz.release` labels of the containers of a service on a network, sorted.
+pub fn container_releases(network: &str, service: &str) -> Vec<u64> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("network={network}"),
+            "--filter",
+            &format!("label=paz.service={service}"),
+        ])
+        .args(["--format", "{{.Label \"paz.release\"}}"])
+        .output()
+        .unwrap();
+    let mut releases: Vec<u64> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    releases.sort_unstable();
+    releases
+}
