@@ -179,3 +179,37 @@ async fn sigterm_ends_open_event_streams() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(5), reader).await??;
     Ok(())
 }
+
+#[test]
+fn an_unreachable_docker_daemon_is_a_clear_startup_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = Command::new(bin("paz-server"))
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("paz-data"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", dir.path().display()),
+        )
+        .env_remove("PAZ_TOKEN")
+        .output()?;
+    assert!(
+        !output.status.success(),
+        "paz-server must not start without its scheduler"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Docker daemon is not reachable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--scheduler none"),
+        "the error says how to run without Docker: {stderr}"
+    );
+    Ok(())
+}

@@ -163,6 +163,7 @@ struct FakeState {
     instances: BTreeMap<String, Instance>,
     next: u64,
     failing_images: Vec<String>,
+    down: bool,
 }
 
 /// An in-memory scheduler for tests: instances are records, addresses are made up.
@@ -185,6 +186,7 @@ impl FakeScheduler {
                 instances: BTreeMap::new(),
                 next: 1,
                 failing_images: Vec::new(),
+                down: false,
             }),
             events: broadcast::channel(1024).0,
         }
@@ -197,6 +199,19 @@ impl FakeScheduler {
     /// Makes `start` fail for this image, as if it could not be pulled.
     pub fn fail_image(&self, image: &str) {
         self.lock().failing_images.push(image.to_owned());
+    }
+
+    /// Makes every call fail, as if the daemon were down (`false` brings it back).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    fn check_up(&self) -> Result<()> {
+        if self.lock().down {
+            Err(Error::Scheduler("the fake daemon is down".into()))
+        } else {
+            Ok(())
+        }
     }
 
     /// Simulates an instance crashing with `exit_code`.
@@ -232,6 +247,7 @@ impl Scheduler for FakeScheduler {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        self.check_up()?;
         let instance = {
             let mut state = self.lock();
             if state.failing_images.contains(&spec.image) {
@@ -267,6 +283,7 @@ impl Scheduler for FakeScheduler {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
+        self.check_up()?;
         let service = {
             let mut state = self.lock();
             let Some(instance) = state.instances.get_mut(id) else {
@@ -287,6 +304,7 @@ impl Scheduler for FakeScheduler {
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
+        self.check_up()?;
         let removed = self.lock().instances.remove(id);
         if let Some(instance) = removed {
             let _ = self.events.send(SchedulerEvent::Removed {
@@ -298,6 +316,7 @@ impl Scheduler for FakeScheduler {
     }
 
     async fn list(&self, service: Option<&str>) -> Result<Vec<Instance>> {
+        self.check_up()?;
         Ok(self
             .lock()
             .instances

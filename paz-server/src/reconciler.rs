@@ -232,12 +232,15 @@ impl Reconciler {
             Ok(instances) => instances,
             Err(error) => {
                 let message = format!("the scheduler is unavailable: {error}");
-                let mut shared = self.shared();
-                for service in &services {
-                    shared
-                        .problems
-                        .insert(service.spec.name.clone(), message.clone());
+                {
+                    let mut shared = self.shared();
+                    for service in &services {
+                        shared
+                            .problems
+                            .insert(service.spec.name.clone(), message.clone());
+                    }
                 }
+                self.note_in_deployments(&services, &message).await;
                 return Err(error);
             }
         };
@@ -304,6 +307,33 @@ impl Reconciler {
             self.spawn_drain(id);
         }
         Ok(())
+    }
+
+    /// Records a problem that holds up every deployment in progress (once per distinct
+    /// message), so `paz deploy` and the history say why nothing moves.
+    async fn note_in_deployments(&self, services: &[Service], message: &str) {
+        for service in services {
+            let Ok(Some(mut deployment)) =
+                self.inner.paz.latest_deployment(&service.spec.name).await
+            else {
+                continue;
+            };
+            let already = deployment
+                .steps
+                .last()
+                .is_some_and(|s| s.message.as_deref() == Some(message));
+            if deployment.status.is_final() || already {
+                continue;
+            }
+            deployment.record(
+                "waiting for the scheduler",
+                StepStatus::Failed,
+                Some(message.to_owned()),
+            );
+            if let Err(error) = self.inner.paz.save_deployment(&deployment).await {
+                tracing::warn!(%error, "cannot record the scheduler problem");
+            }
+        }
     }
 
     fn observe(&self, instances: &[Instance], service: &str) -> Vec<ObservedInstance> {

@@ -449,3 +449,46 @@ async fn a_restarted_reconciler_resumes_a_deploy() {
     assert_eq!(world.running("web").await.len(), 3);
     world.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world.scheduler.set_down(true);
+    let d = world
+        .paz
+        .deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+    world
+        .until("the outage is recorded", async || {
+            let steps = world.paz.deployment(&d.id).await.unwrap().steps;
+            steps.iter().any(|s| {
+                s.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("scheduler is unavailable"))
+            })
+        })
+        .await;
+    assert_eq!(
+        world.backends("web.localhost").await,
+        1,
+        "the old instance keeps serving"
+    );
+    world.scheduler.set_down(false);
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world.shut_down().await;
+}
