@@ -16,7 +16,7 @@ use super::state::RouteEntry;
 use super::upstream::RawBody;
 
 /// The error of a proxied body (the upstream connection failed mid-body).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request (or tunnel) counted in flight on a backend and its service; uncounted on drop.
 pub(crate) struct InFlight {
@@ -87,7 +87,7 @@ enum Kind {
 }
 
 /// The body answered to the client.
-pub struct ProxyBody {
+pub(crate) struct ProxyBody {
     kind: Kind,
     guard: Option<Guard>,
 }

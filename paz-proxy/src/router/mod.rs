@@ -54,7 +54,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-pub use body::ProxyBody;
 use metrics::ServiceMetrics;
 use state::{BackendSlot, RouteEntry, RoutingState};
 

@@ -104,14 +104,14 @@ async fn zero_errors_while_deploying(config: RouterConfig) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_errors_while_deploying_on_a_worker_thread() {
+async fn zero_errors_while_deploying_on_worker_threads() {
     zero_errors_while_deploying(RouterConfig::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_errors_while_deploying_on_two_workers() {
+async fn zero_errors_while_deploying_on_the_callers_runtime() {
     zero_errors_while_deploying(RouterConfig {
-        workers: 2,
+        workers: 0,
         ..RouterConfig::default()
     })
     .await;
