@@ -13,7 +13,7 @@ use crate::failure::{EXIT_FAILURE, Reported};
 use crate::output::{self, Output};
 
 /// How often the deployment is polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(300);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How many polls in a row may fail on the network before giving up.
 const MAX_POLL_FAILURES: u32 = 20;
 /// How long a deployment may stay pending before a hint is printed.

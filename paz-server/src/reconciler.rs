@@ -70,6 +70,14 @@ impl Tracked {
     }
 }
 
+/// An instance on its way out.
+struct DrainJob {
+    id: String,
+    address: Option<String>,
+    routed: bool,
+    timeout: Duration,
+}
+
 /// Restart backoff of one slot of one service.
 #[derive(Debug, Clone)]
 struct Backoff {
@@ -86,6 +94,11 @@ struct Shared {
     problems: BTreeMap<String, String>,
     table: RouteTable,
     releases: HashMap<(String, u64), Release>,
+    /// The services, router weights and domain of the last tick, for route refreshes
+    /// between ticks.
+    services: Vec<Service>,
+    weights: HashMap<(String, u64), u32>,
+    domain: String,
 }
 
 /// The reconciler. Cheap to clone.
@@ -101,6 +114,9 @@ struct Inner {
     health: Arc<dyn HealthChecker>,
     shared: Mutex<Shared>,
     wake: Notify,
+    /// Serializes computing and applying route tables, so an older table never replaces a
+    /// newer one.
+    routes: tokio::sync::Mutex<()>,
 }
 
 /// One service's instances and problems, as `GET /v1/services/{name}/status` shows them.
@@ -127,6 +143,7 @@ impl Reconciler {
                 proxy,
                 health,
                 shared: Mutex::new(Shared::default()),
+                routes: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
             }),
         }
@@ -301,10 +318,16 @@ impl Reconciler {
             drains.push(instance.id.clone());
         }
 
-        let table = self.route_table(&services, &domain, &weights, &drains);
-        self.apply_routes(table).await?;
-        for id in drains {
-            self.spawn_drain(id);
+        {
+            let mut shared = self.shared();
+            shared.services = services;
+            shared.weights = weights;
+            shared.domain = domain;
+        }
+        let jobs: Vec<DrainJob> = drains.into_iter().filter_map(|id| self.mark_draining(id)).collect();
+        self.refresh_routes().await?;
+        for job in jobs {
+            self.spawn_drain(job);
         }
         Ok(())
     }
@@ -396,6 +419,7 @@ impl Reconciler {
         });
         let mut steps: Vec<(String, StepStatus, Option<String>)> = Vec::new();
         let mut failure = None;
+        let mut starts = Vec::new();
         for action in &plan.actions {
             match action {
                 Action::Fail { reason } => {
@@ -425,34 +449,33 @@ impl Reconciler {
                     }
                 }
                 Action::Start { slot } => {
-                    if failure.is_some() || self.in_backoff(name, *slot) {
-                        continue;
+                    if failure.is_none() && !self.in_backoff(name, *slot) {
+                        starts.push(*slot);
                     }
-                    let spec = InstanceSpec::from_release(&release, *slot);
-                    match self.inner.scheduler.start(&spec).await {
-                        Ok(instance) => {
-                            tracing::info!(service = %name, release = target, slot, id = %instance.id, "instance started");
-                            steps.push((
-                                format!("start v{target} slot {slot}: {}", instance.id),
-                                StepStatus::Succeeded,
-                                None,
-                            ));
-                            self.track_new(&instance, &release);
-                        }
-                        Err(error) => {
-                            let message = format!("cannot start v{target} slot {slot}: {error}");
-                            steps.push((
-                                format!("start v{target} slot {slot}"),
-                                StepStatus::Failed,
-                                Some(error.to_string()),
-                            ));
-                            if deployment.is_some() {
-                                failure.get_or_insert(message);
-                            } else {
-                                self.note_crash(name, *slot);
-                                self.shared().problems.insert(name.clone(), message);
-                            }
-                        }
+                }
+            }
+        }
+        // Start the new instances at once: each `docker create` + `start` takes a while.
+        let started = futures_util::future::join_all(starts.iter().map(|&slot| {
+            let spec = InstanceSpec::from_release(&release, slot);
+            async move { (slot, self.inner.scheduler.start(&spec).await) }
+        }))
+        .await;
+        for (slot, result) in started {
+            match result {
+                Ok(instance) => {
+                    tracing::info!(service = %name, release = target, slot, id = %instance.id, "instance started");
+                    steps.push((format!("start v{target} slot {slot}: {}", instance.id), StepStatus::Succeeded, None));
+                    self.track_new(&instance, &release);
+                }
+                Err(error) => {
+                    let message = format!("cannot start v{target} slot {slot}: {error}");
+                    steps.push((format!("start v{target} slot {slot}"), StepStatus::Failed, Some(error.to_string())));
+                    if deployment.is_some() {
+                        failure.get_or_insert(message);
+                    } else {
+                        self.note_crash(name, slot);
+                        self.shared().problems.insert(name.clone(), message);
                     }
                 }
             }
@@ -476,68 +499,11 @@ impl Reconciler {
         Ok(plan.weights)
     }
 
-    fn route_table(
-        &self,
-        services: &[Service],
-        domain: &str,
-        weights: &HashMap<(String, u64), u32>,
-        drains: &[String],
-    ) -> RouteTable {
-        let mut desired = DesiredState::from_services(services, domain);
-        for service in services {
-            if service.spec.routed_port().is_some() {
-                desired.hostnames.insert(
-                    format!("{}{INTERNAL_SUFFIX}", service.spec.name),
-                    service.spec.name.clone(),
-                );
-            }
-        }
-        let shared = self.shared();
-        let mut table = desired.route_table(&[]);
-        for instance in &shared.instances {
-            let Some(address) = &instance.address else {
-                continue;
-            };
-            let state = observed_state(&shared, instance);
-            let draining = state == InstanceState::Draining || drains.contains(&instance.id);
-            let backend = if draining {
-                // Only instances that were routed need draining in the router.
-                if !shared
-                    .table
-                    .routes
-                    .values()
-                    .any(|r| r.backends.contains_key(address))
-                {
-                    continue;
-                }
-                Backend {
-                    weight: 0,
-                    state: BackendState::Draining,
-                }
-            } else if state == InstanceState::Healthy {
-                let weight = weights
-                    .get(&(instance.service.clone(), instance.release))
-                    .copied()
-                    .unwrap_or(0);
-                if weight == 0 {
-                    continue;
-                }
-                Backend {
-                    weight,
-                    state: BackendState::Active,
-                }
-            } else {
-                continue;
-            };
-            for route in table
-                .routes
-                .values_mut()
-                .filter(|r| r.service == instance.service)
-            {
-                route.backends.insert(address.clone(), backend);
-            }
-        }
-        table
+    /// Recomputes the route table from the latest state and applies it if it changed.
+    pub async fn refresh_routes(&self) -> paz_core::Result<()> {
+        let _one_at_a_time = self.inner.routes.lock().await;
+        let table = build_table(&self.shared());
+        self.apply_routes(table).await
     }
 
     async fn apply_routes(&self, table: RouteTable) -> paz_core::Result<()> {
@@ -565,28 +531,26 @@ impl Reconciler {
         Ok(())
     }
 
-    fn spawn_drain(&self, id: String) {
-        let (address, routed, timeout) = {
-            let mut shared = self.shared();
-            if !shared.draining.insert(id.clone()) {
-                return;
-            }
-            let instance = shared.instances.iter().find(|i| i.id == id);
-            let address = instance.and_then(|i| i.address.clone());
-            let routed = address.as_ref().is_some_and(|a| {
-                shared
-                    .table
-                    .routes
-                    .values()
-                    .any(|r| r.backends.contains_key(a))
-            });
-            let timeout = instance
-                .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
-                .map_or(Duration::from_secs(30), |r| {
-                    r.spec.deploy.drain_timeout.get()
-                });
-            (address, routed, timeout)
-        };
+    /// Marks an instance as draining (no new requests once the routes are applied) and
+    /// returns what its drain needs; `None` when it is already draining.
+    fn mark_draining(&self, id: String) -> Option<DrainJob> {
+        let mut shared = self.shared();
+        if !shared.draining.insert(id.clone()) {
+            return None;
+        }
+        let instance = shared.instances.iter().find(|i| i.id == id);
+        let address = instance.and_then(|i| i.address.clone());
+        let routed = address.as_ref().is_some_and(|a| shared.table.routes.values().any(|r| r.backends.contains_key(a)));
+        let timeout = instance
+            .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
+            .map_or(Duration::from_secs(30), |r| r.spec.deploy.drain_timeout.get());
+        Some(DrainJob { id, address, routed, timeout })
+    }
+
+    /// Waits until the router has no request in flight to the instance (at most its drain
+    /// timeout), then stops and removes it.
+    fn spawn_drain(&self, job: DrainJob) {
+        let DrainJob { id, address, routed, timeout } = job;
         let this = self.clone();
         tokio::spawn(async move {
             if routed && let Some(address) = &address {
@@ -702,6 +666,10 @@ impl Reconciler {
                         }
                     }
                     if wake {
+                        // Route a newly healthy instance now, not at the next tick.
+                        if let Err(error) = this.refresh_routes().await {
+                            tracing::warn!(%error, "route refresh failed");
+                        }
                         this.wake();
                     }
                 });
@@ -727,6 +695,42 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The route table: every public and internal host name of every service, with its healthy
+/// instances weighted by release, and the instances being drained.
+fn build_table(shared: &Shared) -> RouteTable {
+    let mut desired = DesiredState::from_services(&shared.services, &shared.domain);
+    for service in &shared.services {
+        if service.spec.routed_port().is_some() {
+            desired.hostnames.insert(format!("{}{INTERNAL_SUFFIX}", service.spec.name), service.spec.name.clone());
+        }
+    }
+    let mut table = desired.route_table(&[]);
+    for instance in &shared.instances {
+        let Some(address) = &instance.address else { continue };
+        let backend = match observed_state(shared, instance) {
+            InstanceState::Draining => {
+                // Only instances that were routed need draining in the router.
+                if !shared.table.routes.values().any(|r| r.backends.contains_key(address)) {
+                    continue;
+                }
+                Backend { weight: 0, state: BackendState::Draining }
+            }
+            InstanceState::Healthy => {
+                let key = (instance.service.clone(), instance.release);
+                match shared.weights.get(&key).copied() {
+                    Some(weight) if weight > 0 => Backend { weight, state: BackendState::Active },
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        for route in table.routes.values_mut().filter(|r| r.service == instance.service) {
+            route.backends.insert(address.clone(), backend);
+        }
+    }
+    table
 }
 
 /// The state of an instance as the planner sees it: the scheduler's state, with health and
