@@ -324,7 +324,10 @@ impl Reconciler {
             shared.weights = weights;
             shared.domain = domain;
         }
-        let jobs: Vec<DrainJob> = drains.into_iter().filter_map(|id| self.mark_draining(id)).collect();
+        let jobs: Vec<DrainJob> = drains
+            .into_iter()
+            .filter_map(|id| self.mark_draining(id))
+            .collect();
         self.refresh_routes().await?;
         for job in jobs {
             self.spawn_drain(job);
@@ -465,12 +468,20 @@ impl Reconciler {
             match result {
                 Ok(instance) => {
                     tracing::info!(service = %name, release = target, slot, id = %instance.id, "instance started");
-                    steps.push((format!("start v{target} slot {slot}: {}", instance.id), StepStatus::Succeeded, None));
+                    steps.push((
+                        format!("start v{target} slot {slot}: {}", instance.id),
+                        StepStatus::Succeeded,
+                        None,
+                    ));
                     self.track_new(&instance, &release);
                 }
                 Err(error) => {
                     let message = format!("cannot start v{target} slot {slot}: {error}");
-                    steps.push((format!("start v{target} slot {slot}"), StepStatus::Failed, Some(error.to_string())));
+                    steps.push((
+                        format!("start v{target} slot {slot}"),
+                        StepStatus::Failed,
+                        Some(error.to_string()),
+                    ));
                     if deployment.is_some() {
                         failure.get_or_insert(message);
                     } else {
@@ -540,17 +551,35 @@ impl Reconciler {
         }
         let instance = shared.instances.iter().find(|i| i.id == id);
         let address = instance.and_then(|i| i.address.clone());
-        let routed = address.as_ref().is_some_and(|a| shared.table.routes.values().any(|r| r.backends.contains_key(a)));
+        let routed = address.as_ref().is_some_and(|a| {
+            shared
+                .table
+                .routes
+                .values()
+                .any(|r| r.backends.contains_key(a))
+        });
         let timeout = instance
             .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
-            .map_or(Duration::from_secs(30), |r| r.spec.deploy.drain_timeout.get());
-        Some(DrainJob { id, address, routed, timeout })
+            .map_or(Duration::from_secs(30), |r| {
+                r.spec.deploy.drain_timeout.get()
+            });
+        Some(DrainJob {
+            id,
+            address,
+            routed,
+            timeout,
+        })
     }
 
     /// Waits until the router has no request in flight to the instance (at most its drain
     /// timeout), then stops and removes it.
     fn spawn_drain(&self, job: DrainJob) {
-        let DrainJob { id, address, routed, timeout } = job;
+        let DrainJob {
+            id,
+            address,
+            routed,
+            timeout,
+        } = job;
         let this = self.clone();
         tokio::spawn(async move {
             if routed && let Some(address) = &address {
@@ -703,30 +732,50 @@ fn build_table(shared: &Shared) -> RouteTable {
     let mut desired = DesiredState::from_services(&shared.services, &shared.domain);
     for service in &shared.services {
         if service.spec.routed_port().is_some() {
-            desired.hostnames.insert(format!("{}{INTERNAL_SUFFIX}", service.spec.name), service.spec.name.clone());
+            desired.hostnames.insert(
+                format!("{}{INTERNAL_SUFFIX}", service.spec.name),
+                service.spec.name.clone(),
+            );
         }
     }
     let mut table = desired.route_table(&[]);
     for instance in &shared.instances {
-        let Some(address) = &instance.address else { continue };
+        let Some(address) = &instance.address else {
+            continue;
+        };
         let backend = match observed_state(shared, instance) {
             InstanceState::Draining => {
                 // Only instances that were routed need draining in the router.
-                if !shared.table.routes.values().any(|r| r.backends.contains_key(address)) {
+                if !shared
+                    .table
+                    .routes
+                    .values()
+                    .any(|r| r.backends.contains_key(address))
+                {
                     continue;
                 }
-                Backend { weight: 0, state: BackendState::Draining }
+                Backend {
+                    weight: 0,
+                    state: BackendState::Draining,
+                }
             }
             InstanceState::Healthy => {
                 let key = (instance.service.clone(), instance.release);
                 match shared.weights.get(&key).copied() {
-                    Some(weight) if weight > 0 => Backend { weight, state: BackendState::Active },
+                    Some(weight) if weight > 0 => Backend {
+                        weight,
+                        state: BackendState::Active,
+                    },
                     _ => continue,
                 }
             }
             _ => continue,
         };
-        for route in table.routes.values_mut().filter(|r| r.service == instance.service) {
+        for route in table
+            .routes
+            .values_mut()
+            .filter(|r| r.service == instance.service)
+        {
             route.backends.insert(address.clone(), backend);
         }
     }
