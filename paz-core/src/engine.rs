@@ -626,6 +626,39 @@ impl Paz {
 
     /// One deployment by id (`<service>-<sequence>`).
     pub async fn deployment(&self, id: &str) -> Result<Deployment> {
+        Ok(self.load_deployment(id).await?.0)
+    }
+
+    /// Stores a deployment's new state (steps, status). Used by the reconciler.
+    pub async fn save_deployment(&self, deployment: &Deployment) -> Result<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (stored, mod_revision) = self.load_deployment(&deployment.id).await?;
+            if stored.status.is_final() {
+                // Someone ended it meanwhile (a newer deploy, an abort): that word is final.
+                tracing::debug!(deployment = %deployment.id, status = %stored.status, "not reviving a finished deployment");
+                return Ok(());
+            }
+            let mut merged = deployment.clone();
+            // A promotion recorded meanwhile is not lost.
+            merged.canary_step = merged.canary_step.max(stored.canary_step);
+            let key = deployment_key(&deployment.service, deployment.sequence);
+            let txn = Txn::new()
+                .when(key.clone(), Condition::ModRevision(mod_revision))
+                .put(key, encode(&merged));
+            match self.store.commit(txn).await {
+                Ok(revision) => {
+                    self.emit(revision, vec![deployment_event(&merged)]);
+                    return Ok(());
+                }
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(contention(&deployment.id))
+    }
+
+    /// A deployment and the mod revision of its record.
+    async fn load_deployment(&self, id: &str) -> Result<(Deployment, u64)> {
         let not_found = || Error::NotFound {
             kind: "deployment",
             name: id.to_owned(),
@@ -636,29 +669,7 @@ impl Paz {
             .get(&deployment_key(service, sequence))
             .await?
             .ok_or_else(not_found)?;
-        decode(&kv)
-    }
-
-    /// Stores a deployment's new state (steps, status). Used by the reconciler.
-    pub async fn save_deployment(&self, deployment: &Deployment) -> Result<()> {
-        let key = deployment_key(&deployment.service, deployment.sequence);
-        let revision = self
-            .store
-            .commit(
-                Txn::new()
-                    .when(key.clone(), Condition::Exists)
-                    .put(key, encode(deployment)),
-            )
-            .await
-            .map_err(|e| match e {
-                Error::Conflict { .. } => Error::NotFound {
-                    kind: "deployment",
-                    name: deployment.id.clone(),
-                },
-                e => e,
-            })?;
-        self.emit(revision, vec![deployment_event(deployment)]);
-        Ok(())
+        Ok((decode(&kv)?, kv.mod_revision))
     }
 
     async fn latest_deployment_of(&self, service: &Service) -> Result<Option<Deployment>> {
@@ -693,7 +704,7 @@ impl Paz {
         outcome: std::result::Result<(), String>,
     ) -> Result<Deployment> {
         for _ in 0..MAX_ATTEMPTS {
-            let mut deployment = self.deployment(id).await?;
+            let (mut deployment, deployment_revision) = self.load_deployment(id).await?;
             if deployment.status.is_final() {
                 return Ok(deployment);
             }
@@ -701,7 +712,8 @@ impl Paz {
             let now = jiff::Timestamp::now();
             deployment.finished_at = Some(now);
             let dkey = deployment_key(&deployment.service, deployment.sequence);
-            let mut txn = Txn::new();
+            let mut txn =
+                Txn::new().when(dkey.clone(), Condition::ModRevision(deployment_revision));
             let mut events = Vec::new();
             match &outcome {
                 Ok(()) => {
@@ -727,6 +739,26 @@ impl Paz {
                             };
                         }
                         service.updated_at = now;
+                        if service.spec.domains != current.service.spec.domains {
+                            // The reverted spec claims its domains back and frees the failed one's.
+                            match self
+                                .claim_domains(
+                                    &service.spec,
+                                    Some(&current.service.spec),
+                                    txn.clone(),
+                                )
+                                .await
+                            {
+                                Ok(claimed) => txn = claimed,
+                                Err(Error::DomainConflict {
+                                    domain,
+                                    service: owner,
+                                }) => {
+                                    tracing::warn!(%domain, %owner, "a domain of the previous release was taken meanwhile");
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
                         let key = service_key(&deployment.service);
                         txn = txn
                             .when(key.clone(), Condition::ModRevision(current.mod_revision))
@@ -1265,5 +1297,74 @@ mod deployment_tests {
         let aborted = paz.abort("web").await.unwrap();
         assert_eq!(aborted.status, DeploymentStatus::Failed);
         assert_eq!(paz.service("web").await.unwrap().current_release, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_stale_save_never_revives_a_finished_deployment() {
+        let paz = paz();
+        paz.create_service(spec(Strategy::Canary), Trigger::create())
+            .await
+            .unwrap();
+        let mut stale = paz.deployment("web-1").await.unwrap();
+        stale.status = DeploymentStatus::Running;
+        paz.deploy(
+            "web",
+            Some("demo:v2".into()),
+            Trigger::new(TriggerKind::Deploy),
+        )
+        .await
+        .unwrap();
+        paz.save_deployment(&stale).await.unwrap();
+        assert_eq!(
+            paz.deployment("web-1").await.unwrap().status,
+            DeploymentStatus::Cancelled
+        );
+
+        let mut running = paz.deployment("web-2").await.unwrap();
+        running.status = DeploymentStatus::Running;
+        paz.promote("web").await.unwrap();
+        paz.save_deployment(&running).await.unwrap();
+        let saved = paz.deployment("web-2").await.unwrap();
+        assert_eq!(
+            (saved.status, saved.canary_step),
+            (DeploymentStatus::Running, 1),
+            "the promotion is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_deployment_gives_domains_back() {
+        let paz = paz();
+        let mut first = spec(Strategy::Rolling);
+        first.domains = vec!["a.example.com".into()];
+        paz.create_service(first.clone(), Trigger::create())
+            .await
+            .unwrap();
+        paz.finish_deployment("web-1", Ok(())).await.unwrap();
+        let mut second = first.clone();
+        second.domains = vec!["b.example.com".into()];
+        let applied = paz
+            .update_service("web", second, None, Trigger::new(TriggerKind::Update))
+            .await
+            .unwrap();
+        paz.finish_deployment(&applied.deployment.unwrap().id, Err("boom".into()))
+            .await
+            .unwrap();
+        let mut other = spec(Strategy::Rolling);
+        other.name = "api".into();
+        other.domains = vec!["a.example.com".into()];
+        let taken = paz
+            .create_service(other.clone(), Trigger::create())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            taken.code(),
+            "DOMAIN_CONFLICT",
+            "the reverted service owns a.example.com again"
+        );
+        other.domains = vec!["b.example.com".into()];
+        paz.create_service(other, Trigger::create())
+            .await
+            .expect("b.example.com was freed");
     }
 }

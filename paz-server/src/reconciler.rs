@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_millis(500);
 const STARTING_CHECK: Duration = Duration::from_millis(50);
 /// How long a stopped instance gets to finish after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a restarted slot must stay healthy before its crash count is forgotten.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
 /// Longest wait between restarts of a crashing instance.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -74,7 +76,6 @@ impl Tracked {
 struct DrainJob {
     id: String,
     address: Option<String>,
-    routed: bool,
     timeout: Duration,
 }
 
@@ -99,6 +100,9 @@ struct Shared {
     services: Vec<Service>,
     weights: HashMap<(String, u64), u32>,
     domain: String,
+    /// When each service seen was created: a different time means it was deleted and
+    /// created again, and its cached releases are dropped.
+    epochs: HashMap<String, jiff::Timestamp>,
 }
 
 /// The reconciler. Cheap to clone.
@@ -268,6 +272,33 @@ impl Reconciler {
             let live: HashSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
             shared.tracked.retain(|id, _| live.contains(id.as_str()));
             shared.draining.retain(|id| live.contains(id.as_str()));
+            // Releases and crash counts belong to one life of a service: a service deleted
+            // (or deleted and created again, which restarts at v1) starts afresh.
+            let lives: HashMap<&str, jiff::Timestamp> = services
+                .iter()
+                .map(|s| (s.spec.name.as_str(), s.created_at))
+                .collect();
+            shared
+                .epochs
+                .retain(|name, created| lives.get(name.as_str()) == Some(created));
+            for (name, created) in &lives {
+                shared.epochs.entry((*name).to_owned()).or_insert(*created);
+            }
+            let epochs = shared.epochs.clone();
+            shared
+                .releases
+                .retain(|(name, _), _| epochs.contains_key(name));
+            shared
+                .backoff
+                .retain(|(name, _), _| epochs.contains_key(name));
+            // An instance seen without an address (created, not started) may get one later.
+            for instance in &instances {
+                if let Some(tracked) = shared.tracked.get_mut(&instance.id)
+                    && tracked.address.is_none()
+                {
+                    tracked.address.clone_from(&instance.address);
+                }
+            }
             shared.instances = instances.clone();
         }
         for instance in &instances {
@@ -304,9 +335,14 @@ impl Reconciler {
                 }
                 Err(error) => {
                     tracing::warn!(service = %name, %error, "reconcile of service failed");
-                    self.shared()
-                        .problems
-                        .insert(name.clone(), error.to_string());
+                    let mut shared = self.shared();
+                    shared.problems.insert(name.clone(), error.to_string());
+                    // Keep routing it as before rather than dropping its backends.
+                    for (key, weight) in &shared.weights {
+                        if &key.0 == name {
+                            weights.insert(key.clone(), *weight);
+                        }
+                    }
                 }
             }
         }
@@ -318,17 +354,25 @@ impl Reconciler {
             drains.push(instance.id.clone());
         }
 
-        {
+        let jobs: Vec<DrainJob> = {
+            // One lock: a route refresh between the two would see the new weights without
+            // the drains and drop the old instances instead of draining them.
             let mut shared = self.shared();
             shared.services = services;
             shared.weights = weights;
             shared.domain = domain;
+            drains
+                .into_iter()
+                .filter_map(|id| mark_draining(&mut shared, id))
+                .collect()
+        };
+        if let Err(error) = self.refresh_routes().await {
+            let mut shared = self.shared();
+            for job in &jobs {
+                shared.draining.remove(&job.id);
+            }
+            return Err(error);
         }
-        let jobs: Vec<DrainJob> = drains
-            .into_iter()
-            .filter_map(|id| self.mark_draining(id))
-            .collect();
-        self.refresh_routes().await?;
         for job in jobs {
             self.spawn_drain(job);
         }
@@ -387,6 +431,16 @@ impl Reconciler {
         observed: &[ObservedInstance],
         drains: &mut Vec<String>,
     ) -> paz_core::Result<BTreeMap<u64, u32>> {
+        {
+            // A slot that has been healthy for a while is out of its crash loop.
+            let mut shared = self.shared();
+            for o in observed
+                .iter()
+                .filter(|o| o.state == InstanceState::Healthy && o.age > BACKOFF_RESET)
+            {
+                shared.backoff.remove(&(service.spec.name.clone(), o.slot));
+            }
+        }
         let paz = &self.inner.paz;
         let name = &service.spec.name;
         let Some(target) = service.current_release else {
@@ -542,47 +596,18 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Marks an instance as draining (no new requests once the routes are applied) and
-    /// returns what its drain needs; `None` when it is already draining.
-    fn mark_draining(&self, id: String) -> Option<DrainJob> {
-        let mut shared = self.shared();
-        if !shared.draining.insert(id.clone()) {
-            return None;
-        }
-        let instance = shared.instances.iter().find(|i| i.id == id);
-        let address = instance.and_then(|i| i.address.clone());
-        let routed = address.as_ref().is_some_and(|a| {
-            shared
-                .table
-                .routes
-                .values()
-                .any(|r| r.backends.contains_key(a))
-        });
-        let timeout = instance
-            .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
-            .map_or(Duration::from_secs(30), |r| {
-                r.spec.deploy.drain_timeout.get()
-            });
-        Some(DrainJob {
-            id,
-            address,
-            routed,
-            timeout,
-        })
-    }
-
     /// Waits until the router has no request in flight to the instance (at most its drain
     /// timeout), then stops and removes it.
     fn spawn_drain(&self, job: DrainJob) {
         let DrainJob {
             id,
             address,
-            routed,
             timeout,
         } = job;
         let this = self.clone();
         tokio::spawn(async move {
-            if routed && let Some(address) = &address {
+            // For an address the router never had this returns 0 at once.
+            if let Some(address) = &address {
                 match this.inner.proxy.wait_drained(address, timeout).await {
                     Ok(0) => {}
                     Ok(left) => {
@@ -591,11 +616,12 @@ impl Reconciler {
                     Err(error) => tracing::warn!(%id, %error, "drain wait failed"),
                 }
             }
-            if let Err(error) = this.inner.scheduler.stop(&id, STOP_GRACE).await {
-                tracing::warn!(%id, %error, "stop failed");
-            }
-            if let Err(error) = this.inner.scheduler.remove(&id).await {
-                tracing::warn!(%id, %error, "remove failed");
+            let stopped = this.inner.scheduler.stop(&id, STOP_GRACE).await;
+            let removed = this.inner.scheduler.remove(&id).await;
+            if let Err(error) = stopped.and(removed) {
+                // Let the next tick plan the drain again rather than leave it half done.
+                tracing::warn!(%id, %error, "stopping a drained instance failed; will retry");
+                this.shared().draining.remove(&id);
             }
             this.wake();
         });
@@ -708,7 +734,9 @@ impl Reconciler {
                 let mut shared = self.shared();
                 let mut changed = false;
                 for t in shared.tracked.values_mut() {
-                    if (t.check.is_none() || t.address.is_none()) && !t.healthy {
+                    // With a check but no address yet (created, not started), it stays
+                    // starting: the health timeout replaces it if it never gets one.
+                    if t.check.is_none() && !t.healthy {
                         t.healthy = true;
                         changed = true;
                     }
@@ -724,6 +752,26 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Marks an instance as draining (no new requests once the routes are applied) and returns
+/// what its drain needs; `None` when it is already draining.
+fn mark_draining(shared: &mut Shared, id: String) -> Option<DrainJob> {
+    if !shared.draining.insert(id.clone()) {
+        return None;
+    }
+    let instance = shared.instances.iter().find(|i| i.id == id);
+    let address = instance.and_then(|i| i.address.clone());
+    let timeout = instance
+        .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
+        .map_or(Duration::from_secs(30), |r| {
+            r.spec.deploy.drain_timeout.get()
+        });
+    Some(DrainJob {
+        id,
+        address,
+        timeout,
+    })
 }
 
 /// The route table: every public and internal host name of every service, with its healthy

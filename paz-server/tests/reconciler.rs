@@ -492,3 +492,40 @@ async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
         .await;
     world.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_service_runs_its_new_spec() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world.paz.delete_service("web", None).await.unwrap();
+    world
+        .until("orphans removed", async || {
+            world.running("web").await.is_empty()
+        })
+        .await;
+    // Same name, so release v1 again, but another image: a stale cache would start demo:v1.
+    world.scheduler.fail_image("demo:other");
+    let mut spec = web(1, Strategy::Rolling);
+    spec.image = "demo:other".into();
+    world
+        .paz
+        .create_service(spec, Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Failed)
+        .await;
+    let failed = world.paz.deployment("web-1").await.unwrap();
+    assert!(
+        failed.error.unwrap().contains("demo:other"),
+        "the new spec's image was used"
+    );
+    world.shut_down().await;
+}
