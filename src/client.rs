@@ -781,53 +781,14 @@ impl fmt::Debug for EventStream {
     }
 }
 
-struct EventState<S> {
-    body: S,
-    parser: SseParser,
-    pending: VecDeque<Result<Event, Error>>,
-    done: bool,
-}
-
 impl EventStream {
     fn new<S, B>(body: S) -> EventStream
     where
         S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
         B: AsRef<[u8]>,
     {
-        let state = EventState {
-            body,
-            parser: SseParser::default(),
-            pending: VecDeque::new(),
-            done: false,
-        };
-        let inner = futures_util::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(item) = state.pending.pop_front() {
-                    return Some((item, state));
-                }
-                if state.done {
-                    return None;
-                }
-                match state.body.next().await {
-                    Some(Ok(chunk)) => match state.parser.feed(chunk.as_ref()) {
-                        Ok(messages) => {
-                            state.pending.extend(messages.into_iter().map(decode_event))
-                        }
-                        Err(e) => {
-                            state.done = true;
-                            state.pending.push_back(Err(e));
-                        }
-                    },
-                    Some(Err(e)) => {
-                        state.done = true;
-                        state.pending.push_back(Err(Error::Http(e)));
-                    }
-                    None => state.done = true,
-                }
-            }
-        });
         EventStream {
-            inner: inner.boxed(),
+            inner: decoded(body, SseDecoder(SseParser::default())),
         }
     }
 }
@@ -851,57 +812,14 @@ impl fmt::Debug for LogLines {
     }
 }
 
-struct LogState<S> {
-    body: S,
-    lines: LineSplitter,
-    pending: VecDeque<Result<LogLine, Error>>,
-    done: bool,
-}
-
 impl LogLines {
     fn new<S, B>(body: S) -> LogLines
     where
         S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
         B: AsRef<[u8]>,
     {
-        let state = LogState {
-            body,
-            lines: LineSplitter::new(MAX_LOG_LINE),
-            pending: VecDeque::new(),
-            done: false,
-        };
-        let inner = futures_util::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(item) = state.pending.pop_front() {
-                    return Some((item, state));
-                }
-                if state.done {
-                    return None;
-                }
-                match state.body.next().await {
-                    Some(Ok(chunk)) => match state.lines.feed(chunk.as_ref()) {
-                        Ok(lines) => state.pending.extend(lines.iter().map(|l| decode_log(l))),
-                        Err(e) => {
-                            state.done = true;
-                            state.pending.push_back(Err(e));
-                        }
-                    },
-                    Some(Err(e)) => {
-                        state.done = true;
-                        state.pending.push_back(Err(Error::Http(e)));
-                    }
-                    None => {
-                        state.done = true;
-                        // A last line without its newline still counts.
-                        if let Some(line) = state.lines.finish() {
-                            state.pending.push_back(decode_log(&line));
-                        }
-                    }
-                }
-            }
-        });
         LogLines {
-            inner: inner.boxed(),
+            inner: decoded(body, NdjsonDecoder(LineSplitter::new(MAX_LOG_LINE))),
         }
     }
 }
@@ -912,6 +830,93 @@ impl Stream for LogLines {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
+}
+
+/// Turns a response body, in whatever chunks it arrives, into items.
+trait ChunkDecoder: Send + 'static {
+    /// What the body holds.
+    type Item: Send + 'static;
+    /// The items completed by `chunk`; an error ends the stream.
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Result<Self::Item, Error>>, Error>;
+    /// The items left when the body ends.
+    fn finish(&mut self) -> Vec<Result<Self::Item, Error>>;
+}
+
+/// Server-Sent Events of `paz_core::Event`.
+struct SseDecoder(SseParser);
+
+impl ChunkDecoder for SseDecoder {
+    type Item = Event;
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Result<Event, Error>>, Error> {
+        Ok(self.0.feed(chunk)?.into_iter().map(decode_event).collect())
+    }
+    fn finish(&mut self) -> Vec<Result<Event, Error>> {
+        Vec::new()
+    }
+}
+
+/// Newline-delimited JSON `LogLine`s.
+struct NdjsonDecoder(LineSplitter);
+
+impl ChunkDecoder for NdjsonDecoder {
+    type Item = LogLine;
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Result<LogLine, Error>>, Error> {
+        Ok(self
+            .0
+            .feed(chunk)?
+            .iter()
+            .map(|line| decode_log(line))
+            .collect())
+    }
+    fn finish(&mut self) -> Vec<Result<LogLine, Error>> {
+        // A last line without its newline still counts.
+        self.0
+            .finish()
+            .map(|line| decode_log(&line))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The items of a streamed body; a transport or framing error is the last item.
+fn decoded<S, B, D>(body: S, decoder: D) -> BoxStream<'static, Result<D::Item, Error>>
+where
+    S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
+    B: AsRef<[u8]>,
+    D: ChunkDecoder,
+{
+    let state = (body, decoder, VecDeque::new(), false);
+    futures_util::stream::unfold(
+        state,
+        |(mut body, mut decoder, mut pending, mut done)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (body, decoder, pending, done)));
+                }
+                if done {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => match decoder.feed(chunk.as_ref()) {
+                        Ok(items) => pending.extend(items),
+                        Err(e) => {
+                            done = true;
+                            pending.push_back(Err(e));
+                        }
+                    },
+                    Some(Err(e)) => {
+                        done = true;
+                        pending.push_back(Err(Error::Http(e)));
+                    }
+                    None => {
+                        done = true;
+                        pending.extend(decoder.finish());
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
 }
 
 fn decode_log(line: &[u8]) -> Result<LogLine, Error> {
