@@ -306,6 +306,14 @@ async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
         cluster.wait_containers("web", &[version; 3]).await?;
     }
     assert_no_failures(load, "v1 -> v2 -> v3 rolling deploys").await;
+    let metrics = reqwest::get(format!("{}/metrics", cluster.server().url))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("paz_router_requests_total{service=\"web\",code=\"200\"}"),
+        "the router's per-service metrics are served at /metrics: {metrics}"
+    );
     Ok(())
 }
 

@@ -48,6 +48,7 @@ struct World {
     scheduler: Arc<FakeScheduler>,
     proxy: Arc<FakeProxy>,
     health: Arc<PortHealth>,
+    reconciler: Reconciler,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -71,12 +72,13 @@ impl World {
             health.clone(),
         );
         let (stop, receiver) = watch::channel(false);
-        let task = tokio::spawn(reconciler.run(receiver));
+        let task = tokio::spawn(reconciler.clone().run(receiver));
         World {
             paz,
             scheduler,
             proxy,
             health,
+            reconciler,
             stop,
             task,
         }
@@ -91,6 +93,20 @@ impl World {
     async fn until<F: AsyncFnMut() -> bool>(&self, what: &str, mut condition: F) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn until_some<T, F: AsyncFnMut() -> Option<T>>(&self, what: &str, mut find: F) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = find().await {
+                return found;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for: {what}"
@@ -527,5 +543,49 @@ async fn a_recreated_service_runs_its_new_spec() {
         failed.error.unwrap().contains("demo:other"),
         "the new spec's image was used"
     );
+    world.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_backs_off_and_shows_in_status() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    for round in 1..=3 {
+        let victim = world
+            .until_some("a live instance", async || {
+                world
+                    .scheduler
+                    .list(Some("web"))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|i| {
+                        i.state != paz_core::InstanceState::Failed
+                            && i.state != paz_core::InstanceState::Stopped
+                    })
+            })
+            .await;
+        world.scheduler.crash(&victim.id, 1);
+        world
+            .until("replaced", async || {
+                let list = world.scheduler.list(Some("web")).await.unwrap();
+                list.len() == 1 && list[0].id != victim.id
+            })
+            .await;
+        let problems = world.reconciler.status("web").problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&format!("crash loop: slot 0 restarted {round} times"))),
+            "round {round}: {problems:?}"
+        );
+    }
     world.shut_down().await;
 }
