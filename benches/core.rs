@@ -60,6 +60,7 @@ fn instances(services: &[Service]) -> Vec<Instance> {
                 )),
                 state: InstanceState::Healthy,
                 message: None,
+                epoch: None,
             })
         })
         .collect()

@@ -944,6 +944,7 @@ mod tests {
             address: Some(format!("172.17.0.{}:8080", slot + 2)),
             state,
             message: None,
+            epoch: None,
         }
     }
 

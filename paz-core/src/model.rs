@@ -268,6 +268,9 @@ pub struct Instance {
     /// Exit code, restarts or the error, when relevant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Which life of the service started it (see `InstanceSpec::epoch`), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// The state of a host.

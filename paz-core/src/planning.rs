@@ -140,6 +140,7 @@ mod tests {
             address: Some(format!("10.0.0.{id}:8080")),
             state,
             message: None,
+            epoch: None,
         };
         let table = desired.route_table(&[
             instance("1", InstanceState::Healthy),

@@ -38,6 +38,9 @@ pub struct InstanceSpec {
     pub resources: Resources,
     /// Placement constraints (`label==value`, `label!=value`).
     pub constraints: Vec<String>,
+    /// Which life of the service this is (its creation time): a service deleted and created
+    /// again under the same name never adopts the old one's instances.
+    pub epoch: Option<String>,
 }
 
 impl InstanceSpec {
@@ -55,6 +58,7 @@ impl InstanceSpec {
             volumes: spec.volumes.clone(),
             resources: spec.resources.clone(),
             constraints: spec.placement.constraints.clone(),
+            epoch: None,
         }
     }
 
@@ -269,6 +273,7 @@ impl Scheduler for FakeScheduler {
                     .map(|port| format!("10.0.{}.{}:{port}", n / 250, n % 250 + 1)),
                 state: InstanceState::Starting,
                 message: None,
+                epoch: spec.epoch.clone(),
             };
             state
                 .instances

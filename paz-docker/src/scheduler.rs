@@ -27,7 +27,7 @@ use paz_core::service::{Constraint, VolumeSpec};
 use crate::config::DockerConfig;
 use crate::error::{Error, Result, is_not_found, status_of};
 use crate::state::{
-    Context, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE,
+    Context, LABEL_EPOCH, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE,
     STOPPED_SUFFIX, instance_of, is_managed, is_marked_stopped,
 };
 
@@ -313,6 +313,10 @@ impl DockerScheduler {
         labels.insert(LABEL_SERVICE.to_owned(), spec.service.clone());
         labels.insert(LABEL_RELEASE.to_owned(), spec.release.to_string());
         labels.insert(LABEL_INSTANCE.to_owned(), spec.slot.to_string());
+        match &spec.epoch {
+            Some(epoch) => labels.insert(LABEL_EPOCH.to_owned(), epoch.clone()),
+            None => labels.remove(LABEL_EPOCH),
+        };
         match spec.routed_port() {
             Some(port) => labels.insert(LABEL_PORT.to_owned(), port.to_string()),
             None => labels.remove(LABEL_PORT),

@@ -39,6 +39,8 @@ pub const LABEL_INSTANCE: &str = "paz.instance";
 /// The routed (first http) container port, when the instance has one: with the container's
 /// IP it makes the instance's address.
 pub const LABEL_PORT: &str = "paz.port";
+/// Which life of the service started the instance (its creation time).
+pub const LABEL_EPOCH: &str = "paz.epoch";
 /// Appended to a container's name when Paz stops it (see the module docs).
 pub const STOPPED_SUFFIX: &str = ".stopped";
 
@@ -222,6 +224,7 @@ pub(crate) fn instance_of(
         address,
         state,
         message,
+        epoch: labels.get(LABEL_EPOCH).cloned(),
     })
 }
 

@@ -323,7 +323,7 @@ impl Reconciler {
         let mut drains = Vec::new();
         for service in &services {
             let name = &service.spec.name;
-            let observed = self.observe(&instances, name);
+            let observed = self.observe(&instances, service);
             match self
                 .reconcile_service(service, &observed, &mut drains)
                 .await
@@ -346,12 +346,13 @@ impl Reconciler {
                 }
             }
         }
-        // Instances of services that no longer exist.
-        for instance in instances
-            .iter()
-            .filter(|i| !services.iter().any(|s| s.spec.name == i.service))
-        {
-            drains.push(instance.id.clone());
+        // Instances of services that no longer exist, or of an earlier life of a service
+        // deleted and created again under the same name.
+        for instance in &instances {
+            let owner = services.iter().find(|s| s.spec.name == instance.service);
+            if owner.is_none_or(|service| !same_life(instance, service)) {
+                drains.push(instance.id.clone());
+            }
         }
 
         let jobs: Vec<DrainJob> = {
@@ -406,12 +407,12 @@ impl Reconciler {
         }
     }
 
-    fn observe(&self, instances: &[Instance], service: &str) -> Vec<ObservedInstance> {
+    fn observe(&self, instances: &[Instance], service: &Service) -> Vec<ObservedInstance> {
         let shared = self.shared();
         let now = Instant::now();
         instances
             .iter()
-            .filter(|i| i.service == service)
+            .filter(|i| i.service == service.spec.name && same_life(i, service))
             .map(|i| ObservedInstance {
                 id: i.id.clone(),
                 release: i.release,
@@ -514,7 +515,8 @@ impl Reconciler {
         }
         // Start the new instances at once: each `docker create` + `start` takes a while.
         let started = futures_util::future::join_all(starts.iter().map(|&slot| {
-            let spec = InstanceSpec::from_release(&release, slot);
+            let mut spec = InstanceSpec::from_release(&release, slot);
+            spec.epoch = Some(epoch_of(service));
             async move { (slot, self.inner.scheduler.start(&spec).await) }
         }))
         .await;
@@ -772,6 +774,19 @@ fn mark_draining(shared: &mut Shared, id: String) -> Option<DrainJob> {
         address,
         timeout,
     })
+}
+
+/// The life of a service its instances are labelled with: its creation time.
+fn epoch_of(service: &Service) -> String {
+    service.created_at.to_string()
+}
+
+/// Whether an instance belongs to this life of its service (unlabelled ones are adopted).
+fn same_life(instance: &Instance, service: &Service) -> bool {
+    instance
+        .epoch
+        .as_ref()
+        .is_none_or(|epoch| *epoch == epoch_of(service))
 }
 
 /// The route table: every public and internal host name of every service, with its healthy

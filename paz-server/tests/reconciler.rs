@@ -589,3 +589,46 @@ async fn a_crash_loop_backs_off_and_shows_in_status() {
     }
     world.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_created_again_never_adopts_the_old_ones_instances() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(2, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let (paz, scheduler, proxy) = world.shut_down().await;
+    // Deleted and created again while no reconciler runs: the old containers are still there,
+    // with the same service name and release number.
+    let old: Vec<String> = scheduler
+        .list(Some("web"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    paz.delete_service("web", None).await.unwrap();
+    let created = paz
+        .create_service(web(2, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    let world = World::with(paz, scheduler, proxy);
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("only the new life's instances", async || {
+            let list = world.scheduler.list(Some("web")).await.unwrap();
+            list.len() == 2 && list.iter().all(|i| !old.contains(&i.id))
+        })
+        .await;
+    let epoch = created.service.created_at.to_string();
+    for instance in world.scheduler.list(Some("web")).await.unwrap() {
+        assert_eq!(instance.epoch.as_deref(), Some(epoch.as_str()));
+    }
+    world.shut_down().await;
+}

@@ -239,6 +239,7 @@ impl TestEnv {
             volumes: Vec::new(),
             resources: Resources::default(),
             constraints: Vec::new(),
+            epoch: Some("test".to_owned()),
         }
     }
 }
