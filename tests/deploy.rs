@@ -33,6 +33,28 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts a cluster for `test`, one Docker test at a time; `None` when Docker is missing
+    /// outside CI (the test is skipped loudly; with `CI=true` it fails instead).
+    async fn begin(
+        test: &str,
+        name: &str,
+    ) -> Result<Option<(Cluster, tokio::sync::MutexGuard<'static, ()>)>> {
+        if !require_docker(test) {
+            return Ok(None);
+        }
+        let one_at_a_time = DOCKER.lock().await;
+        Ok(Some((Cluster::start(name)?, one_at_a_time)))
+    }
+
+    /// `GET path` through the router with this `Host` header.
+    async fn get(&self, host: &str, path: &str) -> reqwest::Result<reqwest::Response> {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.router()))
+            .header("host", host)
+            .send()
+            .await
+    }
+
     fn start(test: &str) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("paz-data");
@@ -265,11 +287,11 @@ async fn assert_no_failures(load: Load, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
-    if !require_docker("rolling_deploys_under_load_drop_no_request") {
+    let Some((cluster, _one_at_a_time)) =
+        Cluster::begin("rolling_deploys_under_load_drop_no_request", "rolling").await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let cluster = Cluster::start("rolling")?;
+    };
     cluster.create(&demo("web", 3)).await?;
     let router = cluster.router();
     let load = Load::start(&router, "web.localhost", "/", 6);
@@ -319,11 +341,14 @@ async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_releases_fail_clearly_and_the_old_one_keeps_serving() -> Result<()> {
-    if !require_docker("bad_releases_fail_clearly_and_the_old_one_keeps_serving") {
+    let Some((cluster, _one_at_a_time)) = Cluster::begin(
+        "bad_releases_fail_clearly_and_the_old_one_keeps_serving",
+        "bad",
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let cluster = Cluster::start("bad")?;
+    };
     let mut spec = demo("web", 2);
     spec.deploy.health_timeout = HumanDuration::from_secs(3);
     cluster.create(&spec).await?;
@@ -387,11 +412,14 @@ async fn bad_releases_fail_clearly_and_the_old_one_keeps_serving() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_replaced_and_routable_within_5_s() -> Result<()> {
-    if !require_docker("a_killed_instance_is_replaced_and_routable_within_5_s") {
+    let Some((cluster, _one_at_a_time)) = Cluster::begin(
+        "a_killed_instance_is_replaced_and_routable_within_5_s",
+        "kill",
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let cluster = Cluster::start("kill")?;
+    };
     cluster.create(&demo("web", 2)).await?;
     let before: Vec<String> = cluster
         .client
@@ -421,11 +449,7 @@ async fn a_killed_instance_is_replaced_and_routable_within_5_s() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    let response = reqwest::Client::new()
-        .get(format!("http://{}/", cluster.router()))
-        .header("host", "web.localhost")
-        .send()
-        .await?;
+    let response = cluster.get("web.localhost", "/").await?;
     assert!(response.status().is_success());
     eprintln!("killed instance replaced and healthy in {elapsed:?}");
     Ok(())
@@ -433,11 +457,14 @@ async fn a_killed_instance_is_replaced_and_routable_within_5_s() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_deploy_converges_after_restart() -> Result<()> {
-    if !require_docker("a_server_killed_mid_deploy_converges_after_restart") {
+    let Some((mut cluster, _one_at_a_time)) = Cluster::begin(
+        "a_server_killed_mid_deploy_converges_after_restart",
+        "crash",
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let mut cluster = Cluster::start("crash")?;
+    };
     cluster.create(&demo("web", 3)).await?;
     let deployment = cluster
         .client
@@ -458,22 +485,18 @@ async fn a_server_killed_mid_deploy_converges_after_restart() -> Result<()> {
         .await?;
     assert_eq!(done.release, 2);
     cluster.wait_containers("web", &[2, 2, 2]).await?;
-    let response = reqwest::Client::new()
-        .get(format!("http://{}/", cluster.router()))
-        .header("host", "web.localhost")
-        .send()
-        .await?;
+    let response = cluster.get("web.localhost", "/").await?;
     assert!(response.status().is_success());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_and_rollback_under_load_drop_no_request() -> Result<()> {
-    if !require_docker("scaling_and_rollback_under_load_drop_no_request") {
+    let Some((cluster, _one_at_a_time)) =
+        Cluster::begin("scaling_and_rollback_under_load_drop_no_request", "scale").await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let cluster = Cluster::start("scale")?;
+    };
     cluster.create(&demo("web", 1)).await?;
     let load = Load::start(&cluster.router(), "web.localhost", "/", 4);
     cluster.client.scale("web", 3).await?;
@@ -520,23 +543,21 @@ async fn wait_healthy(cluster: &Cluster, service: &str, count: usize) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_calls_through_svc_paz_survive_a_callee_deploy() -> Result<()> {
-    if !require_docker("internal_calls_through_svc_paz_survive_a_callee_deploy") {
+    let Some((cluster, _one_at_a_time)) = Cluster::begin(
+        "internal_calls_through_svc_paz_survive_a_callee_deploy",
+        "internal",
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    let _one_at_a_time = DOCKER.lock().await;
-    let cluster = Cluster::start("internal")?;
+    };
     let mut api = demo("api", 2);
     api.public = false;
     api.env.insert("VERSION".into(), "api-v1".into());
     cluster.create(&api).await?;
     cluster.create(&demo("web", 1)).await?;
-    let answer = reqwest::Client::new()
-        .get(format!(
-            "http://{}/call?url=http://api.paz/",
-            cluster.router()
-        ))
-        .header("host", "web.localhost")
-        .send()
+    let answer = cluster
+        .get("web.localhost", "/call?url=http://api.paz/")
         .await?;
     assert_eq!(answer.status(), 200);
     assert_eq!(
@@ -544,11 +565,7 @@ async fn internal_calls_through_svc_paz_survive_a_callee_deploy() -> Result<()> 
         "api-v1",
         "web reached api through api.paz"
     );
-    let public = reqwest::Client::new()
-        .get(format!("http://{}/", cluster.router()))
-        .header("host", "api.paz")
-        .send()
-        .await?;
+    let public = cluster.get("api.paz", "/").await?;
     assert_eq!(
         public.status(),
         404,

@@ -513,6 +513,25 @@ mod tests {
         }
     }
 
+    /// The plan for release `release` × `instances` over `observed`.
+    fn plan_for(
+        settings: &DeploySettings,
+        release: u64,
+        instances: u32,
+        deploying: bool,
+        canary_step: usize,
+        observed: &[ObservedInstance],
+    ) -> Plan {
+        plan(&PlanInput {
+            release,
+            instances,
+            settings,
+            deploying,
+            canary_step,
+            observed,
+        })
+    }
+
     #[test]
     fn health_gate_fails_a_deploy() {
         let settings = DeploySettings::default();
@@ -520,14 +539,7 @@ mod tests {
             obs("a", 1, 0, InstanceState::Healthy, 900),
             obs("b", 2, 0, InstanceState::Starting, 61),
         ];
-        let p = plan(&PlanInput {
-            release: 2,
-            instances: 1,
-            settings: &settings,
-            deploying: true,
-            canary_step: 0,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 2, 1, true, 0, &observed);
         assert!(
             p.actions
                 .iter()
@@ -547,14 +559,7 @@ mod tests {
             obs("a", 1, 0, InstanceState::Healthy, 900),
             obs("b", 2, 0, InstanceState::Failed, 1),
         ];
-        let p = plan(&PlanInput {
-            release: 2,
-            instances: 1,
-            settings: &settings,
-            deploying: true,
-            canary_step: 0,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 2, 1, true, 0, &observed);
         assert!(p.actions.iter().any(|a| matches!(a, Action::Fail { .. })));
     }
 
@@ -565,14 +570,7 @@ mod tests {
             obs("a", 1, 0, InstanceState::Healthy, 900),
             obs("b", 1, 1, InstanceState::Failed, 5),
         ];
-        let p = plan(&PlanInput {
-            release: 1,
-            instances: 2,
-            settings: &settings,
-            deploying: false,
-            canary_step: 0,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 1, 2, false, 0, &observed);
         assert_eq!(
             p.actions,
             [Action::Remove { id: "b".into() }, Action::Start { slot: 1 }]
@@ -587,14 +585,7 @@ mod tests {
             obs("a", 3, 0, InstanceState::Healthy, 900),
             obs("x", 1, 4, InstanceState::Healthy, 900),
         ];
-        let p = plan(&PlanInput {
-            release: 3,
-            instances: 1,
-            settings: &settings,
-            deploying: false,
-            canary_step: 0,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 3, 1, false, 0, &observed);
         assert_eq!(p.actions, [Action::Drain { id: "x".into() }]);
     }
 
@@ -610,28 +601,14 @@ mod tests {
             obs("c", 2, 0, InstanceState::Healthy, 9),
             obs("d", 2, 1, InstanceState::Healthy, 9),
         ];
-        let p = plan(&PlanInput {
-            release: 2,
-            instances: 2,
-            settings: &settings,
-            deploying: true,
-            canary_step: 0,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 2, 2, true, 0, &observed);
         assert_eq!(
             p.weights,
             BTreeMap::from([(1, 4500), (2, 500)]),
             "10% to the canary"
         );
         assert!(p.actions.is_empty() && !p.converged);
-        let p = plan(&PlanInput {
-            release: 2,
-            instances: 2,
-            settings: &settings,
-            deploying: true,
-            canary_step: 2,
-            observed: &observed,
-        });
+        let p = plan_for(&settings, 2, 2, true, 2, &observed);
         assert_eq!(p.weights, BTreeMap::from([(2, 100)]));
         assert_eq!(p.actions.len(), 2, "old instances drain at 100%");
     }

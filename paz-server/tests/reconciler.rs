@@ -84,6 +84,14 @@ impl World {
         }
     }
 
+    /// Deploys `image` to `web` and returns the deployment.
+    async fn deploy(&self, image: &str) -> paz_core::Deployment {
+        self.paz
+            .deploy("web", Some(image.into()), Trigger::new(TriggerKind::Deploy))
+            .await
+            .unwrap()
+    }
+
     async fn shut_down(self) -> (Paz, Arc<FakeScheduler>, Arc<FakeProxy>) {
         self.stop.send(true).unwrap();
         self.task.await.unwrap();
@@ -178,15 +186,7 @@ async fn create_deploy_and_route() {
         "internal name routes too"
     );
 
-    let d = world
-        .paz
-        .deploy(
-            "web",
-            Some("demo:v2".into()),
-            Trigger::new(TriggerKind::Deploy),
-        )
-        .await
-        .unwrap();
+    let d = world.deploy("demo:v2").await;
     world
         .wait_deployment(&d.id, DeploymentStatus::Succeeded)
         .await;
@@ -279,15 +279,7 @@ async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
         .wait_deployment("web-1", DeploymentStatus::Succeeded)
         .await;
     world.scheduler.fail_image("demo:missing");
-    let d = world
-        .paz
-        .deploy(
-            "web",
-            Some("demo:missing".into()),
-            Trigger::new(TriggerKind::Deploy),
-        )
-        .await
-        .unwrap();
+    let d = world.deploy("demo:missing").await;
     world.wait_deployment(&d.id, DeploymentStatus::Failed).await;
     let failed = world.paz.deployment(&d.id).await.unwrap();
     assert!(
@@ -379,15 +371,7 @@ async fn blue_green_and_canary() {
     world
         .wait_deployment("web-1", DeploymentStatus::Succeeded)
         .await;
-    let d = world
-        .paz
-        .deploy(
-            "web",
-            Some("demo:v2".into()),
-            Trigger::new(TriggerKind::Deploy),
-        )
-        .await
-        .unwrap();
+    let d = world.deploy("demo:v2").await;
     world
         .wait_deployment(&d.id, DeploymentStatus::Succeeded)
         .await;
@@ -478,15 +462,7 @@ async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
         .wait_deployment("web-1", DeploymentStatus::Succeeded)
         .await;
     world.scheduler.set_down(true);
-    let d = world
-        .paz
-        .deploy(
-            "web",
-            Some("demo:v2".into()),
-            Trigger::new(TriggerKind::Deploy),
-        )
-        .await
-        .unwrap();
+    let d = world.deploy("demo:v2").await;
     world
         .until("the outage is recorded", async || {
             let steps = world.paz.deployment(&d.id).await.unwrap().steps;
