@@ -24,7 +24,7 @@ const DEPLOYMENTS: &str = "/paz/deployments/";
 const DOMAINS: &str = "/paz/domains/";
 const HOSTS: &str = "/paz/hosts/";
 /// How often a writer retries after losing a compare-and-swap race.
-const MAX_ATTEMPTS: usize = 64;
+const MAX_ATTEMPTS: u32 = 64;
 
 fn service_key(name: &str) -> String {
     format!("{SERVICES}{name}")
@@ -230,7 +230,8 @@ impl Paz {
     /// Declares a new service; makes release v1 and records its first deployment.
     pub async fn create_service(&self, spec: ServiceSpec, trigger: Trigger) -> Result<Applied> {
         spec.validate()?;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retries = Retries::new("service", &spec.name);
+        loop {
             let key = service_key(&spec.name);
             if self.store.get(&key).await?.is_some() {
                 return Err(Error::AlreadyExists {
@@ -291,11 +292,10 @@ impl Paz {
                         deployment: Some(deployment),
                     });
                 }
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => retries.lost()?,
                 Err(e) => return Err(e),
             }
         }
-        Err(contention(&spec.name))
     }
 
     /// The core of every change: loads the service, lets `change` compute the new state,
@@ -309,7 +309,8 @@ impl Paz {
     where
         F: FnMut(&Service) -> Result<Planned> + Send,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retries = Retries::new("service", name);
+        loop {
             let current = self.load(name).await?;
             if let Some(expected) = expected_revision
                 && expected != current.mod_revision
@@ -372,7 +373,7 @@ impl Paz {
                         deployment: planned.deployment,
                     });
                 }
-                Err(Error::Conflict { .. }) if expected_revision.is_none() => continue,
+                Err(Error::Conflict { .. }) if expected_revision.is_none() => retries.lost()?,
                 Err(Error::Conflict { .. }) => {
                     let actual = self.load(name).await?.mod_revision;
                     return Err(Error::RevisionMismatch {
@@ -385,7 +386,6 @@ impl Paz {
                 Err(e) => return Err(e),
             }
         }
-        Err(contention(name))
     }
 
     /// Replaces a service's spec. A change beyond the instance count makes a new release and
@@ -557,7 +557,8 @@ impl Paz {
 
     /// Deletes a service with its releases, deployments and domains.
     pub async fn delete_service(&self, name: &str, expected_revision: Option<u64>) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retries = Retries::new("service", name);
+        loop {
             let current = self.load(name).await?;
             if let Some(expected) = expected_revision
                 && expected != current.mod_revision
@@ -590,11 +591,10 @@ impl Paz {
                     );
                     return Ok(());
                 }
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => retries.lost()?,
                 Err(e) => return Err(e),
             }
         }
-        Err(contention(name))
     }
 
     /// The releases of a service, oldest first.
@@ -631,7 +631,8 @@ impl Paz {
 
     /// Stores a deployment's new state (steps, status). Used by the reconciler.
     pub async fn save_deployment(&self, deployment: &Deployment) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retries = Retries::new("deployment", &deployment.id);
+        loop {
             let (stored, mod_revision) = self.load_deployment(&deployment.id).await?;
             if stored.status.is_final() {
                 // Someone ended it meanwhile (a newer deploy, an abort): that word is final.
@@ -650,11 +651,10 @@ impl Paz {
                     self.emit(revision, vec![deployment_event(&merged)]);
                     return Ok(());
                 }
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => retries.lost()?,
                 Err(e) => return Err(e),
             }
         }
-        Err(contention(&deployment.id))
     }
 
     /// A deployment and the mod revision of its record.
@@ -703,7 +703,8 @@ impl Paz {
         id: &str,
         outcome: std::result::Result<(), String>,
     ) -> Result<Deployment> {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retries = Retries::new("deployment", id);
+        loop {
             let (mut deployment, deployment_revision) = self.load_deployment(id).await?;
             if deployment.status.is_final() {
                 return Ok(deployment);
@@ -776,11 +777,10 @@ impl Paz {
                     self.emit(revision, events);
                     return Ok(deployment);
                 }
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => retries.lost()?,
                 Err(e) => return Err(e),
             }
         }
-        Err(contention(id))
     }
 
     /// Moves a running canary deployment to its next traffic step.
@@ -928,10 +928,37 @@ fn deployment_event(deployment: &Deployment) -> EventKind {
     }
 }
 
-fn contention(name: &str) -> Error {
-    Error::Store(format!(
-        "service {name:?} is changing too fast; gave up after {MAX_ATTEMPTS} attempts"
-    ))
+/// The retry budget of one compare-and-swap change: every change reads, computes and commits
+/// guarded by what it read, and on a lost race ([`Error::Conflict`]) tries again, at most
+/// [`MAX_ATTEMPTS`] times, then gives up with [`Error::TooManyConflicts`] (409
+/// `CONCURRENT_CHANGES` at the API, not a store outage).
+struct Retries<'a> {
+    kind: &'static str,
+    name: &'a str,
+    lost: u32,
+}
+
+impl<'a> Retries<'a> {
+    fn new(kind: &'static str, name: &'a str) -> Self {
+        Retries {
+            kind,
+            name,
+            lost: 0,
+        }
+    }
+
+    /// Records a lost race: `Ok` to try again, or the error to give up with.
+    fn lost(&mut self) -> Result<()> {
+        self.lost += 1;
+        if self.lost < MAX_ATTEMPTS {
+            return Ok(());
+        }
+        Err(Error::TooManyConflicts {
+            kind: self.kind,
+            name: self.name.to_owned(),
+            attempts: self.lost,
+        })
+    }
 }
 
 /// Applies an RFC 7396 JSON merge patch: objects merge, `null` removes, anything else replaces.
@@ -1178,6 +1205,78 @@ mod tests {
         );
         paz.create_service(web(), Trigger::create()).await.unwrap();
         assert_eq!(paz.releases("web").await.unwrap().len(), 1);
+    }
+
+    /// A store whose commits always lose their race, after the first `allowed` ones.
+    struct AlwaysRacing {
+        inner: MemoryStore,
+        allowed: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for AlwaysRacing {
+        async fn get(&self, key: &str) -> Result<Option<crate::store::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<crate::store::Listing> {
+            self.inner.list(prefix).await
+        }
+        async fn commit(&self, txn: Txn) -> Result<crate::store::Revision> {
+            use std::sync::atomic::Ordering;
+            if self
+                .allowed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return self.inner.commit(txn).await;
+            }
+            Err(Error::Conflict {
+                key: "raced".into(),
+            })
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            from: crate::store::Revision,
+        ) -> Result<crate::store::WatchStream> {
+            self.inner.watch(prefix, from).await
+        }
+        async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+            self.inner.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+            self.inner.revoke_lease(lease).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_race_lost_on_every_attempt_is_a_conflict_of_its_own() {
+        let store = AlwaysRacing {
+            inner: MemoryStore::new(),
+            allowed: 1.into(),
+        };
+        let paz = Paz::new(Arc::new(store), EngineConfig::default());
+        paz.create_service(web(), Trigger::create()).await.unwrap();
+        let err = paz.scale("web", 3).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooManyConflicts {
+                    kind: "service",
+                    attempts: MAX_ATTEMPTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "CONCURRENT_CHANGES");
+        assert_eq!(
+            paz.service("web").await.unwrap().spec.instances,
+            web().instances
+        );
     }
 
     #[test]

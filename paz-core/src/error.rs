@@ -125,14 +125,95 @@ pub enum Error {
         message: String,
     },
     /// The store backend failed (IO, network, database).
-    #[error("store unavailable: {0}")]
-    Store(String),
+    #[error("store: {0}")]
+    Store(#[source] PortError),
     /// A scheduler backend failed.
     #[error("scheduler: {0}")]
-    Scheduler(String),
+    Scheduler(#[source] PortError),
     /// A proxy backend failed.
     #[error("proxy: {0}")]
-    Proxy(String),
+    Proxy(#[source] PortError),
+    /// A change kept losing its compare-and-swap race to concurrent writers and gave up.
+    #[error("{kind} {name:?} is changing too fast; gave up after {attempts} attempts")]
+    TooManyConflicts {
+        /// What kind of object.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+/// What kind of failure a backend (store, scheduler, proxy) reported, so callers can tell
+/// "retry later" from "this will never work".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PortErrorKind {
+    /// The backend cannot be reached or is not ready (daemon down, network): retry later.
+    Unavailable,
+    /// The image is not available and cannot be pulled: retrying will not help until it is.
+    ImageUnavailable,
+    /// The backend does not know the object.
+    NotFound,
+    /// The backend refused the change because of its current state.
+    Conflict,
+    /// The backend refused the request as invalid (bad setting, unschedulable placement).
+    Invalid,
+    /// The backend did not answer in time.
+    Timeout,
+    /// Anything else: the backend failed.
+    Internal,
+}
+
+impl PortErrorKind {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            PortErrorKind::Unavailable | PortErrorKind::Timeout | PortErrorKind::Internal
+        )
+    }
+}
+
+/// A backend's failure: its kind, a message for people and the underlying cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PortError {
+    /// What kind of failure.
+    pub kind: PortErrorKind,
+    /// What failed, for people (includes the cause's text).
+    pub message: String,
+    /// The underlying error, when there is one.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PortError {
+    /// A failure of `kind` described by `message`.
+    pub fn new(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        PortError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// An [`Unavailable`](PortErrorKind::Unavailable) failure.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Unavailable, message)
+    }
+
+    /// An [`Internal`](PortErrorKind::Internal) failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Internal, message)
+    }
 }
 
 impl Error {
@@ -141,6 +222,29 @@ impl Error {
         Error::Validation(ValidationErrors(vec![FieldError::new(
             field, code, message,
         )]))
+    }
+
+    /// The kind of a backend failure (`None` for errors that are not a backend's).
+    pub fn port_kind(&self) -> Option<PortErrorKind> {
+        match self {
+            Error::Store(e) | Error::Scheduler(e) | Error::Proxy(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    /// A store failure.
+    pub fn store(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Error::Store(PortError::new(kind, message))
+    }
+
+    /// A scheduler failure.
+    pub fn scheduler(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Error::Scheduler(PortError::new(kind, message))
+    }
+
+    /// A proxy failure.
+    pub fn proxy(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Error::Proxy(PortError::new(kind, message))
     }
 
     /// The stable machine-readable code of this error, as the REST API reports it.
@@ -162,9 +266,14 @@ impl Error {
             Error::Compacted { .. } => "COMPACTED",
             Error::LeaseNotFound(_) => "LEASE_NOT_FOUND",
             Error::Corrupt { .. } => "CORRUPT_DATA",
-            Error::Store(_) => "STORE_UNAVAILABLE",
+            Error::Store(e) if e.kind == PortErrorKind::Unavailable => "STORE_UNAVAILABLE",
+            Error::Store(e) if e.kind == PortErrorKind::Timeout => "STORE_UNAVAILABLE",
+            Error::Store(_) => "STORE_ERROR",
+            Error::Scheduler(e) if e.kind == PortErrorKind::ImageUnavailable => "IMAGE_UNAVAILABLE",
+            Error::Scheduler(e) if e.kind == PortErrorKind::Unavailable => "SCHEDULER_UNAVAILABLE",
             Error::Scheduler(_) => "SCHEDULER_ERROR",
             Error::Proxy(_) => "PROXY_ERROR",
+            Error::TooManyConflicts { .. } => "CONCURRENT_CHANGES",
         }
     }
 }

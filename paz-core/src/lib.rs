@@ -28,7 +28,7 @@ pub mod store;
 
 pub use duration::HumanDuration;
 pub use engine::{Applied, EngineConfig, Paz};
-pub use error::{Error, FieldError, Result, ValidationErrors};
+pub use error::{Error, FieldError, PortError, PortErrorKind, Result, ValidationErrors};
 pub use event::{Event, EventKind};
 pub use image::ImageRef;
 pub use model::{

@@ -212,7 +212,10 @@ impl FakeScheduler {
 
     fn check_up(&self) -> Result<()> {
         if self.lock().down {
-            Err(Error::Scheduler("the fake daemon is down".into()))
+            Err(Error::scheduler(
+                crate::PortErrorKind::Unavailable,
+                "the fake daemon is down",
+            ))
         } else {
             Ok(())
         }
@@ -255,10 +258,10 @@ impl Scheduler for FakeScheduler {
         let instance = {
             let mut state = self.lock();
             if state.failing_images.contains(&spec.image) {
-                return Err(Error::Scheduler(format!(
-                    "image {:?} cannot be pulled",
-                    spec.image
-                )));
+                return Err(Error::scheduler(
+                    crate::PortErrorKind::ImageUnavailable,
+                    format!("image {:?} cannot be pulled", spec.image),
+                ));
             }
             let n = state.next;
             state.next += 1;

@@ -108,6 +108,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is at the `Scheduler` boundary.
+    pub fn port_kind(&self) -> paz_core::PortErrorKind {
+        use paz_core::PortErrorKind as Kind;
+        match self {
+            Error::Connect { .. } | Error::DaemonUnavailable { .. } => Kind::Unavailable,
+            Error::InvalidImage { .. } | Error::Unschedulable { .. } => Kind::Invalid,
+            Error::ImageUnavailable { .. } => Kind::ImageUnavailable,
+            Error::InstanceNotFound { .. } => Kind::NotFound,
+            Error::NetworkUnusable { .. } => Kind::Invalid,
+            Error::Network { source, .. }
+            | Error::CreateContainer { source, .. }
+            | Error::StartContainer { source, .. }
+            | Error::Api { source, .. } => match source {
+                bollard::errors::Error::DockerResponseServerError { status_code, .. } => {
+                    match status_code {
+                        404 => Kind::NotFound,
+                        409 => Kind::Conflict,
+                        400 => Kind::Invalid,
+                        _ => Kind::Internal,
+                    }
+                }
+                bollard::errors::Error::RequestTimeoutError => Kind::Timeout,
+                _ if is_transport(source) => Kind::Unavailable,
+                _ => Kind::Internal,
+            },
+        }
+    }
+
     pub(crate) fn api(operation: impl Into<String>, source: bollard::errors::Error) -> Self {
         Error::Api {
             operation: operation.into(),
@@ -126,7 +154,12 @@ impl From<Error> for paz_core::Error {
                 kind: "instance",
                 name: id,
             },
-            other => paz_core::Error::Scheduler(other.to_string()),
+            other => {
+                let kind = other.port_kind();
+                paz_core::Error::Scheduler(
+                    paz_core::PortError::new(kind, other.to_string()).with_source(other),
+                )
+            }
         }
     }
 }
@@ -145,6 +178,17 @@ fn chain(error: &bollard::errors::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Whether the request never got an answer from the daemon (socket gone, connection refused).
+fn is_transport(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::HyperResponseError { .. }
+            | bollard::errors::Error::HyperLegacyError { .. }
+            | bollard::errors::Error::IOError { .. }
+            | bollard::errors::Error::SocketNotFoundError(_)
+    )
 }
 
 /// The HTTP status of a daemon answer, if the error is one.
@@ -174,7 +218,11 @@ mod tests {
             },
         };
         let core: paz_core::Error = err.into();
-        assert_eq!(core.code(), "SCHEDULER_ERROR");
+        assert_eq!(core.code(), "IMAGE_UNAVAILABLE");
+        assert_eq!(
+            core.port_kind(),
+            Some(paz_core::PortErrorKind::ImageUnavailable)
+        );
         let text = core.to_string();
         assert!(
             text.contains(r#"image "demo:v9" is not available locally and cannot be pulled"#),

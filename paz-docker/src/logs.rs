@@ -116,10 +116,13 @@ where
                     Some(Err(error)) => {
                         state.done = true;
                         state.ready.extend(state.splitter.finish());
-                        let error = paz_core::Error::Scheduler(format!(
-                            "reading the logs of instance {}: {error}",
-                            state.id
-                        ));
+                        let error = paz_core::Error::Scheduler(
+                            paz_core::PortError::internal(format!(
+                                "reading the logs of instance {}: {error}",
+                                state.id
+                            ))
+                            .with_source(error),
+                        );
                         return Some((Err(error), state));
                     }
                     None => {

@@ -38,6 +38,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for paz_core::Error {
     fn from(error: Error) -> Self {
-        paz_core::Error::Proxy(error.to_string())
+        let kind = match &error {
+            Error::InvalidBackend { .. } => paz_core::PortErrorKind::Invalid,
+            Error::Listener { .. } | Error::Worker { .. } => paz_core::PortErrorKind::Internal,
+        };
+        paz_core::Error::Proxy(paz_core::PortError::new(kind, error.to_string()).with_source(error))
     }
 }

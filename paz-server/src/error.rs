@@ -40,6 +40,7 @@ impl From<paz_core::Error> for ApiError {
             | E::Conflict { .. } => StatusCode::CONFLICT,
             E::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::TooManyConflicts { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -65,8 +65,12 @@ struct RedbPersist {
     db: Database,
 }
 
-fn store_error(e: impl std::fmt::Display) -> paz_core::Error {
-    paz_core::Error::Store(e.to_string())
+/// A redb failure at the `Store` boundary: the file cannot be written or read, so the store
+/// is unavailable until the disk is fixed.
+fn store_error(e: impl std::error::Error + Send + Sync + 'static) -> paz_core::Error {
+    paz_core::Error::Store(
+        paz_core::PortError::unavailable(format!("embedded store: {e}")).with_source(e),
+    )
 }
 
 fn encode(kv: &KeyValue) -> Vec<u8> {
@@ -200,7 +204,12 @@ impl EmbeddedStore {
         let memory = self.memory.clone();
         tokio::task::spawn_blocking(move || work(&memory))
             .await
-            .map_err(|e| paz_core::Error::Store(format!("store task failed: {e}")))?
+            .map_err(|e| {
+                paz_core::Error::store(
+                    paz_core::PortErrorKind::Internal,
+                    format!("store task failed: {e}"),
+                )
+            })?
     }
 }
 

@@ -513,7 +513,12 @@ async fn sweep_leases(inner: Weak<Inner>) {
             let inner = Arc::clone(&inner);
             tokio::task::spawn_blocking(move || inner.end_leases(&due))
                 .await
-                .unwrap_or_else(|e| Err(Error::Store(format!("lease expiry task failed: {e}"))))
+                .unwrap_or_else(|e| {
+                    Err(Error::store(
+                        crate::PortErrorKind::Internal,
+                        format!("lease expiry task failed: {e}"),
+                    ))
+                })
         } else {
             inner.end_leases(&due)
         };
@@ -591,7 +596,7 @@ mod tests {
     struct FailingPersist;
     impl Persist for FailingPersist {
         fn persist(&self, _: &CommitRecord) -> Result<()> {
-            Err(Error::Store("disk full".into()))
+            Err(Error::store(crate::PortErrorKind::Unavailable, "disk full"))
         }
     }
 

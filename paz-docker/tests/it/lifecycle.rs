@@ -180,7 +180,7 @@ async fn a_missing_image_is_a_clear_error() {
         )),
         "{text}"
     );
-    assert_eq!(error.code(), "SCHEDULER_ERROR");
+    assert_eq!(error.code(), "IMAGE_UNAVAILABLE");
     assert!(env.scheduler.list(Some(&web)).await.unwrap().is_empty());
 }
 
