@@ -5,8 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use paz::core::deploy::routes::{RoutedInstance, Weights, route_table};
 use paz::core::model::{Instance, InstanceState};
 use paz::core::planning::DesiredState;
+use paz::core::route::RouteTable;
 use paz::core::{ImageRef, PortSpec, Protocol, Service, ServiceSpec};
 
 const SERVICES: usize = 10_000;
@@ -86,11 +88,34 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
-    let desired = DesiredState::from_services(&services, "localhost");
+    // The builder the runtime runs: host names (public and `.paz`), weights by release,
+    // drains kept only where the previous table routed them.
+    let routed: Vec<RoutedInstance> = instances
+        .iter()
+        .map(|i| RoutedInstance {
+            service: &i.service,
+            release: i.release,
+            address: i.address.as_deref().unwrap_or_default(),
+            state: i.state,
+        })
+        .collect();
+    let weights: Weights = services
+        .iter()
+        .map(|s| (s.spec.name.clone(), [(1u64, 100u32)].into()))
+        .collect();
+    let previous = RouteTable::default();
     group.bench_function("route_table_10k_services_20k_instances", |b| {
-        b.iter(|| black_box(desired.route_table(black_box(&instances))))
+        b.iter(|| {
+            black_box(route_table(
+                black_box(&services),
+                "localhost",
+                black_box(&routed),
+                &weights,
+                &previous,
+            ))
+        })
     });
-    let table = desired.route_table(&instances);
+    let table = route_table(&services, "localhost", &routed, &weights, &previous);
     let mut changed = table.clone();
     for route in changed.routes.values_mut().step_by(100) {
         route.backends.clear();

@@ -46,4 +46,11 @@ log "building the binaries"
 cargo build --workspace --bins --quiet
 
 log "running the tests"
-cargo test --workspace --no-fail-fast "$@"
+cargo test --workspace --all-features --no-fail-fast "$@"
+
+# The embedded example deploys v1 -> v2 on the real engine under load, with no paz-server,
+# and exits non-zero on any failed request.
+if docker info >/dev/null 2>&1; then
+  log "running the embedded example (examples/embedded_deploy.rs)"
+  cargo run --quiet --example embedded_deploy --features docker
+fi

@@ -64,3 +64,22 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldError>,
 }
+
+/// A service's status as the API (`GET /v1/services/{name}/status`), the runtime and the
+/// client all see it: the service, its newest deployment, its instances with the health the
+/// runtime sees, and what is wrong (crash loops, scheduler errors), for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: crate::Service,
+    /// Its newest deployment, if it has any.
+    #[serde(default)]
+    pub deployment: Option<crate::Deployment>,
+    /// Its instances, with the state the runtime sees (health included).
+    #[serde(default)]
+    pub instances: Vec<crate::Instance>,
+    /// What is wrong, for people.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}

@@ -348,9 +348,11 @@ impl Paz {
                 if let Some(mut previous) = self.latest_deployment_of(&current.service).await?
                     && !previous.status.is_final()
                 {
-                    previous.status = DeploymentStatus::Cancelled;
-                    previous.error = Some(format!("superseded by deployment {}", deployment.id));
-                    previous.finished_at = Some(jiff::Timestamp::now());
+                    crate::deploy::lifecycle::cancel(
+                        &mut previous,
+                        format!("superseded by deployment {}", deployment.id),
+                        jiff::Timestamp::now(),
+                    );
                     txn = txn.put(deployment_key(name, previous.sequence), encode(&previous));
                     events.push(deployment_event(&previous));
                 }
@@ -634,7 +636,7 @@ impl Paz {
         let mut retries = Retries::new("deployment", &deployment.id);
         loop {
             let (stored, mod_revision) = self.load_deployment(&deployment.id).await?;
-            if stored.status.is_final() {
+            if !crate::deploy::lifecycle::can_move(stored.status, deployment.status) {
                 // Someone ended it meanwhile (a newer deploy, an abort): that word is final.
                 tracing::debug!(deployment = %deployment.id, status = %stored.status, "not reviving a finished deployment");
                 return Ok(());
@@ -672,7 +674,9 @@ impl Paz {
         Ok((decode(&kv)?, kv.mod_revision))
     }
 
-    async fn latest_deployment_of(&self, service: &Service) -> Result<Option<Deployment>> {
+    /// The newest deployment of a service already loaded (one store read fewer than
+    /// [`Paz::latest_deployment`]).
+    pub async fn latest_deployment_of(&self, service: &Service) -> Result<Option<Deployment>> {
         if service.latest_deployment == 0 {
             return Ok(None);
         }
@@ -711,64 +715,46 @@ impl Paz {
             }
             let current = self.load(&deployment.service).await?;
             let now = jiff::Timestamp::now();
-            deployment.finished_at = Some(now);
+            crate::deploy::lifecycle::finish(&mut deployment, outcome.clone(), now);
             let dkey = deployment_key(&deployment.service, deployment.sequence);
             let mut txn =
                 Txn::new().when(dkey.clone(), Condition::ModRevision(deployment_revision));
             let mut events = Vec::new();
-            match &outcome {
-                Ok(()) => {
-                    deployment.status = DeploymentStatus::Succeeded;
-                    deployment.record("done", crate::model::StepStatus::Succeeded, None);
+            // A failed deployment reverts the service to the release that served before.
+            if outcome.is_err() && current.service.current_release == Some(deployment.release) {
+                let mut service = current.service.clone();
+                service.current_release = deployment.previous_release;
+                if let Some(previous) = deployment.previous_release {
+                    let release = self.release(&deployment.service, previous).await?;
+                    service.spec = ServiceSpec {
+                        instances: service.spec.instances,
+                        ..release.spec
+                    };
                 }
-                Err(reason) => {
-                    deployment.status = DeploymentStatus::Failed;
-                    deployment.error = Some(reason.clone());
-                    deployment.record(
-                        "failed",
-                        crate::model::StepStatus::Failed,
-                        Some(reason.clone()),
-                    );
-                    if current.service.current_release == Some(deployment.release) {
-                        let mut service = current.service.clone();
-                        service.current_release = deployment.previous_release;
-                        if let Some(previous) = deployment.previous_release {
-                            let release = self.release(&deployment.service, previous).await?;
-                            service.spec = ServiceSpec {
-                                instances: service.spec.instances,
-                                ..release.spec
-                            };
+                service.updated_at = now;
+                if service.spec.domains != current.service.spec.domains {
+                    // The reverted spec claims its domains back and frees the failed one's.
+                    match self
+                        .claim_domains(&service.spec, Some(&current.service.spec), txn.clone())
+                        .await
+                    {
+                        Ok(claimed) => txn = claimed,
+                        Err(Error::DomainConflict {
+                            domain,
+                            service: owner,
+                        }) => {
+                            tracing::warn!(%domain, %owner, "a domain of the previous release was taken meanwhile");
                         }
-                        service.updated_at = now;
-                        if service.spec.domains != current.service.spec.domains {
-                            // The reverted spec claims its domains back and frees the failed one's.
-                            match self
-                                .claim_domains(
-                                    &service.spec,
-                                    Some(&current.service.spec),
-                                    txn.clone(),
-                                )
-                                .await
-                            {
-                                Ok(claimed) => txn = claimed,
-                                Err(Error::DomainConflict {
-                                    domain,
-                                    service: owner,
-                                }) => {
-                                    tracing::warn!(%domain, %owner, "a domain of the previous release was taken meanwhile");
-                                }
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        let key = service_key(&deployment.service);
-                        txn = txn
-                            .when(key.clone(), Condition::ModRevision(current.mod_revision))
-                            .put(key, encode(&service));
-                        events.push(EventKind::ServiceUpdated {
-                            service: deployment.service.clone(),
-                        });
+                        Err(e) => return Err(e),
                     }
                 }
+                let key = service_key(&deployment.service);
+                txn = txn
+                    .when(key.clone(), Condition::ModRevision(current.mod_revision))
+                    .put(key, encode(&service));
+                events.push(EventKind::ServiceUpdated {
+                    service: deployment.service.clone(),
+                });
             }
             txn = txn.put(dkey, encode(&deployment));
             events.push(deployment_event(&deployment));

@@ -1,10 +1,9 @@
-//! Planning input: the desired state built from the declared services, and the route table
-//! it implies once instances are known.
+//! Planning input: the desired state built from the declared services (what should run and
+//! which host names route to it). The route table itself is built by
+//! [`crate::deploy::routes::route_table`].
 
 use std::collections::BTreeMap;
 
-use crate::model::{Instance, InstanceState};
-use crate::route::{Backend, BackendState, Route, RouteTable};
 use crate::service::Service;
 
 /// What one service should look like.
@@ -33,7 +32,10 @@ impl DesiredState {
     /// Builds the desired state from the declared services. A host name claimed twice goes
     /// to the service whose name sorts first (the engine refuses such claims; this keeps the
     /// result deterministic even for data written by an older version).
-    pub fn from_services(services: &[Service], cluster_domain: &str) -> Self {
+    pub fn from_services<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        cluster_domain: &str,
+    ) -> Self {
         let mut state = DesiredState::default();
         for service in services {
             let spec = &service.spec;
@@ -61,43 +63,6 @@ impl DesiredState {
         }
         state
     }
-
-    /// The route table: each host name to the healthy (active) and draining instances of its
-    /// service that have an address.
-    pub fn route_table(&self, instances: &[Instance]) -> RouteTable {
-        let mut by_service: BTreeMap<&str, BTreeMap<String, Backend>> = BTreeMap::new();
-        for instance in instances {
-            let state = match instance.state {
-                InstanceState::Healthy => BackendState::Active,
-                InstanceState::Draining => BackendState::Draining,
-                _ => continue,
-            };
-            if let Some(address) = &instance.address {
-                by_service
-                    .entry(instance.service.as_str())
-                    .or_default()
-                    .insert(address.clone(), Backend { weight: 100, state });
-            }
-        }
-        let routes = self
-            .hostnames
-            .iter()
-            .map(|(host, service)| {
-                let backends = by_service
-                    .get(service.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                (
-                    host.clone(),
-                    Route {
-                        service: service.clone(),
-                        backends,
-                    },
-                )
-            })
-            .collect();
-        RouteTable { routes }
-    }
 }
 
 #[cfg(test)]
@@ -124,31 +89,13 @@ mod tests {
     }
 
     #[test]
-    fn routes_only_healthy_and_draining_instances() {
+    fn only_public_services_get_public_host_names() {
         let desired =
             DesiredState::from_services(&[service("web", true), service("db", false)], "localhost");
         assert_eq!(
             desired.hostnames.keys().collect::<Vec<_>>(),
             ["web.localhost"]
         );
-        let instance = |id: &str, state| Instance {
-            id: id.into(),
-            service: "web".into(),
-            release: 1,
-            slot: 0,
-            host: "h".into(),
-            address: Some(format!("10.0.0.{id}:8080")),
-            state,
-            message: None,
-            epoch: None,
-        };
-        let table = desired.route_table(&[
-            instance("1", InstanceState::Healthy),
-            instance("2", InstanceState::Starting),
-            instance("3", InstanceState::Draining),
-        ]);
-        let backends = &table.routes["web.localhost"].backends;
-        assert_eq!(backends.len(), 2);
-        assert_eq!(backends["10.0.0.3:8080"].state, BackendState::Draining);
+        assert_eq!(desired.services.len(), 2);
     }
 }

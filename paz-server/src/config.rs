@@ -77,11 +77,49 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks the settings that clap cannot.
+    /// Checks the settings that clap cannot, including settings that claim the same port.
     pub fn validate(&self) -> Result<(), String> {
         paz_core::names::check_domain(&self.domain).map_err(|e| format!("--domain: {e}"))?;
         self.host_labels()?;
-        Ok(())
+        let mut claims = vec![(
+            "the API (--api-listen)".to_owned(),
+            paz::config::Claim::tcp(self.api_listen),
+        )];
+        claims.extend(self.store_config().claims());
+        if self.scheduler != SchedulerKind::None {
+            claims.extend(self.runtime_config().claims());
+        }
+        paz::config::check_claims(&claims).map_err(|e| e.to_string())
+    }
+
+    /// The store these settings choose.
+    pub fn store_config(&self) -> paz::config::StoreConfig {
+        match self.store {
+            StoreKind::Embedded => paz::config::StoreConfig::Embedded {
+                path: self.data_dir.join("paz.redb"),
+            },
+            StoreKind::Memory => paz::config::StoreConfig::Memory,
+        }
+    }
+
+    /// The scheduler and proxy these settings choose.
+    pub fn runtime_config(&self) -> paz::config::RuntimeConfig {
+        let scheduler = match self.scheduler {
+            SchedulerKind::None => paz::config::SchedulerConfig::None,
+            SchedulerKind::Docker => {
+                paz::config::SchedulerConfig::Docker(paz::docker::DockerConfig {
+                    network: self.docker_network.clone(),
+                    ..paz::docker::DockerConfig::default()
+                })
+            }
+        };
+        paz::config::RuntimeConfig {
+            scheduler,
+            proxy: paz::config::ProxyConfig::Builtin {
+                listen: self.router_listen,
+            },
+            internal_names: self.internal_names,
+        }
     }
 
     /// The host labels as a map.

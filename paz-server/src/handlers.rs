@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
-use paz_core::api::{DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest};
+use paz_core::api::{
+    DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest, ServiceStatus,
+};
 use paz_core::{Deployment, Host, Instance, Release, Service, ServiceSpec, Trigger, TriggerKind};
 use tokio::sync::broadcast;
 
@@ -45,7 +47,7 @@ pub async fn create_service(
         .paz
         .create_service(spec, Trigger::new(TriggerKind::Create))
         .await?;
-    wake(&state);
+    wake(&state, &applied.service.spec.name);
     Ok((StatusCode::CREATED, Json(applied.service)))
 }
 
@@ -123,7 +125,7 @@ pub async fn deploy(
         .paz
         .deploy(&name, request.image, Trigger::new(TriggerKind::Deploy))
         .await?;
-    wake(&state);
+    wake(&state, &name);
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -152,7 +154,7 @@ pub async fn rollback(
         .paz
         .rollback(&name, request.to, Trigger::new(TriggerKind::Rollback))
         .await?;
-    wake(&state);
+    wake(&state, &name);
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -251,7 +253,7 @@ pub async fn promote(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Deployment>> {
     let deployment = state.paz.promote(&name).await?;
-    wake(&state);
+    wake(&state, &name);
     Ok(Json(deployment))
 }
 
@@ -263,36 +265,20 @@ pub async fn abort(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Deployment>> {
     let deployment = state.paz.abort(&name).await?;
-    wake(&state);
+    wake(&state, &name);
     Ok(Json(deployment))
 }
 
-fn wake(state: &AppState) {
+/// Makes the service due at once (the engine's event does too; this saves the hop).
+fn wake(state: &AppState, service: &str) {
     if let Some(reconciler) = &state.reconciler {
-        reconciler.wake();
+        reconciler.wake(service);
     }
-}
-
-/// A service, its latest deployment, its instances and its problems (crash loops,
-/// scheduler errors).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct StatusResponse {
-    /// The service.
-    pub service: Service,
-    /// Its newest deployment.
-    pub deployment: Option<Deployment>,
-    /// Its instances, with the health the reconciler sees.
-    pub instances: Vec<Instance>,
-    /// What is wrong, for people.
-    pub problems: Vec<String>,
 }
 
 async fn instances_of(state: &AppState, name: &str) -> ApiResult<Vec<Instance>> {
-    if let Some(reconciler) = &state.reconciler {
-        return Ok(reconciler.status(name).instances);
-    }
-    match &state.scheduler {
-        Some(scheduler) => Ok(scheduler.list(Some(name)).await?),
+    match &state.reconciler {
+        Some(reconciler) => Ok(reconciler.instances(name)),
         None => Ok(Vec::new()),
     }
 }
@@ -310,24 +296,21 @@ pub async fn instances(
 
 /// A service's status: its latest deployment, instances and problems.
 #[utoipa::path(get, path = "/v1/services/{name}/status", tag = "services", params(("name" = String, Path)),
-    responses((status = 200, body = StatusResponse), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = ServiceStatus), (status = 404, body = ErrorResponse)))]
 pub async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<StatusResponse>> {
+) -> ApiResult<Json<ServiceStatus>> {
     let service = state.paz.service(&name).await?;
     let deployment = state.paz.latest_deployment(&name).await?;
     let (instances, problems) = match &state.reconciler {
-        Some(reconciler) => {
-            let status = reconciler.status(&name);
-            (status.instances, status.problems)
-        }
+        Some(reconciler) => (reconciler.instances(&name), reconciler.problems(&name)),
         None => (
             instances_of(&state, &name).await?,
             vec!["this server runs no scheduler (--scheduler none)".to_owned()],
         ),
     };
-    Ok(Json(StatusResponse {
+    Ok(Json(ServiceStatus {
         service,
         deployment,
         instances,
@@ -358,7 +341,7 @@ pub async fn logs(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     state.paz.service(&name).await?;
-    let Some(scheduler) = &state.scheduler else {
+    let Some(scheduler) = state.reconciler.as_ref().map(|r| r.scheduler()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "NO_SCHEDULER",

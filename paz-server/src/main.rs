@@ -1,11 +1,8 @@
 //! `paz-server`: the Paz daemon.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::Parser;
-use paz_core::{MemoryStore, Store};
-use paz_server::config::{Config, LogFormat, SchedulerKind, StoreKind};
+use paz_server::config::{Config, LogFormat};
 use paz_server::token::{self, TokenSource};
 
 fn init_tracing(format: LogFormat) {
@@ -51,14 +48,7 @@ async fn main() -> anyhow::Result<()> {
             println!("The paz CLI on this machine reads it from there; elsewhere set PAZ_TOKEN.");
         }
     }
-    let store: Arc<dyn Store> = match config.store {
-        StoreKind::Embedded => Arc::new(
-            paz_store::EmbeddedStore::open(config.data_dir.join("paz.redb")).context(
-                "is another paz-server using this data dir? (--data-dir / PAZ_DATA_DIR)",
-            )?,
-        ),
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-    };
+    let store = config.store_config().build()?;
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| {
@@ -68,37 +58,15 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
-    let router_listener = match config.scheduler {
-        SchedulerKind::None => None,
-        SchedulerKind::Docker => Some(
-            tokio::net::TcpListener::bind(config.router_listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {} (--router-listen / PAZ_ROUTER_LISTEN)",
-                        config.router_listen
-                    )
-                })?,
-        ),
-    };
+    let backends = config.runtime_config();
+    let server = paz_server::start(&config, token, store, listener, backends).await?;
     #[allow(clippy::print_stdout)]
     {
         println!("paz-server listening on http://{address}");
-        if let Some(router) = &router_listener {
-            println!(
-                "paz-server router listening on http://{}",
-                router.local_addr()?
-            );
+        if let Some(router) = server.router_address() {
+            println!("paz-server router listening on http://{router}");
         }
     }
-    paz_server::run(
-        config,
-        token,
-        store,
-        listener,
-        router_listener,
-        shutdown_signal(),
-    )
-    .await?;
+    server.serve(shutdown_signal()).await?;
     Ok(())
 }

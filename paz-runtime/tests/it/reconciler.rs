@@ -13,7 +13,7 @@ use paz_core::{
     DeploymentStatus, EngineConfig, HumanDuration, MemoryStore, Paz, PortSpec, Protocol,
     ServiceSpec, Strategy, Trigger, TriggerKind,
 };
-use paz_server::reconciler::Reconciler;
+use paz_runtime::Reconciler;
 use tokio::sync::watch;
 
 /// Healthy unless the port is marked bad.
@@ -555,7 +555,7 @@ async fn a_crash_loop_backs_off_and_shows_in_status() {
                 list.len() == 1 && list[0].id != victim.id
             })
             .await;
-        let problems = world.reconciler.status("web").problems;
+        let problems = world.reconciler.problems("web");
         assert!(
             problems
                 .iter()

@@ -1,20 +1,4 @@
-//! The deploy planner: a pure function from what a service should run and what is observed
-//! to the next actions. The reconciler in `paz-server` calls it on every tick and carries the
-//! actions out; because the plan depends only on the target and the observation, a server
-//! that restarts mid-deploy simply plans again and continues (or cleans up).
-//!
-//! Strategies:
-//! - **rolling** (start-first): start up to `max_surge` new instances; each new instance that
-//!   passes its health check lets one old instance drain.
-//! - **recreate**: drain and stop every old instance, then start the new ones.
-//! - **blue-green**: start all new instances unrouted; once all are healthy, switch all
-//!   traffic at once and drain the old ones.
-//! - **canary**: start all new instances unrouted; once healthy, send them `canary_steps[i]`
-//!   percent of the traffic; each promotion moves to the next step; at 100 the old drain.
-//!
-//! The health gate: while a deployment runs, a new instance that exits, or does not pass its
-//! health check within `health_timeout`, fails the deployment (the caller then reverts the
-//! service to its previous release, which this same planner converges back to).
+//! The planner: what to start, drain and remove next for one service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

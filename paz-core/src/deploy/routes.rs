@@ -1,0 +1,254 @@
+//! The route table, built in one place from the declared services and what the runtime
+//! observes: every public and internal host name of every service, its healthy instances
+//! weighted by release, and the instances being drained.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::model::InstanceState;
+use crate::planning::DesiredState;
+use crate::route::{Backend, BackendState, INTERNAL_SUFFIX, Route, RouteTable};
+use crate::service::Service;
+
+/// One instance as the route builder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedInstance<'a> {
+    /// Its service.
+    pub service: &'a str,
+    /// The release it runs.
+    pub release: u64,
+    /// Where the router reaches it.
+    pub address: &'a str,
+    /// Its state as the planner sees it ([`super::health::instance_state`]).
+    pub state: InstanceState,
+}
+
+/// Router weights: service → release → weight (the planner's [`super::Plan::weights`]).
+/// A release not listed, or listed with 0, takes no new traffic.
+pub type Weights = HashMap<String, BTreeMap<u64, u32>>;
+
+/// Builds the route table.
+///
+/// - Host names: each service's public names ([`DesiredState::from_services`]) and, for a
+///   service with a routed port, `<name>.paz`.
+/// - A healthy instance is an active backend with its release's weight, if that is > 0.
+/// - A draining instance stays as a draining backend (weight 0: in-flight requests finish,
+///   no new ones) only if `previous` routed it; one that never took traffic needs no drain.
+/// - Starting, stopped and failed instances are not routed.
+pub fn route_table<'a>(
+    services: impl IntoIterator<Item = &'a Service> + Clone,
+    domain: &str,
+    instances: &[RoutedInstance<'_>],
+    weights: &Weights,
+    previous: &RouteTable,
+) -> RouteTable {
+    let mut desired = DesiredState::from_services(services.clone(), domain);
+    for service in services {
+        if service.spec.routed_port().is_some() {
+            desired.hostnames.insert(
+                format!("{}{INTERNAL_SUFFIX}", service.spec.name),
+                service.spec.name.clone(),
+            );
+        }
+    }
+    let routed_before: HashSet<&str> =
+        if instances.iter().any(|i| i.state == InstanceState::Draining) {
+            previous
+                .routes
+                .values()
+                .flat_map(|r| r.backends.keys().map(String::as_str))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+    let mut backends: HashMap<&str, BTreeMap<String, Backend>> = HashMap::new();
+    for instance in instances {
+        let backend = match instance.state {
+            InstanceState::Draining if routed_before.contains(instance.address) => Backend {
+                weight: 0,
+                state: BackendState::Draining,
+            },
+            InstanceState::Healthy => {
+                let weight = weights
+                    .get(instance.service)
+                    .and_then(|w| w.get(&instance.release))
+                    .copied()
+                    .unwrap_or(0);
+                if weight == 0 {
+                    continue;
+                }
+                Backend {
+                    weight,
+                    state: BackendState::Active,
+                }
+            }
+            _ => continue,
+        };
+        backends
+            .entry(instance.service)
+            .or_default()
+            .insert(instance.address.to_owned(), backend);
+    }
+    let routes = desired
+        .hostnames
+        .into_iter()
+        .map(|(host, service)| {
+            let backends = backends.get(service.as_str()).cloned().unwrap_or_default();
+            (host, Route { service, backends })
+        })
+        .collect();
+    RouteTable { routes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{PortSpec, Protocol, ServiceSpec};
+    use proptest::prelude::*;
+
+    fn service(name: &str, public: bool, port: bool) -> Service {
+        let mut spec = ServiceSpec::new(name, "demo:v1");
+        if port {
+            spec.ports.push(PortSpec {
+                port: 8080,
+                protocol: Protocol::Http,
+            });
+        }
+        spec.public = public;
+        Service {
+            spec,
+            current_release: Some(1),
+            latest_release: 1,
+            latest_deployment: 1,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn routes_weighted_healthy_and_previously_routed_draining_instances() {
+        let services = [service("web", true, true), service("db", false, true)];
+        let weights: Weights = [("web".to_owned(), BTreeMap::from([(1, 90), (2, 10)]))].into();
+        let at = |n: u8| format!("10.0.0.{n}:8080");
+        let addresses: Vec<String> = (1..=5).map(at).collect();
+        let i = |n: usize, release, state| RoutedInstance {
+            service: "web",
+            release,
+            address: &addresses[n - 1],
+            state,
+        };
+        let mut previous = RouteTable::default();
+        previous.routes.insert(
+            "web.localhost".into(),
+            Route {
+                service: "web".into(),
+                backends: [(
+                    at(3),
+                    Backend {
+                        weight: 100,
+                        state: BackendState::Active,
+                    },
+                )]
+                .into(),
+            },
+        );
+        let instances = [
+            i(1, 1, InstanceState::Healthy),
+            i(2, 2, InstanceState::Healthy),
+            i(3, 1, InstanceState::Draining),
+            i(4, 1, InstanceState::Draining),
+            i(5, 3, InstanceState::Healthy),
+        ];
+        let table = route_table(&services, "localhost", &instances, &weights, &previous);
+        assert_eq!(
+            table.routes.keys().collect::<Vec<_>>(),
+            ["db.paz", "web.localhost", "web.paz"]
+        );
+        let web = &table.routes["web.localhost"].backends;
+        assert_eq!(web[&at(1)].weight, 90);
+        assert_eq!(web[&at(2)].weight, 10);
+        assert_eq!(web[&at(3)].state, BackendState::Draining);
+        assert!(!web.contains_key(&at(4)), "never routed: no drain");
+        assert!(!web.contains_key(&at(5)), "release without weight");
+        assert_eq!(table.routes["web.paz"].backends, *web);
+        assert!(table.routes["db.paz"].backends.is_empty());
+    }
+
+    fn state() -> impl Strategy<Value = InstanceState> {
+        prop_oneof![
+            Just(InstanceState::Starting),
+            Just(InstanceState::Healthy),
+            Just(InstanceState::Draining),
+            Just(InstanceState::Stopped),
+            Just(InstanceState::Failed),
+        ]
+    }
+
+    proptest! {
+        /// Every backend belongs to its route's service; active ones are healthy with a
+        /// positive weight of their release; draining ones were routed before; every host
+        /// name of every service has a route.
+        #[test]
+        fn the_table_follows_the_rules(
+            raw in proptest::collection::vec((0usize..3, 1u64..4, 0u8..20, state()), 0..40),
+            weight_of in proptest::collection::vec(0u32..3, 9),
+            routed in proptest::collection::btree_set(0u8..20, 0..10),
+        ) {
+            let names = ["a", "b", "c"];
+            let services: Vec<Service> = names.iter().map(|n| service(n, true, true)).collect();
+            let mut weights = Weights::new();
+            for (s, name) in names.iter().enumerate() {
+                for release in 1..4u64 {
+                    weights.entry((*name).to_owned()).or_default()
+                        .insert(release, weight_of[s * 3 + release as usize - 1] * 50);
+                }
+            }
+            // Addresses are unique per instance, as the scheduler gives them.
+            let mut seen = HashSet::new();
+            let raw: Vec<_> = raw.into_iter().filter(|(_, _, a, _)| seen.insert(*a)).collect();
+            let addresses: Vec<String> = raw.iter().map(|(_, _, a, _)| format!("10.0.0.{a}:80")).collect();
+            let instances: Vec<RoutedInstance> = raw.iter().zip(&addresses).map(|((s, r, _, st), a)| RoutedInstance {
+                service: names[*s], release: *r, address: a, state: *st,
+            }).collect();
+            let mut previous = RouteTable::default();
+            previous.routes.insert("old".into(), Route {
+                service: "a".into(),
+                backends: routed.iter().map(|a| (format!("10.0.0.{a}:80"), Backend { weight: 1, state: BackendState::Active })).collect(),
+            });
+            let table = route_table(&services, "example.com", &instances, &weights, &previous);
+            for name in names {
+                let public = format!("{name}.example.com");
+                let internal = format!("{name}.paz");
+                prop_assert!(table.routes.contains_key(&public));
+                prop_assert!(table.routes.contains_key(&internal));
+            }
+            for route in table.routes.values() {
+                for (address, backend) in &route.backends {
+                    let instance = instances.iter().find(|i| i.address == address).unwrap();
+                    prop_assert_eq!(instance.service, route.service.as_str());
+                    match backend.state {
+                        BackendState::Active => {
+                            prop_assert_eq!(instance.state, InstanceState::Healthy);
+                            prop_assert!(backend.weight > 0);
+                            prop_assert_eq!(Some(&backend.weight), weights[instance.service].get(&instance.release));
+                        }
+                        BackendState::Draining => {
+                            prop_assert_eq!(instance.state, InstanceState::Draining);
+                            prop_assert!(previous.routes["old"].backends.contains_key(address));
+                        }
+                    }
+                }
+            }
+            // Every routable instance is routed.
+            for instance in &instances {
+                let expected = match instance.state {
+                    InstanceState::Healthy => weights[instance.service][&instance.release] > 0,
+                    InstanceState::Draining => previous.routes["old"].backends.contains_key(instance.address),
+                    _ => false,
+                };
+                let routed = table.routes[&format!("{}.paz", instance.service)].backends.contains_key(instance.address);
+                prop_assert_eq!(routed, expected);
+            }
+        }
+    }
+}

@@ -1,0 +1,1085 @@
+//! The reconciler: makes the running instances and the routes of each service match its
+//! declaration. For a service it observes (the scheduler's instances, the health it tracks),
+//! asks the pure policy of [`paz_core::deploy`] what to do, carries the effects out (start,
+//! drain, remove, record deployment steps, apply the route table) and ends with an
+//! [`Action`]: requeue soon while something is in motion, else await the next change.
+//!
+//! A health task checks instances on the exact address, host name and path the router uses,
+//! and on a transition refreshes the routes at once (a new instance is routable within a
+//! millisecond of passing) and makes its service due.
+//!
+//! Nothing here is needed to resume after a crash: the plan depends only on the stored
+//! target and what the scheduler reports, so a restarted runtime plans again and continues.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paz_core::api::ServiceStatus;
+use paz_core::deploy::health::{HealthState, Transition, check_for, instance_state};
+use paz_core::deploy::lifecycle::{self, Outcome};
+use paz_core::deploy::routes::{RoutedInstance, Weights, route_table};
+use paz_core::deploy::{ObservedInstance, PlanInput, backoff, plan};
+use paz_core::event::EventKind;
+use paz_core::health::{HealthChecker, HealthTarget};
+use paz_core::model::StepStatus;
+use paz_core::proxy::Proxy;
+use paz_core::route::{BackendState, RouteTable};
+use paz_core::scheduler::{InstanceSpec, Scheduler, SchedulerEvent};
+use paz_core::{Error, HealthCheck, HumanDuration, Instance, InstanceState, Paz, Release, Service};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use crate::queue::{Action, WorkQueue};
+
+/// How soon a service with something in motion (a deployment, starting or draining
+/// instances, a crash loop) is reconciled again.
+const BUSY: Duration = Duration::from_millis(500);
+/// How soon a service whose reconcile failed is tried again.
+const AFTER_ERROR: Duration = Duration::from_secs(1);
+/// How long a stopped instance gets to finish after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Above this many services in one batch, one list of every instance is cheaper than one
+/// list per service.
+const LIST_ALL_ABOVE: usize = 8;
+/// Longest sleep of the health task when nothing is due.
+const HEALTH_IDLE: Duration = Duration::from_secs(1);
+
+/// What the health task knows about one instance.
+#[derive(Debug, Clone)]
+struct Tracked {
+    service: String,
+    address: Option<String>,
+    check: Option<HealthCheck>,
+    host: String,
+    started: Instant,
+    health: HealthState,
+    /// When the health check first passed, until the instance is routed.
+    healthy_at: Option<Instant>,
+    next_check: Instant,
+    checking: bool,
+}
+
+impl Tracked {
+    /// A newly seen instance: checked at once; one without a check is healthy once running.
+    fn new(instance: &Instance, check: Option<HealthCheck>, host: String) -> Self {
+        let now = Instant::now();
+        Tracked {
+            service: instance.service.clone(),
+            address: instance.address.clone(),
+            health: HealthState {
+                healthy: check.is_none(),
+                failures: 0,
+            },
+            check,
+            host,
+            started: now,
+            healthy_at: None,
+            next_check: now,
+            checking: false,
+        }
+    }
+}
+
+/// An instance on its way out.
+struct DrainJob {
+    id: String,
+    service: String,
+    address: Option<String>,
+    timeout: Duration,
+}
+
+/// Restart backoff of one slot of one service.
+#[derive(Debug, Clone)]
+struct Backoff {
+    restarts: u32,
+    until: Instant,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// By instance id.
+    tracked: HashMap<String, Tracked>,
+    /// Instance id → service, for instances being drained.
+    draining: HashMap<String, String>,
+    backoff: HashMap<(String, u32), Backoff>,
+    /// The instances last observed, by service.
+    instances: BTreeMap<String, Vec<Instance>>,
+    problems: BTreeMap<String, String>,
+    /// The route table last applied.
+    table: RouteTable,
+    releases: HashMap<(String, u64), Release>,
+    /// The services last reconciled, with the router weights of their releases.
+    services: BTreeMap<String, Service>,
+    weights: Weights,
+    /// When each service seen was created: a different time means it was deleted and
+    /// created again, and its cached releases and crash counts are dropped.
+    epochs: HashMap<String, jiff::Timestamp>,
+}
+
+/// The reconciler. Cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    paz: Paz,
+    scheduler: Arc<dyn Scheduler>,
+    proxy: Arc<dyn Proxy>,
+    health: Arc<dyn HealthChecker>,
+    shared: Mutex<Shared>,
+    queue: Mutex<WorkQueue>,
+    /// Wakes the loop: a service became due, or a full resync was asked for.
+    wake: Notify,
+    /// Wakes the health task: an instance is tracked or a check finished.
+    health_wake: Notify,
+    full_resync: AtomicBool,
+    resync: Duration,
+    /// Serializes computing and applying route tables, so an older table never replaces a
+    /// newer one.
+    routes: tokio::sync::Mutex<()>,
+}
+
+impl Reconciler {
+    /// A reconciler over the engine and its backends.
+    pub fn new(
+        paz: Paz,
+        scheduler: Arc<dyn Scheduler>,
+        proxy: Arc<dyn Proxy>,
+        health: Arc<dyn HealthChecker>,
+    ) -> Self {
+        Reconciler {
+            inner: Arc::new(Inner {
+                paz,
+                scheduler,
+                proxy,
+                health,
+                shared: Mutex::new(Shared::default()),
+                queue: Mutex::new(WorkQueue::default()),
+                wake: Notify::new(),
+                health_wake: Notify::new(),
+                full_resync: AtomicBool::new(true),
+                resync: crate::DEFAULT_RESYNC,
+                routes: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Sets how often every service is reconciled without an event (before it runs).
+    pub fn with_resync(self, every: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.resync = every;
+                Reconciler {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Reconciler { inner },
+        }
+    }
+
+    /// The scheduler it drives.
+    pub fn scheduler(&self) -> &Arc<dyn Scheduler> {
+        &self.inner.scheduler
+    }
+
+    /// The proxy it routes through.
+    pub fn proxy(&self) -> &Arc<dyn Proxy> {
+        &self.inner.proxy
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.inner.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, WorkQueue> {
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `service` due for a reconcile now.
+    pub fn wake(&self, service: &str) {
+        self.requeue(service, Duration::ZERO);
+    }
+
+    /// Asks for a reconcile of every service as soon as possible.
+    pub fn resync_now(&self) {
+        self.inner.full_resync.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// How many services are waiting for a reconcile.
+    pub fn queued(&self) -> usize {
+        self.queue().len()
+    }
+
+    fn requeue(&self, service: &str, after: Duration) {
+        self.queue().schedule(service, Instant::now() + after);
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs the loop, the health task and the scheduler-event follower until `shutdown`
+    /// turns true. The first pass reconciles every service.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let health = tokio::spawn(self.clone().run_health_checks(shutdown.clone()));
+        let scheduler_events = tokio::spawn(self.clone().follow_scheduler_events(shutdown.clone()));
+        let mut engine_events = self.inner.paz.subscribe();
+        let mut next_resync = Instant::now();
+        loop {
+            if self.inner.full_resync.swap(false, Ordering::SeqCst) || Instant::now() >= next_resync
+            {
+                next_resync = match self.reconcile_all().await {
+                    Ok(()) => Instant::now() + self.inner.resync,
+                    Err(error) => {
+                        tracing::warn!(%error, "reconcile of every service failed; retrying");
+                        Instant::now() + AFTER_ERROR
+                    }
+                };
+            }
+            let due = self.queue().pop_due(Instant::now());
+            if !due.is_empty() {
+                self.reconcile_services(due).await;
+            }
+            let next = self
+                .queue()
+                .next_due()
+                .map_or(next_resync, |due| due.min(next_resync));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.inner.wake.notified() => {}
+                event = engine_events.recv() => match event {
+                    Ok(event) => self.note_engine_event(&event.kind),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync_now(),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        health.abort();
+        scheduler_events.abort();
+    }
+
+    fn note_engine_event(&self, kind: &EventKind) {
+        let service = match kind {
+            EventKind::ServiceCreated { service }
+            | EventKind::ServiceUpdated { service }
+            | EventKind::ServiceDeleted { service }
+            | EventKind::ReleaseCreated { service, .. }
+            | EventKind::DeploymentChanged { service, .. } => service,
+        };
+        self.wake(service);
+    }
+
+    async fn follow_scheduler_events(self, mut shutdown: watch::Receiver<bool>) {
+        use futures_util::StreamExt;
+        loop {
+            match self.inner.scheduler.events().await {
+                Ok(mut events) => loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(Ok(SchedulerEvent::Started { service, .. }
+                                | SchedulerEvent::Exited { service, .. }
+                                | SchedulerEvent::Removed { service, .. })) => self.wake(&service),
+                            Some(Ok(SchedulerEvent::Resync) | Err(_)) => self.resync_now(),
+                            None => break,
+                        },
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "scheduler events unavailable; retrying"),
+            }
+            // Events may have been missed meanwhile.
+            self.resync_now();
+            if crate::hosts::stopped_during(Duration::from_secs(1), &mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// A service's instances, with the state the runtime sees (health included).
+    pub fn instances(&self, service: &str) -> Vec<Instance> {
+        let shared = self.shared();
+        shared
+            .instances
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|i| Instance {
+                state: observed_state(&shared, i),
+                ..i.clone()
+            })
+            .collect()
+    }
+
+    /// What is wrong with a service (scheduler errors, crash loops), for people.
+    pub fn problems(&self, service: &str) -> Vec<String> {
+        let shared = self.shared();
+        let mut problems: Vec<String> = shared.problems.get(service).cloned().into_iter().collect();
+        let now = Instant::now();
+        let mut loops: Vec<_> = shared
+            .backoff
+            .iter()
+            .filter(|((name, _), b)| name == service && b.restarts > 0)
+            .collect();
+        loops.sort_by_key(|((_, slot), _)| *slot);
+        for ((_, slot), backoff) in loops {
+            let wait = backoff.until.saturating_duration_since(now);
+            problems.push(format!(
+                "crash loop: slot {slot} restarted {} times; next start in {}",
+                backoff.restarts,
+                HumanDuration(Duration::from_millis(wait.as_millis() as u64))
+            ));
+        }
+        problems
+    }
+
+    /// A service's whole status.
+    pub async fn status(&self, service: &str) -> paz_core::Result<ServiceStatus> {
+        let paz = &self.inner.paz;
+        let record = paz.service(service).await?;
+        let deployment = paz.latest_deployment_of(&record).await?;
+        Ok(ServiceStatus {
+            service: record,
+            deployment,
+            instances: self.instances(service),
+            problems: self.problems(service),
+        })
+    }
+
+    async fn release(&self, service: &str, version: u64) -> paz_core::Result<Release> {
+        if let Some(release) = self.shared().releases.get(&(service.to_owned(), version)) {
+            return Ok(release.clone());
+        }
+        let release = self.inner.paz.release(service, version).await?;
+        self.shared()
+            .releases
+            .insert((service.to_owned(), version), release.clone());
+        Ok(release)
+    }
+
+    /// Reconciles every service, and every instance whatever its service: one list of the
+    /// services, one of the instances.
+    pub async fn reconcile_all(&self) -> paz_core::Result<()> {
+        let services = self.inner.paz.services().await?;
+        let instances = match self.inner.scheduler.list(None).await {
+            Ok(instances) => instances,
+            Err(error) => {
+                let names: Vec<String> = services.iter().map(|s| s.spec.name.clone()).collect();
+                self.scheduler_down(&names, &error).await;
+                return Err(error);
+            }
+        };
+        let mut batch: BTreeMap<String, Option<Service>> = self
+            .shared()
+            .services
+            .keys()
+            .map(|name| (name.clone(), None))
+            .collect();
+        for instance in &instances {
+            batch.entry(instance.service.clone()).or_insert(None);
+        }
+        for service in services {
+            batch.insert(service.spec.name.clone(), Some(service));
+        }
+        self.reconcile_batch(batch, group_by_service(instances))
+            .await;
+        Ok(())
+    }
+
+    /// Reconciles the named services.
+    async fn reconcile_services(&self, names: Vec<String>) {
+        let mut batch = BTreeMap::new();
+        for name in names {
+            match self.inner.paz.service(&name).await {
+                Ok(service) => {
+                    batch.insert(name, Some(service));
+                }
+                Err(Error::NotFound { .. }) => {
+                    batch.insert(name, None);
+                }
+                Err(error) => {
+                    tracing::warn!(service = %name, %error, "cannot load the service; retrying");
+                    self.requeue(&name, AFTER_ERROR);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let listed = if batch.len() > LIST_ALL_ABOVE {
+            self.inner.scheduler.list(None).await.map(group_by_service)
+        } else {
+            let mut grouped = HashMap::new();
+            let mut failed = None;
+            for name in batch.keys() {
+                match self.inner.scheduler.list(Some(name)).await {
+                    Ok(instances) => {
+                        grouped.insert(name.clone(), instances);
+                    }
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+            failed.map_or(Ok(grouped), Err)
+        };
+        match listed {
+            Ok(grouped) => self.reconcile_batch(batch, grouped).await,
+            Err(error) => {
+                let names: Vec<String> = batch.into_keys().collect();
+                self.scheduler_down(&names, &error).await;
+                for name in &names {
+                    self.requeue(name, AFTER_ERROR);
+                }
+            }
+        }
+    }
+
+    /// Records that the scheduler cannot be reached, for `paz status` and the deployments.
+    async fn scheduler_down(&self, names: &[String], error: &Error) {
+        let message = format!("the scheduler is unavailable: {error}");
+        {
+            let mut shared = self.shared();
+            for name in names {
+                shared.problems.insert(name.clone(), message.clone());
+            }
+        }
+        self.note_in_deployments(names, &message).await;
+    }
+
+    /// Reconciles a batch of services (`None`: the service no longer exists) given their
+    /// instances, then applies the routes and starts the drains.
+    async fn reconcile_batch(
+        &self,
+        batch: BTreeMap<String, Option<Service>>,
+        mut instances: HashMap<String, Vec<Instance>>,
+    ) {
+        let domain = self.inner.paz.config().domain.clone();
+        // Observe: forget what is gone, remember what is seen.
+        {
+            let mut shared = self.shared();
+            for (name, service) in &batch {
+                let list = instances.get(name).map(Vec::as_slice).unwrap_or_default();
+                let live: HashSet<&str> = list.iter().map(|i| i.id.as_str()).collect();
+                shared
+                    .tracked
+                    .retain(|id, t| &t.service != name || live.contains(id.as_str()));
+                shared
+                    .draining
+                    .retain(|id, owner| owner != name || live.contains(id.as_str()));
+                shared.problems.remove(name);
+                // Releases and crash counts belong to one life of a service.
+                let life = service.as_ref().map(|s| s.created_at);
+                if shared.epochs.get(name).copied() != life {
+                    shared.releases.retain(|(owner, _), _| owner != name);
+                    shared.backoff.retain(|(owner, _), _| owner != name);
+                    match life {
+                        Some(created) => shared.epochs.insert(name.clone(), created),
+                        None => shared.epochs.remove(name),
+                    };
+                }
+                // An instance seen without an address (created, not started) may get one.
+                for instance in list {
+                    if let Some(tracked) = shared.tracked.get_mut(&instance.id)
+                        && tracked.address.is_none()
+                    {
+                        tracked.address.clone_from(&instance.address);
+                    }
+                }
+                if list.is_empty() {
+                    shared.instances.remove(name);
+                } else {
+                    shared.instances.insert(name.clone(), list.to_vec());
+                }
+            }
+        }
+        // Track the health of instances seen for the first time.
+        for (name, service) in &batch {
+            let Some(service) = service else { continue };
+            for instance in instances.get(name).into_iter().flatten() {
+                if self.shared().tracked.contains_key(&instance.id) || !same_life(instance, service)
+                {
+                    continue;
+                }
+                let check = self
+                    .release(name, instance.release)
+                    .await
+                    .ok()
+                    .and_then(|r| check_for(&r.spec));
+                let tracked = Tracked::new(instance, check, format!("{name}.{domain}"));
+                self.shared().tracked.insert(instance.id.clone(), tracked);
+            }
+        }
+        self.inner.health_wake.notify_one();
+
+        // Plan and act, service by service.
+        let mut drains: Vec<(String, String)> = Vec::new();
+        let mut actions: Vec<(String, Action)> = Vec::new();
+        let mut weights: Vec<(String, Option<BTreeMap<u64, u32>>)> = Vec::new();
+        for (name, service) in &batch {
+            let list = instances.remove(name).unwrap_or_default();
+            let Some(service) = service else {
+                // Deleted: its instances go.
+                for instance in &list {
+                    drains.push((name.clone(), instance.id.clone()));
+                }
+                weights.push((name.clone(), None));
+                if !list.is_empty() {
+                    actions.push((name.clone(), Action::requeue(BUSY)));
+                }
+                continue;
+            };
+            // Instances of an earlier life of a service deleted and created again.
+            for instance in list.iter().filter(|i| !same_life(i, service)) {
+                drains.push((name.clone(), instance.id.clone()));
+            }
+            let observed = self.observe(&list, service);
+            match self
+                .reconcile_service(service, &observed, &mut drains)
+                .await
+            {
+                Ok((service_weights, action)) => {
+                    weights.push((name.clone(), Some(service_weights)));
+                    actions.push((name.clone(), action));
+                }
+                Err(error) => {
+                    tracing::warn!(service = %name, %error, "reconcile of service failed");
+                    self.shared()
+                        .problems
+                        .insert(name.clone(), error.to_string());
+                    // Keep routing it as before rather than dropping its backends.
+                    actions.push((name.clone(), Action::requeue(AFTER_ERROR)));
+                }
+            }
+        }
+
+        let jobs: Vec<DrainJob> = {
+            // One lock: a route refresh between the two would see the new weights without
+            // the drains and drop the old instances instead of draining them.
+            let mut shared = self.shared();
+            for (name, service) in batch {
+                match service {
+                    Some(service) => shared.services.insert(name, service),
+                    None => shared.services.remove(&name),
+                };
+            }
+            for (name, service_weights) in weights {
+                match service_weights {
+                    Some(w) => shared.weights.insert(name, w),
+                    None => shared.weights.remove(&name),
+                };
+            }
+            drains
+                .into_iter()
+                .filter_map(|(service, id)| mark_draining(&mut shared, service, id))
+                .collect()
+        };
+        if let Err(error) = self.refresh_routes().await {
+            tracing::warn!(%error, "applying the routes failed; retrying");
+            let mut shared = self.shared();
+            for job in &jobs {
+                shared.draining.remove(&job.id);
+            }
+            drop(shared);
+            for job in &jobs {
+                self.requeue(&job.service, AFTER_ERROR);
+            }
+            return;
+        }
+        for job in jobs {
+            self.spawn_drain(job);
+        }
+        for (name, action) in actions {
+            if let Action::Requeue(after) = action {
+                self.requeue(&name, after);
+            }
+        }
+    }
+
+    /// Records a problem that holds up every deployment in progress (once per distinct
+    /// message), so `paz deploy` and the history say why nothing moves.
+    async fn note_in_deployments(&self, names: &[String], message: &str) {
+        for name in names {
+            let Ok(Some(mut deployment)) = self.inner.paz.latest_deployment(name).await else {
+                continue;
+            };
+            let already = deployment
+                .steps
+                .last()
+                .is_some_and(|s| s.message.as_deref() == Some(message));
+            if deployment.status.is_final() || already {
+                continue;
+            }
+            deployment.record(
+                "waiting for the scheduler",
+                StepStatus::Failed,
+                Some(message.to_owned()),
+            );
+            if let Err(error) = self.inner.paz.save_deployment(&deployment).await {
+                tracing::warn!(%error, "cannot record the scheduler problem");
+            }
+        }
+    }
+
+    fn observe(&self, instances: &[Instance], service: &Service) -> Vec<ObservedInstance> {
+        let shared = self.shared();
+        let now = Instant::now();
+        instances
+            .iter()
+            .filter(|i| same_life(i, service))
+            .map(|i| ObservedInstance {
+                id: i.id.clone(),
+                release: i.release,
+                slot: i.slot,
+                state: observed_state(&shared, i),
+                age: shared
+                    .tracked
+                    .get(&i.id)
+                    .map_or(Duration::ZERO, |t| now.duration_since(t.started)),
+            })
+            .collect()
+    }
+
+    /// One service: plan, act, record. Returns the router weights of its releases and when
+    /// to look at it again.
+    async fn reconcile_service(
+        &self,
+        service: &Service,
+        observed: &[ObservedInstance],
+        drains: &mut Vec<(String, String)>,
+    ) -> paz_core::Result<(BTreeMap<u64, u32>, Action)> {
+        let name = &service.spec.name;
+        {
+            // A slot that has been healthy for a while is out of its crash loop.
+            let mut shared = self.shared();
+            for o in observed
+                .iter()
+                .filter(|o| o.state == InstanceState::Healthy && backoff::is_forgiven(o.age))
+            {
+                shared.backoff.remove(&(name.clone(), o.slot));
+            }
+        }
+        let paz = &self.inner.paz;
+        let Some(target) = service.current_release else {
+            for instance in observed {
+                drains.push((name.clone(), instance.id.clone()));
+            }
+            let action = if observed.is_empty() {
+                Action::await_change()
+            } else {
+                Action::requeue(BUSY)
+            };
+            return Ok((BTreeMap::new(), action));
+        };
+        let release = self.release(name, target).await?;
+        let mut deployment = paz
+            .latest_deployment_of(service)
+            .await?
+            .filter(|d| !d.status.is_final() && d.release == target);
+        if let Some(d) = deployment.as_mut()
+            && lifecycle::begin(d, jiff::Timestamp::now())
+        {
+            paz.save_deployment(d).await?;
+        }
+        let plan = plan(&PlanInput {
+            release: target,
+            instances: service.spec.instances,
+            settings: &release.spec.deploy,
+            deploying: deployment.is_some(),
+            canary_step: deployment.as_ref().map_or(0, |d| d.canary_step as usize),
+            observed,
+        });
+        let mut steps: Vec<(String, StepStatus, Option<String>)> = Vec::new();
+        let mut failure = None;
+        let mut starts = Vec::new();
+        for action in &plan.actions {
+            match action {
+                paz_core::deploy::Action::Fail { reason } => {
+                    failure.get_or_insert_with(|| reason.clone());
+                }
+                paz_core::deploy::Action::Drain { id } => {
+                    if !self.shared().draining.contains_key(id) {
+                        drains.push((name.clone(), id.clone()));
+                        steps.push((format!("drain {id}"), StepStatus::Succeeded, None));
+                    }
+                }
+                paz_core::deploy::Action::Remove { id } => {
+                    let failed = observed
+                        .iter()
+                        .find(|o| &o.id == id)
+                        .filter(|o| o.state == InstanceState::Failed);
+                    if let Some(failed) = failed {
+                        self.note_crash(name, failed.slot);
+                        steps.push((
+                            format!("remove failed instance {id}"),
+                            StepStatus::Succeeded,
+                            None,
+                        ));
+                    }
+                    if let Err(error) = self.inner.scheduler.remove(id).await {
+                        tracing::warn!(%id, %error, "remove failed");
+                    }
+                }
+                paz_core::deploy::Action::Start { slot } => {
+                    if failure.is_none() && !self.in_backoff(name, *slot) {
+                        starts.push(*slot);
+                    }
+                }
+            }
+        }
+        // Start the new instances at once: each `docker create` + `start` takes a while.
+        let started = futures_util::future::join_all(starts.iter().map(|&slot| {
+            let mut spec = InstanceSpec::from_release(&release, slot);
+            spec.epoch = Some(epoch_of(service));
+            async move { (slot, self.inner.scheduler.start(&spec).await) }
+        }))
+        .await;
+        for (slot, result) in started {
+            match result {
+                Ok(instance) => {
+                    tracing::info!(service = %name, release = target, slot, id = %instance.id, "instance started");
+                    steps.push((
+                        format!("start v{target} slot {slot}: {}", instance.id),
+                        StepStatus::Succeeded,
+                        None,
+                    ));
+                    self.track_new(&instance, &release);
+                }
+                Err(error) => {
+                    let message = format!("cannot start v{target} slot {slot}: {error}");
+                    steps.push((
+                        format!("start v{target} slot {slot}"),
+                        StepStatus::Failed,
+                        Some(error.to_string()),
+                    ));
+                    if deployment.is_some() {
+                        failure.get_or_insert(message);
+                    } else {
+                        self.note_crash(name, slot);
+                        self.shared().problems.insert(name.clone(), message);
+                    }
+                }
+            }
+        }
+        let mut finished = false;
+        if let Some(d) = deployment.as_mut() {
+            if !steps.is_empty() {
+                for (step, status, message) in steps {
+                    d.record(step, status, message);
+                }
+                paz.save_deployment(d).await?;
+            }
+            match lifecycle::outcome(&plan, failure) {
+                Outcome::Continue => {}
+                Outcome::Failed(reason) => {
+                    tracing::warn!(service = %name, deployment = %d.id, %reason, "deployment failed; reverting");
+                    paz.finish_deployment(&d.id, Err(reason)).await?;
+                    finished = true;
+                }
+                Outcome::Succeeded => {
+                    tracing::info!(service = %name, deployment = %d.id, "deployment succeeded");
+                    paz.finish_deployment(&d.id, Ok(())).await?;
+                    finished = true;
+                }
+            }
+        }
+        let settled = plan.converged
+            && plan.actions.is_empty()
+            && observed.iter().all(|o| o.state == InstanceState::Healthy);
+        let action = if finished || deployment.is_some() || !settled {
+            Action::requeue(BUSY)
+        } else if self.shared().backoff.keys().any(|(owner, _)| owner == name) {
+            // Forgive the crash loop once its slot has stayed healthy long enough.
+            Action::requeue(backoff::RESET_AFTER)
+        } else {
+            Action::await_change()
+        };
+        Ok((plan.weights, action))
+    }
+
+    /// Recomputes the route table from the latest state and applies it if it changed.
+    pub async fn refresh_routes(&self) -> paz_core::Result<()> {
+        let _one_at_a_time = self.inner.routes.lock().await;
+        let table = build_table(&self.shared(), &self.inner.paz.config().domain);
+        self.apply_routes(table).await
+    }
+
+    async fn apply_routes(&self, table: RouteTable) -> paz_core::Result<()> {
+        if self.shared().table == table {
+            return Ok(());
+        }
+        self.inner.proxy.apply(&table).await?;
+        let mut shared = self.shared();
+        let routed: HashSet<&String> = table
+            .routes
+            .values()
+            .flat_map(|r| r.backends.iter())
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(address, _)| address)
+            .collect();
+        for (id, tracked) in shared.tracked.iter_mut() {
+            if let (Some(at), Some(address)) = (tracked.healthy_at, &tracked.address)
+                && routed.contains(address)
+            {
+                tracing::info!(%id, service = %tracked.service, after_healthy_us = at.elapsed().as_micros() as u64, "instance routable");
+                tracked.healthy_at = None;
+            }
+        }
+        shared.table = table;
+        Ok(())
+    }
+
+    /// Waits until the router has no request in flight to the instance (at most its drain
+    /// timeout), then stops and removes it.
+    fn spawn_drain(&self, job: DrainJob) {
+        let DrainJob {
+            id,
+            service,
+            address,
+            timeout,
+        } = job;
+        let this = self.clone();
+        tokio::spawn(async move {
+            // For an address the router never had this returns 0 at once.
+            if let Some(address) = &address {
+                match this.inner.proxy.wait_drained(address, timeout).await {
+                    Ok(0) => {}
+                    Ok(left) => {
+                        tracing::warn!(%id, left, "drain timeout reached; stopping with requests in flight")
+                    }
+                    Err(error) => tracing::warn!(%id, %error, "drain wait failed"),
+                }
+            }
+            let stopped = this.inner.scheduler.stop(&id, STOP_GRACE).await;
+            let removed = this.inner.scheduler.remove(&id).await;
+            if let Err(error) = stopped.and(removed) {
+                // Let the next reconcile plan the drain again rather than leave it half done.
+                tracing::warn!(%id, %error, "stopping a drained instance failed; will retry");
+                this.shared().draining.remove(&id);
+            }
+            this.wake(&service);
+        });
+    }
+
+    fn track_new(&self, instance: &Instance, release: &Release) {
+        let host = format!("{}.{}", instance.service, self.inner.paz.config().domain);
+        let tracked = Tracked::new(instance, check_for(&release.spec), host);
+        self.shared().tracked.insert(instance.id.clone(), tracked);
+        self.inner.health_wake.notify_one();
+    }
+
+    fn in_backoff(&self, service: &str, slot: u32) -> bool {
+        self.shared()
+            .backoff
+            .get(&(service.to_owned(), slot))
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    fn note_crash(&self, service: &str, slot: u32) {
+        let mut shared = self.shared();
+        let backoff = shared
+            .backoff
+            .entry((service.to_owned(), slot))
+            .or_insert(Backoff {
+                restarts: 0,
+                until: Instant::now(),
+            });
+        backoff.restarts += 1;
+        let wait = backoff::restart_delay(backoff.restarts);
+        backoff.until = Instant::now() + wait;
+        tracing::warn!(%service, slot, restarts = backoff.restarts, ?wait, "instance crashed; restarting after backoff");
+    }
+
+    async fn run_health_checks(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (due, next) = self.due_checks();
+            for (id, target) in due {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let report = this.inner.health.check(&target).await;
+                    let transition = {
+                        let mut shared = this.shared();
+                        match shared.tracked.get_mut(&id) {
+                            Some(t) => {
+                                t.checking = false;
+                                let transition = t.health.observe(
+                                    report.healthy,
+                                    t.started.elapsed(),
+                                    &target.check,
+                                );
+                                t.next_check =
+                                    Instant::now() + t.health.next_interval(&target.check);
+                                match transition {
+                                    Transition::BecameHealthy => {
+                                        t.healthy_at = Some(Instant::now());
+                                        tracing::info!(%id, service = %t.service, after = ?t.started.elapsed(), "instance healthy");
+                                    }
+                                    Transition::BecameUnhealthy => {
+                                        tracing::warn!(%id, detail = %report.detail, "instance failed its health check");
+                                    }
+                                    Transition::None => {}
+                                }
+                                (transition != Transition::None).then(|| t.service.clone())
+                            }
+                            None => None,
+                        }
+                    };
+                    this.inner.health_wake.notify_one();
+                    if let Some(service) = transition {
+                        // Route a newly healthy instance now, not at the next reconcile.
+                        if let Err(error) = this.refresh_routes().await {
+                            tracing::warn!(%error, "route refresh failed");
+                        }
+                        this.wake(&service);
+                    }
+                });
+            }
+            let wait = next.map_or(HEALTH_IDLE, |at| {
+                at.saturating_duration_since(Instant::now())
+                    .min(HEALTH_IDLE)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.health_wake.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// The checks due now (marked as running), and when the next one is due.
+    fn due_checks(&self) -> (Vec<(String, HealthTarget)>, Option<Instant>) {
+        let mut shared = self.shared();
+        let now = Instant::now();
+        let Shared {
+            tracked, draining, ..
+        } = &mut *shared;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, t) in tracked.iter_mut() {
+            if t.checking || draining.contains_key(id) {
+                continue;
+            }
+            let (Some(check), Some(address)) = (&t.check, &t.address) else {
+                continue;
+            };
+            if t.next_check > now {
+                next = Some(next.map_or(t.next_check, |n| n.min(t.next_check)));
+                continue;
+            }
+            let address = check
+                .port
+                .map_or_else(|| address.clone(), |port| with_port(address, port));
+            t.checking = true;
+            due.push((
+                id.clone(),
+                HealthTarget {
+                    address,
+                    check: check.clone(),
+                    host: Some(t.host.clone()),
+                },
+            ));
+        }
+        (due, next)
+    }
+}
+
+/// Groups instances by service.
+fn group_by_service(instances: Vec<Instance>) -> HashMap<String, Vec<Instance>> {
+    let mut grouped: HashMap<String, Vec<Instance>> = HashMap::new();
+    for instance in instances {
+        grouped
+            .entry(instance.service.clone())
+            .or_default()
+            .push(instance);
+    }
+    grouped
+}
+
+/// Marks an instance as draining (no new requests once the routes are applied) and returns
+/// what its drain needs; `None` when it is already draining.
+fn mark_draining(shared: &mut Shared, service: String, id: String) -> Option<DrainJob> {
+    if shared.draining.contains_key(&id) {
+        return None;
+    }
+    shared.draining.insert(id.clone(), service.clone());
+    let instance = shared
+        .instances
+        .get(&service)
+        .and_then(|list| list.iter().find(|i| i.id == id));
+    let address = instance.and_then(|i| i.address.clone());
+    let timeout = instance
+        .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
+        .map_or(Duration::from_secs(30), |r| {
+            r.spec.deploy.drain_timeout.get()
+        });
+    Some(DrainJob {
+        id,
+        service,
+        address,
+        timeout,
+    })
+}
+
+/// The life of a service its instances are labelled with: its creation time.
+fn epoch_of(service: &Service) -> String {
+    service.created_at.to_string()
+}
+
+/// Whether an instance belongs to this life of its service (unlabelled ones are adopted).
+fn same_life(instance: &Instance, service: &Service) -> bool {
+    instance
+        .epoch
+        .as_ref()
+        .is_none_or(|epoch| *epoch == epoch_of(service))
+}
+
+/// The route table from what the runtime knows, by the one builder of the policy.
+fn build_table(shared: &Shared, domain: &str) -> RouteTable {
+    let routed: Vec<RoutedInstance> = shared
+        .instances
+        .values()
+        .flatten()
+        .filter_map(|instance| {
+            Some(RoutedInstance {
+                service: &instance.service,
+                release: instance.release,
+                address: instance.address.as_deref()?,
+                state: observed_state(shared, instance),
+            })
+        })
+        .collect();
+    route_table(
+        shared.services.values(),
+        domain,
+        &routed,
+        &shared.weights,
+        &shared.table,
+    )
+}
+
+/// The state of an instance as the planner sees it.
+fn observed_state(shared: &Shared, instance: &Instance) -> InstanceState {
+    let tracked = shared.tracked.get(&instance.id);
+    instance_state(
+        instance.state,
+        shared.draining.contains_key(&instance.id),
+        tracked.map(|t| &t.health),
+        tracked.and_then(|t| t.check.as_ref()),
+    )
+}
+
+/// Replaces the port of `ip:port` with `port` (health checks may use another port).
+pub fn with_port(address: &str, port: u32) -> String {
+    match address.rsplit_once(':') {
+        Some((ip, _)) => format!("{ip}:{port}"),
+        None => format!("{address}:{port}"),
+    }
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}

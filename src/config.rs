@@ -1,0 +1,454 @@
+//! Backends chosen by config, after vector's component configs: each of [`StoreConfig`],
+//! [`SchedulerConfig`] and [`ProxyConfig`] is a plain value that says what it
+//! [claims](Claim) (listen addresses, files) and [builds](StoreConfig::build) itself. The
+//! claims of all of them are checked together ([`check_claims`]) before anything starts, so
+//! two settings that want the same port are refused with a message naming both. A new
+//! backend (etcd, Swarm, fleet, HAProxy) is one new variant.
+//!
+//! [`RuntimeConfig::start`] wires a scheduler and a proxy into a running
+//! [`paz_runtime::Runtime`], including the `<service>.paz` names (a name server and the
+//! router's internal listener on the Paz network's gateway, ports 53 and 80).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use paz_core::proxy::Proxy;
+use paz_core::scheduler::Scheduler;
+use paz_core::{Host, MemoryStore, Paz, Store};
+use paz_runtime::{NameServer, Runtime, RuntimeHandle};
+use tokio::sync::watch;
+
+/// What can go wrong turning config into running backends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Two settings claim the same resource.
+    #[error("{first} and {second} both claim {resource}; change one of them")]
+    Conflict {
+        /// The first setting, e.g. `--api-listen`.
+        first: String,
+        /// The second setting.
+        second: String,
+        /// What both want.
+        resource: String,
+    },
+    /// The store cannot be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] paz_core::Error),
+    /// The scheduler cannot be used.
+    #[error("{0}; start it, or run with --scheduler none to use the API without containers")]
+    Scheduler(#[source] paz_core::Error),
+    /// A listener cannot be bound.
+    #[error("cannot listen on {address} ({setting}): {source}")]
+    Listen {
+        /// The setting that asked for it.
+        setting: String,
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime cannot be built.
+    #[error(transparent)]
+    Runtime(#[from] paz_runtime::Error),
+}
+
+/// The transport of a claimed port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Where a claimed port is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindIp {
+    /// A known address (`0.0.0.0` and `::` are wildcards).
+    Known(IpAddr),
+    /// A specific address known only at start-up (the Paz network's gateway).
+    Gateway,
+}
+
+/// A resource one setting needs for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A listening port.
+    Listen {
+        /// Where.
+        ip: BindIp,
+        /// The port (0: any free port, never a conflict).
+        port: u16,
+        /// TCP or UDP.
+        transport: Transport,
+    },
+    /// A file or directory used exclusively.
+    Path(PathBuf),
+}
+
+impl Claim {
+    /// A TCP listener on `address`.
+    pub fn tcp(address: SocketAddr) -> Self {
+        Claim::Listen {
+            ip: BindIp::Known(address.ip()),
+            port: address.port(),
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// Whether two claims cannot both be had.
+    pub fn conflicts_with(&self, other: &Claim) -> bool {
+        match (self, other) {
+            (Claim::Path(a), Claim::Path(b)) => a == b,
+            (
+                Claim::Listen {
+                    ip: a,
+                    port: p,
+                    transport: t,
+                },
+                Claim::Listen {
+                    ip: b,
+                    port: q,
+                    transport: u,
+                },
+            ) => {
+                if p != q || t != u || *p == 0 {
+                    return false;
+                }
+                let wildcard = |ip: &BindIp| matches!(ip, BindIp::Known(ip) if ip.is_unspecified());
+                match (a, b) {
+                    (BindIp::Known(x), BindIp::Known(y)) => x == y || wildcard(a) || wildcard(b),
+                    (BindIp::Gateway, BindIp::Gateway) => true,
+                    // The gateway is some specific address: only a wildcard surely overlaps.
+                    _ => wildcard(a) || wildcard(b),
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Claim::Listen {
+                ip,
+                port,
+                transport,
+            } => {
+                let transport = match transport {
+                    Transport::Tcp => "tcp",
+                    Transport::Udp => "udp",
+                };
+                match ip {
+                    BindIp::Known(ip) => write!(f, "{transport} {}", SocketAddr::new(*ip, *port)),
+                    BindIp::Gateway => write!(f, "{transport} port {port} of the network gateway"),
+                }
+            }
+            Claim::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Refuses claims that overlap, naming the two settings that made them.
+pub fn check_claims(claims: &[(String, Claim)]) -> Result<(), ConfigError> {
+    for (i, (first, a)) in claims.iter().enumerate() {
+        for (second, b) in &claims[i + 1..] {
+            if a.conflicts_with(b) {
+                return Err(ConfigError::Conflict {
+                    first: first.clone(),
+                    second: second.clone(),
+                    resource: a.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// The embedded redb file (the single-machine default).
+    #[cfg(feature = "embedded")]
+    Embedded {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Memory only: everything is lost at exit (tests and demos).
+    Memory,
+}
+
+impl StoreConfig {
+    /// What it claims.
+    pub fn claims(&self) -> Vec<(String, Claim)> {
+        match self {
+            #[cfg(feature = "embedded")]
+            StoreConfig::Embedded { path } => vec![("the store".into(), Claim::Path(path.clone()))],
+            StoreConfig::Memory => Vec::new(),
+        }
+    }
+
+    /// Opens the store.
+    pub fn build(&self) -> Result<Arc<dyn Store>, ConfigError> {
+        match self {
+            #[cfg(feature = "embedded")]
+            StoreConfig::Embedded { path } => Ok(Arc::new(
+                paz_store::EmbeddedStore::open(path)
+                    .map_err(|e| ConfigError::Store(paz_core::Error::store(
+                        paz_core::PortErrorKind::Unavailable,
+                        format!("{e}; is another paz-server using this data dir? (--data-dir / PAZ_DATA_DIR)"),
+                    )))?,
+            )),
+            StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+        }
+    }
+}
+
+/// What runs the instances.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SchedulerConfig {
+    /// Nothing: the engine records services, releases and deployments, but no container runs.
+    None,
+    /// The local Docker Engine.
+    #[cfg(feature = "docker")]
+    Docker(paz_docker::DockerConfig),
+}
+
+/// How traffic reaches the instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyConfig {
+    /// The built-in router.
+    #[cfg(feature = "router")]
+    Builtin {
+        /// Where it takes public traffic.
+        listen: SocketAddr,
+    },
+}
+
+impl ProxyConfig {
+    /// What it claims.
+    pub fn claims(&self) -> Vec<(String, Claim)> {
+        match self {
+            #[cfg(feature = "router")]
+            ProxyConfig::Builtin { listen } => {
+                vec![("the router (--router-listen)".into(), Claim::tcp(*listen))]
+            }
+        }
+    }
+}
+
+/// The runtime's backends: a scheduler, a proxy and whether containers get `<service>.paz`.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// What runs the instances.
+    pub scheduler: SchedulerConfig,
+    /// How traffic reaches them.
+    pub proxy: ProxyConfig,
+    /// Serve `<service>.paz` to containers (a name server on the gateway's port 53, the
+    /// router's internal listener on its port 80).
+    pub internal_names: bool,
+}
+
+/// A started runtime and what the server shows of it.
+pub struct Started {
+    /// The running runtime.
+    pub runtime: RuntimeHandle,
+    /// Where the router takes public traffic.
+    pub router_address: SocketAddr,
+    /// The router's metrics in the Prometheus text format.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The router's listener tasks: they end once shutdown is signalled and in-flight
+    /// requests are done.
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RuntimeConfig {
+    /// What it claims.
+    pub fn claims(&self) -> Vec<(String, Claim)> {
+        let mut claims = self.proxy.claims();
+        if self.internal_names && !matches!(self.scheduler, SchedulerConfig::None) {
+            for (port, transport) in [(80, Transport::Tcp), (53, Transport::Udp)] {
+                claims.push((
+                    "internal names (--internal-names)".into(),
+                    Claim::Listen {
+                        ip: BindIp::Gateway,
+                        port,
+                        transport,
+                    },
+                ));
+            }
+        }
+        claims
+    }
+
+    /// Connects the scheduler, starts the proxy's listeners, the `<service>.paz` names and
+    /// the runtime; `None` with [`SchedulerConfig::None`].
+    pub async fn start(
+        &self,
+        paz: Paz,
+        host: Option<Host>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Option<Started>, ConfigError> {
+        match &self.scheduler {
+            SchedulerConfig::None => Ok(None),
+            #[cfg(feature = "docker")]
+            SchedulerConfig::Docker(docker) => {
+                let ProxyConfig::Builtin { listen } = &self.proxy;
+                let listener = bind(*listen, "--router-listen").await?;
+                let router_address =
+                    listener
+                        .local_addr()
+                        .map_err(|source| ConfigError::Listen {
+                            setting: "--router-listen".into(),
+                            address: *listen,
+                            source,
+                        })?;
+                let probe = paz_docker::DockerScheduler::connect(docker.clone())
+                    .await
+                    .map_err(|e| ConfigError::Scheduler(e.into()))?;
+                let router = paz_proxy::router::Router::new(Default::default());
+                let mut listeners = vec![router.serve(
+                    listener,
+                    paz_proxy::router::Scope::Public,
+                    shutdown.clone(),
+                )];
+                let mut names = None;
+                let mut dns = Vec::new();
+                if self.internal_names {
+                    match probe.network_gateway() {
+                        Some(IpAddr::V4(ip)) => {
+                            match internal_names(&router, ip, &shutdown).await {
+                                Ok((server, listener)) => {
+                                    names = Some(server);
+                                    listeners.push(listener);
+                                    dns.push(ip.to_string());
+                                    tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, %ip, "internal names disabled")
+                                }
+                            }
+                        }
+                        _ => {
+                            tracing::warn!(network = %docker.network, "internal names disabled: the network has no IPv4 gateway")
+                        }
+                    }
+                }
+                let scheduler = if dns.is_empty() {
+                    probe
+                } else {
+                    paz_docker::DockerScheduler::connect(paz_docker::DockerConfig {
+                        dns,
+                        ..docker.clone()
+                    })
+                    .await
+                    .map_err(|e| ConfigError::Scheduler(e.into()))?
+                };
+                let scheduler: Arc<dyn Scheduler> = Arc::new(scheduler);
+                let proxy: Arc<dyn Proxy> = router.clone();
+                let mut builder = Runtime::builder(paz)
+                    .scheduler(scheduler)
+                    .proxy(proxy)
+                    .health(Arc::new(paz_proxy::health::HttpHealthChecker::new()));
+                if let Some(host) = host {
+                    builder = builder.host(host);
+                }
+                if let Some(names) = names {
+                    builder = builder.name_server(names);
+                }
+                let runtime = builder.build()?.spawn(shutdown);
+                Ok(Some(Started {
+                    runtime,
+                    router_address,
+                    metrics: Arc::new(move || router.metrics_text()),
+                    listeners,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, ConfigError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ConfigError::Listen {
+            setting: setting.to_owned(),
+            address,
+            source,
+        })
+}
+
+/// The router's internal listener (gateway:80) and the name server (gateway:53).
+#[cfg(feature = "docker")]
+async fn internal_names(
+    router: &Arc<paz_proxy::router::Router>,
+    ip: Ipv4Addr,
+    shutdown: &watch::Receiver<bool>,
+) -> std::io::Result<(NameServer, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind((ip, 80)).await?;
+    let socket = tokio::net::UdpSocket::bind((ip, 53)).await?;
+    let task = router.serve(
+        listener,
+        paz_proxy::router::Scope::Internal,
+        shutdown.clone(),
+    );
+    Ok((
+        NameServer::new(socket, ip, NameServer::system_upstream()),
+        task,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn overlapping_listeners_are_refused_by_name() {
+        let claims = vec![
+            ("--api-listen".to_owned(), Claim::tcp(at("127.0.0.1:7700"))),
+            ("--router-listen".to_owned(), Claim::tcp(at("0.0.0.0:7700"))),
+        ];
+        let err = check_claims(&claims).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--api-listen and --router-listen both claim tcp 127.0.0.1:7700; change one of them"
+        );
+        // Port 0 is any free port; other ports and transports do not overlap.
+        assert!(
+            check_claims(&[
+                ("a".into(), Claim::tcp(at("127.0.0.1:0"))),
+                ("b".into(), Claim::tcp(at("127.0.0.1:0"))),
+                ("c".into(), Claim::tcp(at("127.0.0.1:8080"))),
+                ("d".into(), Claim::tcp(at("127.0.0.2:8080"))),
+            ])
+            .is_ok()
+        );
+        // A wildcard router on port 80 takes the gateway's port 80 that internal names need.
+        let gateway = Claim::Listen {
+            ip: BindIp::Gateway,
+            port: 80,
+            transport: Transport::Tcp,
+        };
+        assert!(Claim::tcp(at("0.0.0.0:80")).conflicts_with(&gateway));
+        assert!(!Claim::tcp(at("127.0.0.1:80")).conflicts_with(&gateway));
+        let udp = Claim::Listen {
+            ip: BindIp::Gateway,
+            port: 53,
+            transport: Transport::Udp,
+        };
+        assert!(!Claim::tcp(at("0.0.0.0:53")).conflicts_with(&udp));
+    }
+}
