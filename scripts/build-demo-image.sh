@@ -5,10 +5,15 @@
 #   scripts/build-demo-image.sh                  # tags paz-demo:v1 paz-demo:v2 paz-demo:v3
 #   scripts/build-demo-image.sh my/demo:latest   # custom tag(s)
 #
-# All tags point at the same image: the version the app reports comes from the VERSION env
-# var at run time (`docker run -e VERSION=v2 paz-demo:v1`), so tags are only labels.
+# Every tag gets the same binary, with its version baked in as the image's default VERSION
+# env (`ENV VERSION=...`, what `GET /` answers), taken from the tag: paz-demo:v2 answers v2.
+# Only a tag of the form vN or vN.N... (v2, v10, v1.2.3) names a version; any other tag
+# (`latest`, `dev`, no tag at all) gets the app's default, v1. `docker run -e VERSION=x`
+# still overrides it. Tags with the same version share one image; all images share the
+# binary layer.
 # Idempotent: cargo rebuilds only on source changes, and docker build is skipped when every
-# tag already holds an image built from the identical binary (label paz.demo.binary-sha256).
+# tag already holds an image built from the identical binary (label paz.demo.binary-sha256)
+# with the expected version (label paz.demo.version).
 #
 # Env: CARGO_TARGET_DIR (the demo uses "$CARGO_TARGET_DIR/demo-app"; default <repo>/target/demo-app),
 #      DOCKER (default: docker), FORCE=1 to rebuild the image regardless.
@@ -54,19 +59,33 @@ SHA="$(sha256sum "$BIN" | cut -d' ' -f1)"
 SIZE="$(stat -c %s "$BIN")"
 say "binary: $BIN ($SIZE bytes, static, sha256 ${SHA:0:12})"
 
-# 2. Image, unless every tag already carries this exact binary.
+# 2. Images, unless every tag already carries this exact binary and its version.
+# The version a tag bakes in: its tag part (after the last ':' that is not followed by a '/',
+# so a registry port is not a tag) if it looks like vN or vN.N..., else v1.
+tag_version() {
+    local tag="$1" name="${1##*/}" version=v1
+    if [[ "$name" == *:* ]]; then
+        local t="${tag##*:}"
+        if [[ "$t" =~ ^v[0-9]+(\.[0-9]+)*$ ]]; then
+            version="$t"
+        fi
+    fi
+    printf '%s' "$version"
+}
+
 LABEL=paz.demo.binary-sha256
+VERSION_LABEL=paz.demo.version
 if [[ "${FORCE:-0}" != 1 ]]; then
     up_to_date=1
     for tag in "${TAGS[@]}"; do
-        have="$("$DOCKER" image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$tag" 2>/dev/null || true)"
-        if [[ "$have" != "$SHA" ]]; then
+        have="$("$DOCKER" image inspect --format "{{ index .Config.Labels \"$LABEL\" }} {{ index .Config.Labels \"$VERSION_LABEL\" }}" "$tag" 2>/dev/null || true)"
+        if [[ "$have" != "$SHA $(tag_version "$tag")" ]]; then
             up_to_date=0
             break
         fi
     done
     if [[ $up_to_date == 1 ]]; then
-        say "image up to date, docker build skipped: ${TAGS[*]}"
+        say "images up to date, docker build skipped: ${TAGS[*]}"
         exit 0
     fi
 fi
@@ -75,27 +94,44 @@ OLD_IDS="$(for tag in "${TAGS[@]}"; do "$DOCKER" image inspect --format '{{.Id}}
 
 CONTEXT="$(mktemp -d "${TMPDIR:-/tmp}/paz-demo-image.XXXXXX")"
 trap 'rm -rf "$CONTEXT"' EXIT
-cp "$DEMO/Dockerfile" "$CONTEXT/Dockerfile"
 cp "$BIN" "$CONTEXT/demo-app"
 
-TAG_ARGS=()
+# One build per distinct version (in first-seen order), tagging every tag of that version.
+VERSIONS=()
+declare -A VERSION_TAGS=()
 for tag in "${TAGS[@]}"; do
-    TAG_ARGS+=(-t "$tag")
+    version="$(tag_version "$tag")"
+    if [[ -z "${VERSION_TAGS[$version]+set}" ]]; then
+        VERSIONS+=("$version")
+        VERSION_TAGS[$version]=""
+    fi
+    VERSION_TAGS[$version]+=" -t $tag"
 done
-say "docker build ${TAG_ARGS[*]}"
-# Quiet on success (the legacy builder prints a deprecation notice); full output on failure.
-if ! BUILD_OUT="$("$DOCKER" build --quiet --label "$LABEL=$SHA" "${TAG_ARGS[@]}" "$CONTEXT" 2>&1)"; then
-    printf '%s\n' "$BUILD_OUT" >&2
-    say "error: docker build failed" >&2
-    exit 1
-fi
-IMAGE_ID="$("$DOCKER" image inspect --format '{{.Id}}' "${TAGS[0]}")"
-IMAGE_SIZE="$("$DOCKER" image inspect --format '{{.Size}}' "${TAGS[0]}")"
-say "built image ${IMAGE_ID#sha256:} ($IMAGE_SIZE bytes) tagged: ${TAGS[*]}"
+
+NEW_IDS=()
+for version in "${VERSIONS[@]}"; do
+    # Same Dockerfile for every version up to the last line, so the binary layer is shared.
+    { cat "$DEMO/Dockerfile"; printf '# Baked in by scripts/build-demo-image.sh; `-e VERSION=x` overrides it.\nENV VERSION=%s\n' "$version"; } \
+        >"$CONTEXT/Dockerfile"
+    read -r -a TAG_ARGS <<<"${VERSION_TAGS[$version]}"
+    say "docker build (VERSION=$version) ${TAG_ARGS[*]}"
+    # Quiet on success (the legacy builder prints a deprecation notice); full output on failure.
+    if ! BUILD_OUT="$("$DOCKER" build --quiet --label "$LABEL=$SHA" --label "$VERSION_LABEL=$version" \
+        "${TAG_ARGS[@]}" "$CONTEXT" 2>&1)"; then
+        printf '%s\n' "$BUILD_OUT" >&2
+        say "error: docker build failed" >&2
+        exit 1
+    fi
+    first_tag="${TAG_ARGS[1]}"
+    IMAGE_ID="$("$DOCKER" image inspect --format '{{.Id}}' "$first_tag")"
+    IMAGE_SIZE="$("$DOCKER" image inspect --format '{{.Size}}' "$first_tag")"
+    NEW_IDS+=("$IMAGE_ID")
+    say "built image ${IMAGE_ID#sha256:} ($IMAGE_SIZE bytes, VERSION=$version) tagged:${VERSION_TAGS[$version]//-t /}"
+done
 
 # Remove images this script built before that lost their last tag (ignores images in use).
 for old in $OLD_IDS; do
-    if [[ "$old" != "$IMAGE_ID" ]] && [[ "$("$DOCKER" image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" == 0 ]]; then
+    if [[ " ${NEW_IDS[*]} " != *" $old "* ]] && [[ "$("$DOCKER" image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" == 0 ]]; then
         if "$DOCKER" image rm "$old" >/dev/null 2>&1; then
             say "removed superseded untagged image ${old#sha256:}"
         fi
