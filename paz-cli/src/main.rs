@@ -8,6 +8,7 @@ mod args;
 mod failure;
 mod follow;
 mod output;
+mod parse;
 mod run;
 mod spec;
 

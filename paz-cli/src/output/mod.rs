@@ -1,0 +1,197 @@
+//! Rendering data on stdout: tables for people, JSON for programs.
+//!
+//! [`Output`] prints each kind of data; the tables and text forms live by concern in the
+//! submodules: `service`, `deploy` (deployments, releases, steps), `status`, `hosts`, `plan`
+//! (`paz apply`), with the shared `table` rendering and `text` forms.
+
+mod deploy;
+#[cfg(test)]
+mod fixtures;
+mod hosts;
+mod plan;
+mod service;
+mod status;
+mod table;
+mod text;
+
+use std::io::{IsTerminal, Write};
+
+use jiff::Timestamp;
+use paz::ServiceStatus;
+use paz_core::scheduler::LogLine;
+use paz_core::{Deployment, Host, Release, Service};
+
+use crate::args::OutputFormat;
+
+pub use deploy::{deployment_took, step_text};
+pub use plan::{change_json, plan_text};
+pub use text::strategy_text;
+
+/// Where and how data is printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Table or JSON.
+    pub format: OutputFormat,
+    /// Whether stdout is a terminal (tables get borders).
+    pub tty: bool,
+    /// The server's cluster domain, for the host names of public services.
+    pub cluster_domain: String,
+}
+
+impl Output {
+    /// Output in `format` to the process's stdout; public services are shown at
+    /// `<name>.<cluster_domain>`.
+    pub fn new(format: OutputFormat, cluster_domain: String) -> Self {
+        Output {
+            format,
+            tty: std::io::stdout().is_terminal(),
+            cluster_domain,
+        }
+    }
+
+    /// Whether data is printed as JSON.
+    pub fn is_json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// Writes text (and a final newline) to stdout. A closed pipe (`paz … | head`) is not an
+    /// error.
+    pub fn text(&self, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        let result = stdout.write_all(text.as_bytes()).and_then(|()| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                stdout.write_all(b"\n")
+            }
+        });
+        match result.and_then(|()| stdout.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes a value as pretty JSON.
+    pub fn json<T: serde::Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
+        self.text(&serde_json::to_string_pretty(value)?)
+    }
+
+    /// Prints services (JSON array or table).
+    pub fn services(&self, services: &[Service]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(services);
+        }
+        if services.is_empty() {
+            eprintln!("no services yet; create one with `paz service create NAME --image IMAGE`");
+            return Ok(());
+        }
+        self.text(&service::services_table(
+            services,
+            self.tty,
+            Timestamp::now(),
+        ))
+    }
+
+    /// Prints one service (JSON or a field/value table).
+    pub fn service(&self, service: &Service) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(service);
+        }
+        self.text(&service::service_detail(
+            service,
+            &self.cluster_domain,
+            self.tty,
+        ))
+    }
+
+    /// Prints one deployment (JSON or a field/value table).
+    pub fn deployment(&self, deployment: &Deployment) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(deployment);
+        }
+        self.text(&deploy::deployment_detail(deployment, self.tty))
+    }
+
+    /// Prints the releases of a service.
+    pub fn releases(&self, releases: &[Release]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(releases);
+        }
+        self.text(&deploy::releases_table(
+            releases,
+            self.tty,
+            Timestamp::now(),
+        ))
+    }
+
+    /// Prints the deploy history of a service.
+    pub fn deployments(&self, deployments: &[Deployment]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(deployments);
+        }
+        self.text(&deploy::deployments_table(
+            deployments,
+            self.tty,
+            Timestamp::now(),
+        ))
+    }
+
+    /// Prints the hosts.
+    pub fn hosts(&self, hosts: &[Host]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(hosts);
+        }
+        self.text(&hosts::hosts_table(hosts, self.tty))
+    }
+
+    /// Prints the status of every service: one row each.
+    pub fn statuses(&self, statuses: &[ServiceStatus]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(statuses);
+        }
+        if statuses.is_empty() {
+            eprintln!("no services yet; create one with `paz service create NAME --image IMAGE`");
+            return Ok(());
+        }
+        self.text(&status::status_table(statuses, self.tty))
+    }
+
+    /// Prints the status of one service: summary, latest deployment, instances, problems.
+    pub fn status(&self, status: &ServiceStatus) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(status);
+        }
+        self.text(&status::status_detail(
+            status,
+            self.tty,
+            colour_for(self.tty),
+            Timestamp::now(),
+        ))
+    }
+
+    /// Prints one log line as it arrives: `<instance> | <line>`, or one JSON object per line.
+    /// Returns `false` once stdout is closed (`paz logs -f web | head`).
+    pub fn log_line(&self, line: &LogLine) -> anyhow::Result<bool> {
+        let mut text = if self.is_json() {
+            serde_json::to_string(line)?
+        } else {
+            text::log_line_text(line)
+        };
+        text.push('\n');
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether to colour text for a terminal: only on a terminal, and not when `NO_COLOR` is
+/// set (<https://no-color.org>).
+pub fn colour_for(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
