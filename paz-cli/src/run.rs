@@ -19,7 +19,7 @@ use crate::spec;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Output::new(cli.output);
+    let out = Output::new(cli.output, cli.cluster_domain.clone());
     if let Command::Completions { shell } = cli.command {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "paz", &mut script);

@@ -2,12 +2,19 @@
 //! tests against a real server live with `paz-server`.)
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt as _;
 use predicates::str::contains;
 
 fn paz() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_paz"));
     // Keep the caller's environment from steering the tests.
-    for var in ["PAZ_SERVER", "PAZ_TOKEN", "PAZ_OUTPUT", "PAZ_DATA_DIR"] {
+    for var in [
+        "PAZ_SERVER",
+        "PAZ_TOKEN",
+        "PAZ_OUTPUT",
+        "PAZ_DATA_DIR",
+        "PAZ_DOMAIN",
+    ] {
         command.env_remove(var);
     }
     command
@@ -441,4 +448,57 @@ fn status_lists_every_service() {
             "NAME  RELEASE  INSTANCES  LAST DEPLOYMENT  PROBLEMS\n\
              web   v2       1/2        web-4 succeeded  0\n",
         );
+}
+
+#[test]
+fn service_show_lists_where_the_service_is_served() {
+    let service = r#"{"spec":{"name":"web","image":"demo:v2","instances":2,"ports":[{"port":8080}],"public":true,"domains":["www.example.com"]},"current_release":2,"latest_release":2,"latest_deployment":4,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","revision":3}"#;
+    let server = fake(move |target, _| match target {
+        "GET /v1/services/web" => ("200 OK", service.to_owned()),
+        _ => ("404 Not Found", String::new()),
+    });
+    paz()
+        .args([
+            "--server",
+            &server.url,
+            "--token",
+            "t",
+            "service",
+            "show",
+            "web",
+        ])
+        .assert()
+        .success()
+        .stdout(contains(
+            "served at  web.localhost\n           www.example.com\n           web.paz (internal)\n",
+        ));
+    // The cluster domain is the server's setting: PAZ_DOMAIN (or --cluster-domain) tells it.
+    paz()
+        .env("PAZ_DOMAIN", "apps.example.net")
+        .args([
+            "--server",
+            &server.url,
+            "--token",
+            "t",
+            "service",
+            "show",
+            "web",
+        ])
+        .assert()
+        .success()
+        .stdout(contains("served at  web.apps.example.net\n"));
+    paz()
+        .args(["--server", &server.url, "--token", "t"])
+        .args(["--cluster-domain", "paz.test", "service", "show", "web"])
+        .assert()
+        .success()
+        .stdout(contains("served at  web.paz.test\n"));
+    // JSON is the API's, unchanged.
+    paz()
+        .args(["--server", &server.url, "--token", "t", "-o", "json"])
+        .args(["service", "show", "web"])
+        .assert()
+        .success()
+        .stdout(contains("\"domains\": [\n      \"www.example.com\"\n    ]"))
+        .stdout(contains("served at").not());
 }
