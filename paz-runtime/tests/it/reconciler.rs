@@ -1,5 +1,6 @@
 //! The reconciler against the in-memory fakes: deploy strategies, the health gate, crash
-//! replacement, scaling, orphans and resuming after a restart.
+//! replacement, scaling, orphans and resuming after a restart. On paused tokio time: every wait
+//! (health intervals, backoff, the 10 s deadlines) is virtual, so the suite takes milliseconds.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -167,7 +168,7 @@ fn web(instances: u32, strategy: Strategy) -> ServiceSpec {
     spec
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn create_deploy_and_route() {
     let world = World::new();
     world
@@ -218,7 +219,7 @@ async fn create_deploy_and_route() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_failing_health_check_fails_the_deploy_and_keeps_the_old_release() {
     let world = World::new();
     world
@@ -267,7 +268,7 @@ async fn a_failing_health_check_fails_the_deploy_and_keeps_the_old_release() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
     let world = World::new();
     world
@@ -294,7 +295,7 @@ async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn crashed_instances_are_replaced() {
     let world = World::new();
     world
@@ -323,7 +324,7 @@ async fn crashed_instances_are_replaced() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn scaling_and_deleting() {
     let world = World::new();
     world
@@ -360,7 +361,7 @@ async fn scaling_and_deleting() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn blue_green_and_canary() {
     let world = World::new();
     world
@@ -416,7 +417,7 @@ async fn blue_green_and_canary() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_restarted_reconciler_resumes_a_deploy() {
     let world = World::new();
     world
@@ -450,7 +451,7 @@ async fn a_restarted_reconciler_resumes_a_deploy() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
     let world = World::new();
     world
@@ -485,7 +486,7 @@ async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_recreated_service_runs_its_new_spec() {
     let world = World::new();
     world
@@ -522,7 +523,7 @@ async fn a_recreated_service_runs_its_new_spec() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_crash_loop_backs_off_and_shows_in_status() {
     let world = World::new();
     world
@@ -566,7 +567,7 @@ async fn a_crash_loop_backs_off_and_shows_in_status() {
     world.shut_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_service_created_again_never_adopts_the_old_ones_instances() {
     let world = World::new();
     world
