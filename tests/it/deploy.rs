@@ -5,17 +5,15 @@
 //! Needs Docker (`CI=true` makes a missing engine a failure) and the demo image, which
 //! `scripts/build-demo-image.sh` builds (the harness runs it when the image is missing).
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Server, cleanup_network, container_releases, require_docker, test_network};
 use anyhow::{Result, ensure};
 use paz::core::{HealthCheck, HumanDuration, PortSpec, Protocol, ServiceSpec};
 use paz::{DeploymentStatus, Service};
-use support::{Server, cleanup_network, container_releases, require_docker, test_network};
 
 /// Docker tests run one at a time: they share two cores with the engine and the builds.
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

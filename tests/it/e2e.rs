@@ -3,13 +3,11 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh`
 //! does it).
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Server, bin, json_of, paz};
 use anyhow::Result;
-use support::{Server, bin, json_of, paz};
 
 #[test]
 fn quickstart_survives_a_restart() -> Result<()> {

@@ -1,8 +1,6 @@
 //! Shared harness of the end-to-end tests: starts the real `paz-server` binary and runs the
 //! real `paz` CLI against it.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
