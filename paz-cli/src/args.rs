@@ -12,7 +12,7 @@ use crate::parse::{parse_env, parse_port, parse_release, parse_volume};
 #[derive(Debug, Parser)]
 #[command(name = "paz", version, propagate_version = true)]
 #[command(
-    after_help = "Environment: PAZ_SERVER, PAZ_TOKEN, PAZ_OUTPUT, PAZ_DOMAIN, PAZ_DATA_DIR \
+    after_help = "Environment: PAZ_SERVER, PAZ_TOKEN, PAZ_OUTPUT, PAZ_DATA_DIR \
     (without a token, <PAZ_DATA_DIR or ./paz-data>/admin-token is used for a local server).\n\
     Exit codes: 0 success, 1 failure (API error, network, failed deployment), 2 bad usage."
 )]
@@ -50,18 +50,6 @@ pub struct Cli {
         default_value_t = OutputFormat::Table
     )]
     pub output: OutputFormat,
-
-    /// The server's cluster domain (its --domain, which the API does not report): `service
-    /// show` lists a public service as served at `<name>.<domain>`.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "PAZ_DOMAIN",
-        default_value = "localhost",
-        value_name = "DOMAIN"
-    )]
-    pub cluster_domain: String,
 
     /// What to do.
     #[command(subcommand)]

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use crate::args::{ApplyArgs, Cli, Command, LogsArgs, ServiceCommand};
 use crate::failure::{self, EXIT_FAILURE, Reported, UsageError};
 use crate::follow::follow;
-use crate::output::{self, Output};
+use crate::output::{self, Output, Site};
 use crate::spec;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Output::new(cli.output, cli.cluster_domain.clone());
+    let out = Output::new(cli.output);
     if let Command::Completions { shell } = cli.command {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "paz", &mut script);
@@ -86,7 +86,13 @@ async fn service(client: &Client, command: ServiceCommand, out: &Output) -> anyh
             out.service(&service)
         }
         ServiceCommand::List => out.services(&client.services().await?),
-        ServiceCommand::Show { name } => out.service(&client.service(&name).await?),
+        ServiceCommand::Show { name } => {
+            let service = client.service(&name).await?;
+            // Where it is served comes from the server's own settings (an older server
+            // that does not report them gets host names without a port).
+            let site = client.health().await.map(Site::from).unwrap_or_default();
+            out.service_at(&service, &site)
+        }
         ServiceCommand::Update(args) => {
             let patch = spec::update_patch(&args)?;
             let service = client.patch_service(&args.name, &patch, None).await?;

@@ -8,13 +8,7 @@ use predicates::str::contains;
 fn paz() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_paz"));
     // Keep the caller's environment from steering the tests.
-    for var in [
-        "PAZ_SERVER",
-        "PAZ_TOKEN",
-        "PAZ_OUTPUT",
-        "PAZ_DATA_DIR",
-        "PAZ_DOMAIN",
-    ] {
+    for var in ["PAZ_SERVER", "PAZ_TOKEN", "PAZ_OUTPUT", "PAZ_DATA_DIR"] {
         command.env_remove(var);
     }
     command
@@ -451,48 +445,25 @@ fn status_lists_every_service() {
 }
 
 #[test]
-fn service_show_lists_where_the_service_is_served() {
+fn service_show_lists_the_urls_the_service_is_served_at() {
     let service = r#"{"spec":{"name":"web","image":"demo:v2","instances":2,"ports":[{"port":8080}],"public":true,"domains":["www.example.com"]},"current_release":2,"latest_release":2,"latest_deployment":4,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","revision":3}"#;
+    // The server reports its cluster domain and router port in /v1/health.
     let server = fake(move |target, _| match target {
         "GET /v1/services/web" => ("200 OK", service.to_owned()),
+        "GET /v1/health" => (
+            "200 OK",
+            r#"{"status":"ok","version":"0.1.0","domain":"apps.example.net","router_port":8080}"#
+                .to_owned(),
+        ),
         _ => ("404 Not Found", String::new()),
     });
     paz()
-        .args([
-            "--server",
-            &server.url,
-            "--token",
-            "t",
-            "service",
-            "show",
-            "web",
-        ])
+        .args(["--server", &server.url, "--token", "t", "service", "show", "web"])
         .assert()
         .success()
         .stdout(contains(
-            "served at  web.localhost\n           www.example.com\n           web.paz (internal)\n",
+            "served at  http://web.apps.example.net:8080/\n           http://www.example.com:8080/\n           http://web.paz/ (internal)\n",
         ));
-    // The cluster domain is the server's setting: PAZ_DOMAIN (or --cluster-domain) tells it.
-    paz()
-        .env("PAZ_DOMAIN", "apps.example.net")
-        .args([
-            "--server",
-            &server.url,
-            "--token",
-            "t",
-            "service",
-            "show",
-            "web",
-        ])
-        .assert()
-        .success()
-        .stdout(contains("served at  web.apps.example.net\n"));
-    paz()
-        .args(["--server", &server.url, "--token", "t"])
-        .args(["--cluster-domain", "paz.test", "service", "show", "web"])
-        .assert()
-        .success()
-        .stdout(contains("served at  web.paz.test\n"));
     // JSON is the API's, unchanged.
     paz()
         .args(["--server", &server.url, "--token", "t", "-o", "json"])
@@ -501,4 +472,18 @@ fn service_show_lists_where_the_service_is_served() {
         .success()
         .stdout(contains("\"domains\": [\n      \"www.example.com\"\n    ]"))
         .stdout(contains("served at").not());
+
+    // An older server that reports neither: host names on the default domain, no port.
+    let old = fake(move |target, _| match target {
+        "GET /v1/services/web" => ("200 OK", service.to_owned()),
+        "GET /v1/health" => ("200 OK", r#"{"status":"ok","version":"0.0.9"}"#.to_owned()),
+        _ => ("404 Not Found", String::new()),
+    });
+    paz()
+        .args([
+            "--server", &old.url, "--token", "t", "service", "show", "web",
+        ])
+        .assert()
+        .success()
+        .stdout(contains("served at  http://web.localhost/\n"));
 }

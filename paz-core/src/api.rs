@@ -13,6 +13,12 @@ pub struct HealthResponse {
     pub status: String,
     /// The server version.
     pub version: String,
+    /// The cluster domain: public services answer at `<name>.<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The port the router takes public traffic on, when the server runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_port: Option<u16>,
 }
 
 /// `POST /v1/services/{name}/deploy`.

@@ -25,6 +25,8 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthRespo
     Ok(Json(HealthResponse {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        domain: Some(state.paz.config().domain.clone()),
+        router_port: state.router_port,
     }))
 }
 

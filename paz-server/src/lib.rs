@@ -63,6 +63,8 @@ pub struct AppState {
     pub reconciler: Option<Reconciler>,
     /// The router's metrics, when the server runs the router.
     pub metrics: Option<MetricsSource>,
+    /// The port the router takes public traffic on, when the server runs one.
+    pub router_port: Option<u16>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             shutdown,
             reconciler: None,
             metrics: None,
+            router_port: None,
         }
     }
 
@@ -235,6 +238,7 @@ pub async fn start(
         state = state
             .with_runtime(started.runtime.reconciler().clone())
             .with_metrics(started.metrics.clone());
+        state.router_port = Some(started.router_address.port());
     } else {
         registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
     }

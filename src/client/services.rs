@@ -1,9 +1,8 @@
 //! Services: declaring, changing, deleting and scaling them; their instances and status.
 
 use paz_core::api::ScaleRequest;
-use paz_core::{Deployment, Instance, Service, ServiceSpec};
+use paz_core::{Instance, Service, ServiceSpec};
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 
 use super::error::check;
 use super::request::{Json, MergePatch, NoBody};
@@ -102,22 +101,9 @@ impl Client {
     }
 }
 
-/// A service's status, from [`Client::status`]: the service, its latest deployment, its
-/// instances and its problems. (The same JSON as the server's `StatusResponse`.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    /// The service.
-    pub service: Service,
-    /// Its newest deployment, if it has any.
-    #[serde(default)]
-    pub deployment: Option<Deployment>,
-    /// Its instances, with the health the server sees.
-    #[serde(default)]
-    pub instances: Vec<Instance>,
-    /// What is wrong (crash loops, scheduler errors), for people.
-    #[serde(default)]
-    pub problems: Vec<String>,
-}
+/// A service's status, from [`Client::status`]: the one type the server, the runtime and
+/// the client share.
+pub use paz_core::api::ServiceStatus;
 
 #[cfg(test)]
 mod tests {

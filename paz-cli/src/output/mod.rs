@@ -34,18 +34,41 @@ pub struct Output {
     pub format: OutputFormat,
     /// Whether stdout is a terminal (tables get borders).
     pub tty: bool,
-    /// The server's cluster domain, for the host names of public services.
-    pub cluster_domain: String,
+}
+
+/// Where a server serves services: its cluster domain and router port (from `/v1/health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Public services answer at `<name>.<domain>`.
+    pub domain: String,
+    /// The router's public port, when known.
+    pub router_port: Option<u16>,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            domain: "localhost".into(),
+            router_port: None,
+        }
+    }
+}
+
+impl From<paz_core::api::HealthResponse> for Site {
+    fn from(health: paz_core::api::HealthResponse) -> Self {
+        Site {
+            domain: health.domain.unwrap_or_else(|| Site::default().domain),
+            router_port: health.router_port,
+        }
+    }
 }
 
 impl Output {
-    /// Output in `format` to the process's stdout; public services are shown at
-    /// `<name>.<cluster_domain>`.
-    pub fn new(format: OutputFormat, cluster_domain: String) -> Self {
+    /// Output in `format` to the process's stdout.
+    pub fn new(format: OutputFormat) -> Self {
         Output {
             format,
             tty: std::io::stdout().is_terminal(),
-            cluster_domain,
         }
     }
 
@@ -94,14 +117,15 @@ impl Output {
 
     /// Prints one service (JSON or a field/value table).
     pub fn service(&self, service: &Service) -> anyhow::Result<()> {
+        self.service_at(service, &Site::default())
+    }
+
+    /// Prints one service with the URLs `site` serves it at.
+    pub fn service_at(&self, service: &Service, site: &Site) -> anyhow::Result<()> {
         if self.is_json() {
             return self.json(service);
         }
-        self.text(&service::service_detail(
-            service,
-            &self.cluster_domain,
-            self.tty,
-        ))
+        self.text(&service::service_detail(service, site, self.tty))
     }
 
     /// Prints one deployment (JSON or a field/value table).

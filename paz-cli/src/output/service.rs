@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use paz_core::route::INTERNAL_SUFFIX;
 use paz_core::{Service, ServiceSpec, Strategy};
 
+use super::Site;
 use super::table::{detail_table, new_table, render};
 use super::text::{
     ago, or_dash, ports_text, release_text, shell_words, strategy_text, timestamp_text,
@@ -32,15 +33,26 @@ pub(super) fn services_table(services: &[Service], tty: bool, now: Timestamp) ->
 /// Where a service answers: its public host names (`<name>.<cluster domain>` when public,
 /// then its custom domains) and, when it has an http port, `<name>.paz` for the other
 /// services' containers. Host names only: the router's port is the server's setting.
-pub(super) fn served_at(spec: &ServiceSpec, cluster_domain: &str) -> Vec<String> {
-    let mut hosts = spec.hostnames(cluster_domain);
-    if spec.routed_port().is_some() {
-        hosts.push(format!("{}{INTERNAL_SUFFIX} (internal)", spec.name));
+/// The URLs a service is served at: its public host names on the router's port (none for a
+/// service that is not public), and `<name>.paz` for the other services' containers.
+pub(super) fn served_at(spec: &ServiceSpec, site: &Site) -> Vec<String> {
+    if spec.routed_port().is_none() {
+        return Vec::new();
     }
-    hosts
+    let port = match site.router_port {
+        Some(80) | None => String::new(),
+        Some(port) => format!(":{port}"),
+    };
+    let mut urls: Vec<String> = spec
+        .hostnames(&site.domain)
+        .into_iter()
+        .map(|host| format!("http://{host}{port}/"))
+        .collect();
+    urls.push(format!("http://{}{INTERNAL_SUFFIX}/ (internal)", spec.name));
+    urls
 }
 
-pub(super) fn service_detail(service: &Service, cluster_domain: &str, tty: bool) -> String {
+pub(super) fn service_detail(service: &Service, site: &Site, tty: bool) -> String {
     let spec = &service.spec;
     let mut rows = vec![
         ("name", spec.name.clone()),
@@ -48,10 +60,7 @@ pub(super) fn service_detail(service: &Service, cluster_domain: &str, tty: bool)
         ("instances", spec.instances.to_string()),
         ("ports", or_dash(ports_text(&spec.ports))),
         ("public", if spec.public { "yes" } else { "no" }.to_owned()),
-        (
-            "served at",
-            or_dash(served_at(spec, cluster_domain).join("\n")),
-        ),
+        ("served at", or_dash(served_at(spec, site).join("\n"))),
         (
             "env",
             or_dash(
@@ -172,28 +181,32 @@ mod tests {
     }
 
     #[test]
-    fn services_show_where_they_are_served() {
+    fn services_show_the_urls_they_are_served_at() {
+        let site = |domain: &str, port| Site {
+            domain: domain.into(),
+            router_port: port,
+        };
         let mut web = service("web", Some(1));
         web.spec.ports = vec![http(8080)];
         web.spec.public = true;
         assert_eq!(
-            served_at(&web.spec, "localhost"),
-            ["web.localhost", "web.paz (internal)"]
+            served_at(&web.spec, &site("localhost", Some(8080))),
+            ["http://web.localhost:8080/", "http://web.paz/ (internal)"]
         );
         web.spec.domains = vec!["www.example.com".into(), "example.com".into()];
         assert_eq!(
-            served_at(&web.spec, "apps.example.net"),
+            served_at(&web.spec, &site("apps.example.net", Some(80))),
             [
-                "web.apps.example.net",
-                "www.example.com",
-                "example.com",
-                "web.paz (internal)"
+                "http://web.apps.example.net/",
+                "http://www.example.com/",
+                "http://example.com/",
+                "http://web.paz/ (internal)"
             ]
         );
-        let text = service_detail(&web, "localhost", false);
+        let text = service_detail(&web, &site("localhost", Some(8080)), false);
         assert!(
             text.contains(
-                "\nserved at  web.localhost\n           www.example.com\n           example.com\n           web.paz (internal)\n"
+                "\nserved at  http://web.localhost:8080/\n           http://www.example.com:8080/\n           http://example.com:8080/\n           http://web.paz/ (internal)\n"
             ),
             "{text}"
         );
@@ -201,18 +214,18 @@ mod tests {
         // Internal only: reachable from the other services' containers.
         let mut api = service("api", Some(1));
         api.spec.ports = vec![http(8080)];
-        assert_eq!(served_at(&api.spec, "localhost"), ["api.paz (internal)"]);
+        assert_eq!(
+            served_at(&api.spec, &Site::default()),
+            ["http://api.paz/ (internal)"]
+        );
         // No http port (a worker, or tcp only): routed nowhere.
         let mut worker = service("worker", Some(1));
         worker.spec.ports = vec![PortSpec {
             port: 5432,
             protocol: Protocol::Tcp,
         }];
-        assert!(served_at(&worker.spec, "localhost").is_empty());
-        assert!(
-            service_detail(&worker, "localhost", false).contains("\nserved at  -\n"),
-            "{}",
-            service_detail(&worker, "localhost", false)
-        );
+        assert!(served_at(&worker.spec, &Site::default()).is_empty());
+        let text = service_detail(&worker, &Site::default(), false);
+        assert!(text.contains("\nserved at  -\n"), "{text}");
     }
 }
