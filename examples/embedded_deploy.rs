@@ -11,6 +11,8 @@
 //! `RUST_LOG=info` shows the runtime's steps. It cleans up after itself: the service is
 //! deleted (its containers drained and removed) and its Docker network removed.
 
+#![allow(clippy::print_stdout, reason = "an example prints what it did")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
-//! The deploy policy, as pure functions the runtime (`paz-runtime`) calls and carries out:
+//! The deploy policy, as pure functions the runtime (`paz-runtime`) calls and carries out.
 //!
-//! - [`plan`]: a pure function from what a service should run and what is observed
-//! to the next actions. The runtime calls it whenever the service or its instances change and carries the
-//! actions out; because the plan depends only on the target and the observation, a server
-//! that restarts mid-deploy simply plans again and continues (or cleans up).
+//! [`plan`] goes from what a service should run and what is observed to the next actions.
+//! The runtime calls it whenever the service or its instances change and carries the actions
+//! out; because the plan depends only on the target and the observation, a server that
+//! restarts mid-deploy simply plans again and continues (or cleans up).
 //!
 //! Strategies:
 //! - **rolling** (start-first): start up to `max_surge` new instances; each new instance that

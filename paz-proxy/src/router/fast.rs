@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::Scope;
-use super::handler::{Conn, ConnCtx, Failure, Mode, acquire, route_host};
+use super::backend::{Conn, Failure, Mode, acquire};
+use super::config::Scope;
+use super::conn::ConnCtx;
+use super::host::route_host;
 use super::pool;
 use super::state::RouteEntry;
 use super::upstream::{ChunkScan, Framing, RawHead, Upstream, is_hop_by_hop_response};

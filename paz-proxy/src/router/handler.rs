@@ -11,30 +11,21 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Uri;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::sync::watch;
 
+use super::backend::{Conn, Failure, Mode, acquire};
 use super::body::{Guard, InFlight, ProxyBody};
+use super::config::{RouterConfig, Scope};
+use super::conn::ConnCtx;
+use super::host::route_host;
 use super::state::RouteEntry;
 use super::upstream::Upstream;
-use super::{Scope, Shared, pool, tunnel};
+use super::{pool, tunnel};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// What a connection's requests share.
-pub(crate) struct ConnCtx {
-    pub shared: Arc<Shared>,
-    pub scope: Scope,
-    /// The client's IP, ready for `X-Forwarded-For`.
-    pub client_ip: HeaderValue,
-    /// The router's shutdown signal (tunnels close on it).
-    pub shutdown: watch::Receiver<bool>,
-    /// The accept loop's connections (a tunnel holds it open until it ends).
-    pub connections: Arc<super::serve::Connections>,
-}
 
 pub(crate) fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(Bytes::from(message)));
@@ -67,28 +58,6 @@ fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
         None => req.uri().authority()?.as_str(),
     };
     route_host(raw)
-}
-
-/// A `Host` value as routed: without port, lower case, without a trailing dot.
-pub(crate) fn route_host(raw: &str) -> Option<Cow<'_, str>> {
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // [v6]:port
-        &raw[..rest.find(']')? + 2]
-    } else {
-        match raw.rfind(':') {
-            Some(i) => &raw[..i],
-            None => raw,
-        }
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    })
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {
@@ -254,22 +223,6 @@ async fn send(
     }
 }
 
-/// A connection to the picked backend.
-pub(crate) enum Conn {
-    /// Fast path (request without a body).
-    Raw(Upstream),
-    /// hyper client (request with a body, or an upgrade).
-    Hyper(SendRequest<Incoming>),
-}
-
-/// How a request travels upstream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Fast,
-    Body,
-    Upgrade,
-}
-
 pub(crate) fn no_backend(
     entry: &RouteEntry,
     started: Instant,
@@ -323,14 +276,6 @@ fn timed_out(entry: &RouteEntry, started: Instant, timeout: Duration) -> Respons
     )
 }
 
-/// Why no connection to a backend could be had.
-pub(crate) enum Failure {
-    /// No Active backend (503), or none left after a connect failure (502).
-    NoBackend { retried: bool },
-    /// The backend refused the connection and the request may not be retried (502).
-    Connect,
-}
-
 fn failure_response(entry: &RouteEntry, started: Instant, failure: Failure) -> Response<ProxyBody> {
     match failure {
         Failure::NoBackend { retried } => no_backend(entry, started, retried),
@@ -343,80 +288,6 @@ fn failure_response(entry: &RouteEntry, started: Instant, failure: Failure) -> R
                 &*entry.service.name
             ),
         ),
-    }
-}
-
-/// Picks a backend of `entry` and gets a connection to it (pooled or new), counting the
-/// request in flight. A connect failure ejects the backend; a `retryable` request then tries
-/// once more on another one. `reload` reads the route again when a backend started draining
-/// meanwhile (it replaces `entry`).
-pub(crate) async fn acquire(
-    shared: &Shared,
-    entry: &mut Arc<RouteEntry>,
-    reload: impl Fn() -> Option<Arc<RouteEntry>>,
-    mode: Mode,
-    retryable: bool,
-) -> Result<(InFlight, Conn, bool), Failure> {
-    let config = &shared.config;
-    let mut exclude = None;
-    let mut retried = false;
-    let mut bounces = 0;
-    loop {
-        let Some(index) = entry.pick(exclude) else {
-            return Err(Failure::NoBackend { retried });
-        };
-        let Some(in_flight) = InFlight::acquire(entry, index) else {
-            // The backend began draining since the state was read: read it again.
-            bounces += 1;
-            match reload() {
-                Some(fresh) if bounces < 8 => {
-                    *entry = fresh;
-                    exclude = None;
-                    continue;
-                }
-                _ => return Err(Failure::NoBackend { retried: false }),
-            }
-        };
-        let slot = in_flight.slot();
-        let pooled = match mode {
-            Mode::Fast => pool::checkout_raw(slot).map(Conn::Raw),
-            Mode::Body => pool::checkout(slot).map(Conn::Hyper),
-            Mode::Upgrade => None,
-        };
-        if let Some(conn) = pooled {
-            return Ok((in_flight, conn, true));
-        }
-        let connected = match mode {
-            Mode::Fast => Upstream::connect(slot, config.connect_timeout)
-                .await
-                .map(Conn::Raw),
-            Mode::Body => pool::connect(slot, config.connect_timeout)
-                .await
-                .map(Conn::Hyper),
-            Mode::Upgrade => pool::connect_upgradable(slot, config.connect_timeout)
-                .await
-                .map(Conn::Hyper),
-        };
-        match connected {
-            Ok(conn) => {
-                slot.connected();
-                return Ok((in_flight, conn, false));
-            }
-            Err(error) => {
-                slot.eject(config.ejection, config.max_ejection);
-                tracing::warn!(
-                    service = %entry.service.name, backend = %slot.address, %error,
-                    "backend refused a connection: ejected"
-                );
-                drop(in_flight);
-                if retryable && !retried && entry.backends.len() > 1 {
-                    retried = true;
-                    exclude = Some(index);
-                    continue;
-                }
-                return Err(Failure::Connect);
-            }
-        }
     }
 }
 
@@ -530,7 +401,7 @@ async fn fast(
     entry: &RouteEntry,
     started: Instant,
     deadline: tokio::time::Instant,
-    config: &super::RouterConfig,
+    config: &RouterConfig,
 ) -> Response<ProxyBody> {
     let slot = in_flight.slot().clone();
     let (head, mut body) = loop {

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::connect::ConnectError;
 use super::state::{BackendSlot, now_ms};
 use super::upstream::Upstream;
 use hyper::body::Incoming;
@@ -157,24 +157,6 @@ impl Pools {
             });
             true
         });
-    }
-}
-
-/// Why no connection could be made.
-#[derive(Debug)]
-pub(crate) enum ConnectError {
-    Io(io::Error),
-    Timeout,
-    Handshake(hyper::Error),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Io(e) => write!(f, "connect: {e}"),
-            ConnectError::Timeout => f.write_str("connect timed out"),
-            ConnectError::Handshake(e) => write!(f, "handshake: {e}"),
-        }
     }
 }
 

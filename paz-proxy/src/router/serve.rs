@@ -1,12 +1,10 @@
 //! Accept loops, worker threads and client connections.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -15,92 +13,17 @@ use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::body::ProxyBody;
+use super::config::Scope;
+use super::conn::{ConnCtx, Connections};
 use super::fast;
-use super::handler::{ConnCtx, handle};
+use super::handler::handle;
 use super::pool::{self, PoolLimits};
-use super::{Scope, Shared};
+use super::shared::Shared;
 use crate::error::Error;
-
-/// The client connections of one accept loop: each gets a one-shot stop signal (polled
-/// cheaply by its own task, unlike a shared `watch`).
-#[derive(Default)]
-pub(crate) struct Connections {
-    next: AtomicU64,
-    stops: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-impl Connections {
-    fn register(&self) -> (u64, oneshot::Receiver<()>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        self.active.fetch_add(1, Ordering::SeqCst);
-        (id, rx)
-    }
-
-    fn unregister(&self, id: u64) {
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        self.release();
-    }
-
-    fn release(&self) {
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Keeps the accept loop from ending (at shutdown) while the holder lives: tunnels.
-    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        Hold(self.clone())
-    }
-
-    fn stop_all(&self) {
-        let stops: Vec<_> = self
-            .stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, tx)| tx)
-            .collect();
-        for tx in stops {
-            let _ = tx.send(());
-        }
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.active.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// See [`Connections::hold`].
-pub(crate) struct Hold(Arc<Connections>);
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
 
 /// An accepted connection on its way to a worker.
 type Accepted = (std::net::TcpStream, SocketAddr);

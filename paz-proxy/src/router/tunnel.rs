@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::body::InFlight;
+use super::conn::Hold;
 
 /// The close frame sent to clients on drain: FIN + close opcode, unmasked, status 1001
 /// ("going away") and its reason.
@@ -98,7 +99,7 @@ pub(crate) struct Tunnel {
     /// Keeps the backend's in-flight count up while the tunnel lives.
     pub in_flight: InFlight,
     /// Keeps the router's accept loop waiting for this tunnel at shutdown.
-    pub hold: super::serve::Hold,
+    pub hold: Hold,
     pub websocket: bool,
     pub shutdown: watch::Receiver<bool>,
     pub upgrade_drain_timeout: Duration,

@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::pool::ConnectError;
+use super::connect::ConnectError;
 use super::state::BackendSlot;
 
 const READ_BUF: usize = 16 * 1024;
