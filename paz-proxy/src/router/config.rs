@@ -1,0 +1,60 @@
+//! The router's settings: which hosts a listener serves ([`Scope`]), tuning ([`RouterConfig`]).
+
+use std::time::Duration;
+
+/// Which host names a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every host name of the table except internal ones (ending in
+    /// [`INTERNAL_SUFFIX`](paz_core::route::INTERNAL_SUFFIX)): the edge listener.
+    Public,
+    /// Only internal host names (`<service>.paz`): the listener containers call each other on.
+    Internal,
+}
+
+/// Tuning of the router. `Default` gives production values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// How long a backend may take to answer a request's head (else 504).
+    pub backend_timeout: Duration,
+    /// How long connecting to a backend may take (else the connect failed: ejection, retry).
+    pub connect_timeout: Duration,
+    /// First ejection of a backend that refused a connection; doubles on each consecutive
+    /// failure up to [`RouterConfig::max_ejection`].
+    pub ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// After a backend starts draining, how long upgraded connections other than WebSockets
+    /// (and WebSockets that never reach a frame boundary) may stay open.
+    pub upgrade_drain_timeout: Duration,
+    /// After a WebSocket got its close frame (1001), how long before the connection is cut.
+    pub websocket_close_grace: Duration,
+    /// Idle keep-alive connections kept per backend and worker thread.
+    pub pool_max_idle: usize,
+    /// Idle upstream connections older than this are not reused (keep it below the backends'
+    /// own keep-alive timeout, e.g. Node's 5 s).
+    pub pool_idle_timeout: Duration,
+    /// Slowloris guard: how long a client may take to send a request head; `None` = no limit.
+    pub header_read_timeout: Option<Duration>,
+    /// Threads serving each listener, each with its own single-threaded runtime; one of them
+    /// accepts and deals connections to all in turn. 0 runs the listener on the caller's
+    /// runtime instead. Default: the number of CPUs.
+    pub workers: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            backend_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            ejection: Duration::from_secs(2),
+            max_ejection: Duration::from_secs(30),
+            upgrade_drain_timeout: Duration::from_secs(30),
+            websocket_close_grace: Duration::from_secs(2),
+            pool_max_idle: 512,
+            pool_idle_timeout: Duration::from_secs(4),
+            header_read_timeout: Some(Duration::from_secs(30)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
