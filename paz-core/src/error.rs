@@ -167,12 +167,11 @@ pub enum PortErrorKind {
 }
 
 impl PortErrorKind {
-    /// Whether retrying the same call later may succeed.
+    /// Whether the backend is out of reach (down, not answering in time), so the same call
+    /// may succeed later. Other failures (an image that cannot be pulled, a request the
+    /// backend refuses or fails) are the request's own and fail what needed it.
     pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            PortErrorKind::Unavailable | PortErrorKind::Timeout | PortErrorKind::Internal
-        )
+        matches!(self, PortErrorKind::Unavailable | PortErrorKind::Timeout)
     }
 }
 

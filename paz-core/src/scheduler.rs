@@ -168,6 +168,7 @@ struct FakeState {
     next: u64,
     failing_images: Vec<String>,
     down: bool,
+    failing_starts: Option<crate::PortErrorKind>,
 }
 
 /// An in-memory scheduler for tests: instances are records, addresses are made up.
@@ -191,6 +192,7 @@ impl FakeScheduler {
                 next: 1,
                 failing_images: Vec::new(),
                 down: false,
+                failing_starts: None,
             }),
             events: broadcast::channel(1024).0,
         }
@@ -203,6 +205,12 @@ impl FakeScheduler {
     /// Makes `start` fail for this image, as if it could not be pulled.
     pub fn fail_image(&self, image: &str) {
         self.lock().failing_images.push(image.to_owned());
+    }
+
+    /// Makes `start` fail with an error of `kind` (`None` ends it), as if the daemon could
+    /// not be reached for that call only.
+    pub fn fail_starts(&self, kind: Option<crate::PortErrorKind>) {
+        self.lock().failing_starts = kind;
     }
 
     /// Makes every call fail, as if the daemon were down (`false` brings it back).
@@ -257,6 +265,9 @@ impl Scheduler for FakeScheduler {
         self.check_up()?;
         let instance = {
             let mut state = self.lock();
+            if let Some(kind) = state.failing_starts {
+                return Err(Error::scheduler(kind, "the fake daemon did not answer"));
+            }
             if state.failing_images.contains(&spec.image) {
                 return Err(Error::scheduler(
                     crate::PortErrorKind::ImageUnavailable,

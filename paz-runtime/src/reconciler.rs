@@ -749,13 +749,26 @@ impl Reconciler {
                 }
                 Err(error) => {
                     let message = format!("cannot start v{target} slot {slot}: {error}");
-                    steps.push((
-                        format!("start v{target} slot {slot}"),
-                        StepStatus::Failed,
-                        Some(error.to_string()),
-                    ));
-                    if deployment.is_some() {
+                    // The scheduler out of reach is not the release's fault: the deployment
+                    // waits (recorded once per distinct error) and the start is retried.
+                    // Anything else (an image that cannot be pulled, a refused spec) fails it.
+                    let transient = error.port_kind().is_some_and(|k| k.is_transient());
+                    let said_already = deployment.as_ref().is_some_and(|d| {
+                        d.steps.last().and_then(|s| s.message.as_deref())
+                            == Some(error.to_string().as_str())
+                    });
+                    if !(transient && said_already) {
+                        steps.push((
+                            format!("start v{target} slot {slot}"),
+                            StepStatus::Failed,
+                            Some(error.to_string()),
+                        ));
+                    }
+                    if deployment.is_some() && !transient {
                         failure.get_or_insert(message);
+                    } else if deployment.is_some() {
+                        tracing::warn!(service = %name, slot, %error, "the scheduler is out of reach; the deployment waits");
+                        self.shared().problems.insert(name.clone(), message);
                     } else {
                         self.note_crash(name, slot);
                         self.shared().problems.insert(name.clone(), message);

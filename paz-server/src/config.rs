@@ -135,3 +135,47 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn validate(args: &[&str]) -> Result<(), String> {
+        Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn settings_that_claim_the_same_port_are_refused_by_name() {
+        let err = validate(&[
+            "--api-listen",
+            "127.0.0.1:7700",
+            "--router-listen",
+            "0.0.0.0:7700",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("--api-listen") && err.contains("--router-listen"),
+            "{err}"
+        );
+        // A wildcard router on port 80 would take the gateway port internal names need.
+        let err = validate(&["--router-listen", "0.0.0.0:80"]).unwrap_err();
+        assert!(err.contains("--internal-names"), "{err}");
+        assert!(validate(&["--router-listen", "0.0.0.0:80", "--internal-names", "false"]).is_ok());
+        // Without a scheduler there is no router to conflict with.
+        assert!(
+            validate(&[
+                "--scheduler",
+                "none",
+                "--api-listen",
+                "127.0.0.1:8080",
+                "--router-listen",
+                "0.0.0.0:8080"
+            ])
+            .is_ok()
+        );
+        assert!(validate(&[]).is_ok());
+    }
+}

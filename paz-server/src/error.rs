@@ -86,3 +86,28 @@ impl IntoResponse for ApiError {
 
 /// The result type of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_failures_and_lost_races_keep_their_own_codes() {
+        let lost: ApiError = paz_core::Error::TooManyConflicts {
+            kind: "service",
+            name: "web".into(),
+            attempts: 64,
+        }
+        .into();
+        assert_eq!(lost.status, StatusCode::CONFLICT);
+        assert_eq!(lost.body.code, "CONCURRENT_CHANGES");
+        let down: ApiError =
+            paz_core::Error::store(paz_core::PortErrorKind::Unavailable, "disk gone").into();
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.body.code, "STORE_UNAVAILABLE");
+        let image: ApiError =
+            paz_core::Error::scheduler(paz_core::PortErrorKind::ImageUnavailable, "no such image")
+                .into();
+        assert_eq!(image.body.code, "IMAGE_UNAVAILABLE");
+    }
+}

@@ -486,6 +486,60 @@ async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
     world.shut_down().await;
 }
 
+/// Typed scheduler errors: a start that fails because the scheduler is out of reach makes the
+/// deployment wait (said once, not once per retry) instead of failing it; once the scheduler
+/// answers, the same deployment succeeds. A start refused for the release's own reason (an
+/// image that cannot be pulled) fails it, as `a_missing_image_fails_the_deploy…` shows.
+#[tokio::test(start_paused = true)]
+async fn a_start_the_scheduler_cannot_answer_waits_instead_of_failing_the_deploy() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    world
+        .scheduler
+        .fail_starts(Some(paz_core::PortErrorKind::Unavailable));
+    let d = world.deploy("demo:v2").await;
+    world
+        .until("the failed start is recorded", async || {
+            let steps = world.paz.deployment(&d.id).await.unwrap().steps;
+            steps
+                .iter()
+                .any(|s| s.status == paz_core::StepStatus::Failed)
+        })
+        .await;
+    // Many retries later, still running, the error recorded once, the old release serving.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiting = world.paz.deployment(&d.id).await.unwrap();
+    assert_eq!(waiting.status, DeploymentStatus::Running, "{waiting:?}");
+    let failed_steps = waiting
+        .steps
+        .iter()
+        .filter(|s| s.status == paz_core::StepStatus::Failed)
+        .count();
+    assert_eq!(failed_steps, 1, "{:?}", waiting.steps);
+    assert!(
+        world
+            .reconciler
+            .problems("web")
+            .iter()
+            .any(|p| p.contains("did not answer")),
+        "{:?}",
+        world.reconciler.problems("web")
+    );
+    assert_eq!(world.backends("web.localhost").await, 1);
+    world.scheduler.fail_starts(None);
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world.shut_down().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_recreated_service_runs_its_new_spec() {
     let world = World::new();
