@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paz_core::api::ServiceStatus;
-use paz_core::deploy::health::{HealthState, Transition, check_for, instance_state};
+use paz_core::deploy::health::{
+    HealthState, STARTING_CHECK, Transition, check_for, instance_state,
+};
 use paz_core::deploy::lifecycle::{self, Outcome};
 use paz_core::deploy::routes::{RoutedInstance, Weights, route_table};
 use paz_core::deploy::{ObservedInstance, PlanInput, backoff, plan};
@@ -457,18 +459,23 @@ impl Reconciler {
         mut instances: HashMap<String, Vec<Instance>>,
     ) {
         let domain = self.inner.paz.config().domain.clone();
-        // Observe: forget what is gone, remember what is seen.
+        // Observe: forget what is gone (one pass over the tracked instances for the whole
+        // batch), remember what is seen.
         {
             let mut shared = self.shared();
+            let live: HashSet<&str> = batch
+                .keys()
+                .flat_map(|name| instances.get(name).into_iter().flatten())
+                .map(|i| i.id.as_str())
+                .collect();
+            shared
+                .tracked
+                .retain(|id, t| !batch.contains_key(&t.service) || live.contains(id.as_str()));
+            shared
+                .draining
+                .retain(|id, owner| !batch.contains_key(owner) || live.contains(id.as_str()));
             for (name, service) in &batch {
                 let list = instances.get(name).map(Vec::as_slice).unwrap_or_default();
-                let live: HashSet<&str> = list.iter().map(|i| i.id.as_str()).collect();
-                shared
-                    .tracked
-                    .retain(|id, t| &t.service != name || live.contains(id.as_str()));
-                shared
-                    .draining
-                    .retain(|id, owner| owner != name || live.contains(id.as_str()));
                 shared.problems.remove(name);
                 // Releases and crash counts belong to one life of a service.
                 let life = service.as_ref().map(|s| s.created_at);
@@ -907,7 +914,8 @@ impl Reconciler {
 
     async fn run_health_checks(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let (due, next) = self.due_checks();
+            let (due, next, checking) = self.due_checks();
+            let started_checks = !due.is_empty();
             for (id, target) in due {
                 let this = self.clone();
                 tokio::spawn(async move {
@@ -939,7 +947,6 @@ impl Reconciler {
                             None => None,
                         }
                     };
-                    this.inner.health_wake.notify_one();
                     if let Some(service) = transition {
                         // Route a newly healthy instance now, not at the next reconcile.
                         if let Err(error) = this.refresh_routes().await {
@@ -949,10 +956,15 @@ impl Reconciler {
                     }
                 });
             }
-            let wait = next.map_or(HEALTH_IDLE, |at| {
+            // Checks in flight are looked at again within STARTING_CHECK of finishing (they
+            // do not wake the task one by one: that would be one pass per check).
+            let mut wait = next.map_or(HEALTH_IDLE, |at| {
                 at.saturating_duration_since(Instant::now())
                     .min(HEALTH_IDLE)
             });
+            if checking || started_checks {
+                wait = wait.min(STARTING_CHECK);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.health_wake.notified() => {}
@@ -961,8 +973,9 @@ impl Reconciler {
         }
     }
 
-    /// The checks due now (marked as running), and when the next one is due.
-    fn due_checks(&self) -> (Vec<(String, HealthTarget)>, Option<Instant>) {
+    /// The checks due now (marked as running), when the next one is due, and whether any
+    /// check is still running.
+    fn due_checks(&self) -> (Vec<(String, HealthTarget)>, Option<Instant>, bool) {
         let mut shared = self.shared();
         let now = Instant::now();
         let Shared {
@@ -970,7 +983,9 @@ impl Reconciler {
         } = &mut *shared;
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
+        let mut checking = false;
         for (id, t) in tracked.iter_mut() {
+            checking |= t.checking;
             if t.checking || draining.contains_key(id) {
                 continue;
             }
@@ -994,7 +1009,7 @@ impl Reconciler {
                 },
             ));
         }
-        (due, next)
+        (due, next, checking)
     }
 }
 
