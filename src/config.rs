@@ -1,6 +1,7 @@
 //! Backends chosen by config, after vector's component configs: each of [`StoreConfig`],
 //! [`SchedulerConfig`] and [`ProxyConfig`] is a plain value that says what it
-//! [claims](Claim) (listen addresses, files) and [builds](StoreConfig::build) itself. The
+//! [claims](Claim) (listen addresses, files) and builds itself
+//! ([`StoreConfig::build`], [`SchedulerConfig::build`], [`ProxyConfig::build`]). The
 //! claims of all of them are checked together ([`check_claims`]) before anything starts, so
 //! two settings that want the same port are refused with a message naming both. A new
 //! backend (etcd, Swarm, fleet, HAProxy) is one new variant.
@@ -226,22 +227,119 @@ pub enum SchedulerConfig {
 #[non_exhaustive]
 pub enum ProxyConfig {
     /// The built-in router.
-    #[cfg(feature = "router")]
     Builtin {
         /// Where it takes public traffic.
         listen: SocketAddr,
     },
 }
 
+impl SchedulerConfig {
+    /// What it claims (the Docker socket is shared by design, so nothing).
+    pub fn claims(&self) -> Vec<(String, Claim)> {
+        Vec::new()
+    }
+
+    /// Connects to the scheduler; `None` for [`SchedulerConfig::None`]. Instances get `dns`
+    /// as their name servers (the internal names' address, once known).
+    pub async fn build(&self, dns: &[String]) -> Result<Option<BuiltScheduler>, ConfigError> {
+        match self {
+            SchedulerConfig::None => Ok(None),
+            #[cfg(feature = "docker")]
+            SchedulerConfig::Docker(docker) => {
+                let scheduler = paz_docker::DockerScheduler::connect(paz_docker::DockerConfig {
+                    dns: dns.to_vec(),
+                    ..docker.clone()
+                })
+                .await
+                .map_err(|e| ConfigError::Scheduler(e.into()))?;
+                Ok(Some(BuiltScheduler {
+                    gateway: scheduler.network_gateway(),
+                    scheduler: Arc::new(scheduler),
+                }))
+            }
+        }
+    }
+}
+
+/// A connected scheduler.
+pub struct BuiltScheduler {
+    /// The scheduler.
+    pub scheduler: Arc<dyn Scheduler>,
+    /// The address of the instances' network gateway on this host, where `<service>.paz` can
+    /// be served to them (Docker's network gateway).
+    pub gateway: Option<IpAddr>,
+}
+
 impl ProxyConfig {
     /// What it claims.
     pub fn claims(&self) -> Vec<(String, Claim)> {
         match self {
-            #[cfg(feature = "router")]
             ProxyConfig::Builtin { listen } => {
                 vec![("the router (--router-listen)".into(), Claim::tcp(*listen))]
             }
         }
+    }
+
+    /// Starts the proxy: binds its public listener and serves it until `shutdown`.
+    pub async fn build(&self, shutdown: &watch::Receiver<bool>) -> Result<BuiltProxy, ConfigError> {
+        match self {
+            ProxyConfig::Builtin { listen } => {
+                let listen_error = |source| ConfigError::Listen {
+                    setting: "--router-listen".into(),
+                    address: *listen,
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(listen_error)?;
+                let address = listener.local_addr().map_err(listen_error)?;
+                let router = paz_proxy::router::Router::new(Default::default());
+                let listeners = vec![router.serve(
+                    listener,
+                    paz_proxy::router::Scope::Public,
+                    shutdown.clone(),
+                )];
+                let metrics = router.clone();
+                Ok(BuiltProxy {
+                    proxy: router.clone(),
+                    health: Arc::new(paz_proxy::health::HttpHealthChecker::new()),
+                    address,
+                    metrics: Arc::new(move || metrics.metrics_text()),
+                    listeners,
+                    router,
+                })
+            }
+        }
+    }
+}
+
+/// A started proxy.
+pub struct BuiltProxy {
+    /// The proxy the runtime routes through.
+    pub proxy: Arc<dyn Proxy>,
+    /// The health checker that checks instances the way this proxy reaches them.
+    pub health: Arc<dyn paz_core::health::HealthChecker>,
+    /// Where it takes public traffic.
+    pub address: SocketAddr,
+    /// Its metrics in the Prometheus text format.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Its listener tasks (they end after shutdown, once in-flight requests are done).
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
+    router: Arc<paz_proxy::router::Router>,
+}
+
+impl BuiltProxy {
+    /// Serves `<service>.paz` host names to instances on `listener` (internal traffic only).
+    pub fn serve_internal(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        self.listeners.push(self.router.serve(
+            listener,
+            paz_proxy::router::Scope::Internal,
+            shutdown.clone(),
+        ));
     }
 }
 
@@ -273,7 +371,8 @@ pub struct Started {
 impl RuntimeConfig {
     /// What it claims.
     pub fn claims(&self) -> Vec<(String, Claim)> {
-        let mut claims = self.proxy.claims();
+        let mut claims = self.scheduler.claims();
+        claims.extend(self.proxy.claims());
         if self.internal_names && !matches!(self.scheduler, SchedulerConfig::None) {
             for (port, transport) in [(80, Transport::Tcp), (53, Transport::Udp)] {
                 claims.push((
@@ -289,121 +388,68 @@ impl RuntimeConfig {
         claims
     }
 
-    /// Connects the scheduler, starts the proxy's listeners, the `<service>.paz` names and
-    /// the runtime; `None` with [`SchedulerConfig::None`].
+    /// Builds the scheduler and the proxy, serves the `<service>.paz` names on the
+    /// scheduler's gateway (when asked and possible), and spawns the runtime; `None` with
+    /// [`SchedulerConfig::None`].
     pub async fn start(
         &self,
         paz: Paz,
         host: Option<Host>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Option<Started>, ConfigError> {
-        match &self.scheduler {
-            SchedulerConfig::None => Ok(None),
-            #[cfg(feature = "docker")]
-            SchedulerConfig::Docker(docker) => {
-                let ProxyConfig::Builtin { listen } = &self.proxy;
-                let listener = bind(*listen, "--router-listen").await?;
-                let router_address =
-                    listener
-                        .local_addr()
-                        .map_err(|source| ConfigError::Listen {
-                            setting: "--router-listen".into(),
-                            address: *listen,
-                            source,
-                        })?;
-                let probe = paz_docker::DockerScheduler::connect(docker.clone())
-                    .await
-                    .map_err(|e| ConfigError::Scheduler(e.into()))?;
-                let router = paz_proxy::router::Router::new(Default::default());
-                let mut listeners = vec![router.serve(
-                    listener,
-                    paz_proxy::router::Scope::Public,
-                    shutdown.clone(),
-                )];
-                let mut names = None;
-                let mut dns = Vec::new();
-                if self.internal_names {
-                    match probe.network_gateway() {
-                        Some(IpAddr::V4(ip)) => {
-                            match internal_names(&router, ip, &shutdown).await {
-                                Ok((server, listener)) => {
-                                    names = Some(server);
-                                    listeners.push(listener);
-                                    dns.push(ip.to_string());
-                                    tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
-                                }
-                                Err(error) => {
-                                    tracing::warn!(%error, %ip, "internal names disabled")
-                                }
-                            }
+        let Some(probe) = self.scheduler.build(&[]).await? else {
+            return Ok(None);
+        };
+        let mut proxy = self.proxy.build(&shutdown).await?;
+        let mut names = None;
+        let mut scheduler = probe.scheduler;
+        if self.internal_names {
+            match probe.gateway {
+                Some(IpAddr::V4(ip)) => match internal_names(ip).await {
+                    Ok((server, listener)) => {
+                        proxy.serve_internal(listener, &shutdown);
+                        names = Some(server);
+                        // Instances resolve through the gateway from now on.
+                        if let Some(with_dns) = self.scheduler.build(&[ip.to_string()]).await? {
+                            scheduler = with_dns.scheduler;
                         }
-                        _ => {
-                            tracing::warn!(network = %docker.network, "internal names disabled: the network has no IPv4 gateway")
-                        }
+                        tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
                     }
-                }
-                let scheduler = if dns.is_empty() {
-                    probe
-                } else {
-                    paz_docker::DockerScheduler::connect(paz_docker::DockerConfig {
-                        dns,
-                        ..docker.clone()
-                    })
-                    .await
-                    .map_err(|e| ConfigError::Scheduler(e.into()))?
-                };
-                let scheduler: Arc<dyn Scheduler> = Arc::new(scheduler);
-                let proxy: Arc<dyn Proxy> = router.clone();
-                let mut builder = Runtime::builder(paz)
-                    .scheduler(scheduler)
-                    .proxy(proxy)
-                    .health(Arc::new(paz_proxy::health::HttpHealthChecker::new()));
-                if let Some(host) = host {
-                    builder = builder.host(host);
-                }
-                if let Some(names) = names {
-                    builder = builder.name_server(names);
-                }
-                let runtime = builder.build()?.spawn(shutdown);
-                Ok(Some(Started {
-                    runtime,
-                    router_address,
-                    metrics: Arc::new(move || router.metrics_text()),
-                    listeners,
-                }))
+                    Err(error) => tracing::warn!(%error, %ip, "internal names disabled"),
+                },
+                _ => tracing::warn!(
+                    "internal names disabled: the instances' network has no IPv4 gateway"
+                ),
             }
         }
+        let mut builder = Runtime::builder(paz)
+            .scheduler(scheduler)
+            .proxy(proxy.proxy)
+            .health(proxy.health);
+        if let Some(host) = host {
+            builder = builder.host(host);
+        }
+        if let Some(names) = names {
+            builder = builder.name_server(names);
+        }
+        let runtime = builder.build()?.spawn(shutdown);
+        Ok(Some(Started {
+            runtime,
+            router_address: proxy.address,
+            metrics: proxy.metrics,
+            listeners: proxy.listeners,
+        }))
     }
 }
 
-#[cfg(feature = "docker")]
-async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, ConfigError> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ConfigError::Listen {
-            setting: setting.to_owned(),
-            address,
-            source,
-        })
-}
-
-/// The router's internal listener (gateway:80) and the name server (gateway:53).
-#[cfg(feature = "docker")]
-async fn internal_names(
-    router: &Arc<paz_proxy::router::Router>,
-    ip: Ipv4Addr,
-    shutdown: &watch::Receiver<bool>,
-) -> std::io::Result<(NameServer, tokio::task::JoinHandle<()>)> {
+/// The sockets of the internal names on `ip`: the name server (port 53) and the proxy's
+/// internal listener (port 80).
+async fn internal_names(ip: Ipv4Addr) -> std::io::Result<(NameServer, tokio::net::TcpListener)> {
     let listener = tokio::net::TcpListener::bind((ip, 80)).await?;
     let socket = tokio::net::UdpSocket::bind((ip, 53)).await?;
-    let task = router.serve(
-        listener,
-        paz_proxy::router::Scope::Internal,
-        shutdown.clone(),
-    );
     Ok((
         NameServer::new(socket, ip, NameServer::system_upstream()),
-        task,
+        listener,
     ))
 }
 

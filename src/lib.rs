@@ -7,8 +7,8 @@
 //! |---|---|
 //! | `client` (default) | [`Client`]: a typed client of a `paz-server` |
 //! | `embedded` (default) | [`store::EmbeddedStore`]: the redb store of the single-machine mode |
-//! | `runtime` | [`runtime`]: the reconcile loop that runs services through the ports, and [`config`]: backends chosen by config |
-//! | `router` | [`proxy`]: the built-in router and HTTP health checker |
+//! | `runtime` | [`runtime`]: the reconcile loop that runs services through the ports |
+//! | `router` | [`proxy`]: the built-in router and HTTP health checker, and [`config`]: backends chosen by config |
 //! | `docker` | [`docker`]: the local Docker Engine scheduler (with the router) |
 //!
 //! Embed the engine in a program:
@@ -68,7 +68,7 @@ pub use paz_core::{
     Service, ServiceSpec, StepStatus, Store, Trigger, TriggerKind,
 };
 
-#[cfg(feature = "runtime")]
+#[cfg(feature = "router")]
 pub mod config;
 /// The Docker Engine scheduler.
 #[cfg(feature = "docker")]
