@@ -2,12 +2,16 @@
 //! observes: every public and internal host name of every service, its healthy instances
 //! weighted by release, and the instances being drained.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::InstanceState;
+#[cfg(doc)]
 use crate::planning::DesiredState;
 use crate::route::{Backend, BackendState, INTERNAL_SUFFIX, Route, RouteTable};
 use crate::service::Service;
+#[cfg(doc)]
+use crate::service::ServiceSpec;
 
 /// One instance as the route builder sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,28 +32,21 @@ pub type Weights = HashMap<String, BTreeMap<u64, u32>>;
 
 /// Builds the route table.
 ///
-/// - Host names: each service's public names ([`DesiredState::from_services`]) and, for a
-///   service with a routed port, `<name>.paz`.
+/// - Host names: each service's public names ([`ServiceSpec::hostnames`]) and, for a service
+///   with a routed port, `<name>.paz`. A name claimed twice (the engine refuses that; older
+///   data might hold it) goes to the service whose name sorts first, as in
+///   [`DesiredState::from_services`].
 /// - A healthy instance is an active backend with its release's weight, if that is > 0.
 /// - A draining instance stays as a draining backend (weight 0: in-flight requests finish,
 ///   no new ones) only if `previous` routed it; one that never took traffic needs no drain.
 /// - Starting, stopped and failed instances are not routed.
 pub fn route_table<'a>(
-    services: impl IntoIterator<Item = &'a Service> + Clone,
+    services: impl IntoIterator<Item = &'a Service>,
     domain: &str,
     instances: &[RoutedInstance<'_>],
     weights: &Weights,
     previous: &RouteTable,
 ) -> RouteTable {
-    let mut desired = DesiredState::from_services(services.clone(), domain);
-    for service in services {
-        if service.spec.routed_port().is_some() {
-            desired.hostnames.insert(
-                format!("{}{INTERNAL_SUFFIX}", service.spec.name),
-                service.spec.name.clone(),
-            );
-        }
-    }
     let routed_before: HashSet<&str> =
         if instances.iter().any(|i| i.state == InstanceState::Draining) {
             previous
@@ -88,14 +85,30 @@ pub fn route_table<'a>(
             .or_default()
             .insert(instance.address.to_owned(), backend);
     }
-    let routes = desired
-        .hostnames
-        .into_iter()
-        .map(|(host, service)| {
-            let backends = backends.get(service.as_str()).cloned().unwrap_or_default();
-            (host, Route { service, backends })
-        })
-        .collect();
+    let mut routes: BTreeMap<String, Route> = BTreeMap::new();
+    for service in services {
+        let spec = &service.spec;
+        let mut hosts = spec.hostnames(domain);
+        if spec.routed_port().is_some() {
+            hosts.push(format!("{}{INTERNAL_SUFFIX}", spec.name));
+        }
+        let backends = backends.get(spec.name.as_str());
+        for host in hosts {
+            let route = || Route {
+                service: spec.name.clone(),
+                backends: backends.cloned().unwrap_or_default(),
+            };
+            match routes.entry(host) {
+                Entry::Vacant(entry) => {
+                    entry.insert(route());
+                }
+                Entry::Occupied(mut entry) if spec.name < entry.get().service => {
+                    entry.insert(route());
+                }
+                Entry::Occupied(_) => {}
+            }
+        }
+    }
     RouteTable { routes }
 }
 
