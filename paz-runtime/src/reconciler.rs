@@ -883,10 +883,22 @@ impl Reconciler {
         });
     }
 
+    /// Tracks an instance this runtime just started, and counts it among the service's
+    /// instances at once: if it passes its check before the next observation lists it, the
+    /// route refresh of that pass must already see it.
     fn track_new(&self, instance: &Instance, release: &Release) {
         let host = format!("{}.{}", instance.service, self.inner.paz.config().domain);
         let tracked = Tracked::new(instance, check_for(&release.spec), host);
-        self.shared().tracked.insert(instance.id.clone(), tracked);
+        let mut shared = self.shared();
+        shared.tracked.insert(instance.id.clone(), tracked);
+        let listed = shared
+            .instances
+            .entry(instance.service.clone())
+            .or_default();
+        if !listed.iter().any(|i| i.id == instance.id) {
+            listed.push(instance.clone());
+        }
+        drop(shared);
         self.inner.health_wake.notify_one();
     }
 
