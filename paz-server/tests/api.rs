@@ -86,6 +86,10 @@ async fn health_needs_no_token_but_the_rest_does() {
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
+    // The cluster domain is reported (clients show services' URLs with it); a server
+    // without a router reports no router port.
+    assert_eq!(body["domain"], "localhost");
+    assert!(body.get("router_port").is_none(), "{body}");
     let (status, body) = api
         .raw(Request::get("/v1/services").body(Body::empty()).unwrap())
         .await;

@@ -326,6 +326,19 @@ async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
         cluster.wait_containers("web", &[version; 3]).await?;
     }
     assert_no_failures(load, "v1 -> v2 -> v3 rolling deploys").await;
+    // The quickstart's promise: each tag of the demo image answers its own version, and
+    // `paz service show` prints the URL the service is served at (domain and router port
+    // as the server reports them).
+    let body = cluster.get("web.localhost", "/").await?.text().await?;
+    assert_eq!(body.trim(), "v3", "paz-demo:v3 answers v3");
+    let port = router.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+    let shown = crate::support::paz(cluster.server(), &cluster.data, &["service", "show", "web"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && text.contains(&format!("http://web.localhost:{port}/")),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
     let metrics = reqwest::get(format!("{}/metrics", cluster.server().url))
         .await?
         .text()
