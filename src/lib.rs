@@ -7,9 +7,9 @@
 //! |---|---|
 //! | `client` (default) | [`Client`]: a typed client of a `paz-server` |
 //! | `embedded` (default) | [`store::EmbeddedStore`]: the redb store of the single-machine mode |
-//! | `runtime` | [`runtime`]: the reconcile loop that runs services through the ports |
-//! | `router` | [`proxy`]: the built-in router and HTTP health checker, and [`config`]: backends chosen by config |
-//! | `docker` | [`docker`]: the local Docker Engine scheduler (with the router) |
+//! | `runtime` | `paz::runtime`: the reconcile loop that runs services through the ports |
+//! | `router` | `paz::proxy`: the built-in router and HTTP health checker, and `paz::config`: backends chosen by config |
+//! | `docker` | `paz::docker`: the local Docker Engine scheduler (with the router) |
 //!
 //! Embed the engine in a program:
 //!

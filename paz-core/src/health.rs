@@ -32,7 +32,7 @@ pub struct HealthReport {
 
 /// Runs one active health check. Never fails: an error is an unhealthy report.
 ///
-/// Every implementation must pass [`crate::contract::health`].
+/// Every implementation must pass the contract suite `paz_core::contract::health` (feature `contract`).
 #[async_trait]
 pub trait HealthChecker: Send + Sync + 'static {
     /// Checks a target once, within its timeout.

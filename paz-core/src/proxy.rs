@@ -11,7 +11,7 @@ use crate::route::RouteTable;
 
 /// Routes traffic by host name to backends.
 ///
-/// Every implementation must pass [`crate::contract::proxy`].
+/// Every implementation must pass the contract suite `paz_core::contract::proxy` (feature `contract`).
 #[async_trait]
 pub trait Proxy: Send + Sync + 'static {
     /// Makes `table` the routing state; a backend marked draining takes no new requests.

@@ -142,7 +142,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<SchedulerEvent>> + Send>
 /// Runs, stops, lists and inspects instances on hosts. Operations on unknown instance ids
 /// are idempotent: stopping or removing one that is gone succeeds.
 ///
-/// Every implementation must pass [`crate::contract::scheduler`].
+/// Every implementation must pass the contract suite `paz_core::contract::scheduler` (feature `contract`).
 #[async_trait]
 pub trait Scheduler: Send + Sync + 'static {
     /// The hosts instances can run on.

@@ -165,7 +165,7 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 ///
 /// Implementations: [`MemoryStore`] (tests, and the engine of the embedded store),
 /// `paz_store::EmbeddedStore` (redb, the default) and etcd (`paz-etcd`).
-/// Every implementation must pass [`crate::contract::store`].
+/// Every implementation must pass the contract suite `paz_core::contract::store` (feature `contract`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.
