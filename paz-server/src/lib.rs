@@ -1,5 +1,6 @@
 //! `paz-server`: hosts the Paz engine behind a REST API (JSON, bearer token, SSE events,
-//! OpenAPI). The binary is a thin wrapper around [`run`]; tests build the router with
+//! OpenAPI). The binary is a thin wrapper around [`start`] and [`Server::serve`]: it maps flags
+//! to `paz::config` and serves the API over the runtime it starts; tests build the router with
 //! [`router`] and call it directly.
 
 pub mod config;
