@@ -400,19 +400,19 @@ impl RuntimeConfig {
         let Some(probe) = self.scheduler.build(&[]).await? else {
             return Ok(None);
         };
-        let mut proxy = self.proxy.build(&shutdown).await?;
         let mut names = None;
         let mut scheduler = probe.scheduler;
+        let mut internal = None;
         if self.internal_names {
             match probe.gateway {
                 Some(IpAddr::V4(ip)) => match internal_names(ip).await {
                     Ok((server, listener)) => {
-                        proxy.serve_internal(listener, &shutdown);
-                        names = Some(server);
                         // Instances resolve through the gateway from now on.
                         if let Some(with_dns) = self.scheduler.build(&[ip.to_string()]).await? {
                             scheduler = with_dns.scheduler;
                         }
+                        names = Some(server);
+                        internal = Some(listener);
                         tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
                     }
                     Err(error) => tracing::warn!(%error, %ip, "internal names disabled"),
@@ -421,6 +421,11 @@ impl RuntimeConfig {
                     "internal names disabled: the instances' network has no IPv4 gateway"
                 ),
             }
+        }
+        // The proxy starts serving last, once nothing else can fail.
+        let mut proxy = self.proxy.build(&shutdown).await?;
+        if let Some(listener) = internal {
+            proxy.serve_internal(listener, &shutdown);
         }
         let mut builder = Runtime::builder(paz)
             .scheduler(scheduler)

@@ -30,12 +30,19 @@ pub trait Proxy: Send + Sync + 'static {
 pub struct FakeProxy {
     table: Mutex<RouteTable>,
     in_flight: Mutex<BTreeMap<String, u64>>,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl FakeProxy {
     /// An empty fake.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `apply` fail (`false` ends it), as if the proxy refused the table.
+    pub fn fail_apply(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sets the in-flight count of a backend.
@@ -50,6 +57,12 @@ impl FakeProxy {
 #[async_trait]
 impl Proxy for FakeProxy {
     async fn apply(&self, table: &RouteTable) -> Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::Error::proxy(
+                crate::PortErrorKind::Internal,
+                "the fake proxy refused the table",
+            ));
+        }
         *self.table.lock().unwrap_or_else(|p| p.into_inner()) = table.clone();
         Ok(())
     }

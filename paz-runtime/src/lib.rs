@@ -215,6 +215,11 @@ impl RuntimeHandle {
         self.reconciler.status(service).await
     }
 
+    /// How many times a runtime task panicked (each was started again).
+    pub fn panics(&self) -> u64 {
+        self.reconciler.panics()
+    }
+
     /// Makes a service due for a reconcile now (after a change the engine did not announce).
     pub fn wake(&self, service: &str) {
         self.reconciler.wake(service);

@@ -118,6 +118,8 @@ struct Shared {
     /// When each service seen was created: a different time means it was deleted and
     /// created again, and its cached releases and crash counts are dropped.
     epochs: HashMap<String, jiff::Timestamp>,
+    /// Drains marked but not started: they start after the next route table applied.
+    pending_drains: Vec<DrainJob>,
 }
 
 /// The reconciler. Cheap to clone.
@@ -138,6 +140,7 @@ struct Inner {
     /// Wakes the health task: an instance is tracked or a check finished.
     health_wake: Notify,
     full_resync: AtomicBool,
+    panics: std::sync::atomic::AtomicU64,
     resync: Duration,
     /// Serializes computing and applying route tables, so an older table never replaces a
     /// newer one.
@@ -163,6 +166,7 @@ impl Reconciler {
                 wake: Notify::new(),
                 health_wake: Notify::new(),
                 full_resync: AtomicBool::new(true),
+                panics: Default::default(),
                 resync: crate::DEFAULT_RESYNC,
                 routes: tokio::sync::Mutex::new(()),
             }),
@@ -222,10 +226,54 @@ impl Reconciler {
     }
 
     /// Runs the loop, the health task and the scheduler-event follower until `shutdown`
-    /// turns true. The first pass reconciles every service.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let health = tokio::spawn(self.clone().run_health_checks(shutdown.clone()));
-        let scheduler_events = tokio::spawn(self.clone().follow_scheduler_events(shutdown.clone()));
+    /// turns true. The first pass reconciles every service. Each of the three is
+    /// supervised: a panic is logged, counted ([`Reconciler::panics`]) and the task started
+    /// again after a second (the loop with a full pass), so none ends silently.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let (reconciles, checks, events) = (self.clone(), self.clone(), self.clone());
+        tokio::join!(
+            self.supervise("reconcile loop", shutdown.clone(), move |stop| {
+                reconciles.clone().run_loop(stop)
+            }),
+            self.supervise("health checks", shutdown.clone(), move |stop| {
+                checks.clone().run_health_checks(stop)
+            }),
+            self.supervise("scheduler events", shutdown, move |stop| {
+                events.clone().follow_scheduler_events(stop)
+            }),
+        );
+    }
+
+    /// How many times a runtime task panicked (and was restarted).
+    pub fn panics(&self) -> u64 {
+        self.inner.panics.load(Ordering::SeqCst)
+    }
+
+    async fn supervise<F, Fut>(
+        &self,
+        task: &'static str,
+        mut shutdown: watch::Receiver<bool>,
+        start: F,
+    ) where
+        F: Fn(watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            match tokio::spawn(start(shutdown.clone())).await {
+                Err(error) if error.is_panic() => {
+                    self.inner.panics.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(task, "runtime task panicked; starting it again in 1 s");
+                }
+                _ => return,
+            }
+            if crate::hosts::stopped_during(Duration::from_secs(1), &mut shutdown).await {
+                return;
+            }
+            self.resync_now();
+        }
+    }
+
+    async fn run_loop(self, mut shutdown: watch::Receiver<bool>) {
         let mut engine_events = self.inner.paz.subscribe();
         let mut next_resync = Instant::now();
         loop {
@@ -250,16 +298,28 @@ impl Reconciler {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.inner.wake.notified() => {}
-                event = engine_events.recv() => match event {
-                    Ok(event) => self.note_engine_event(&event.kind),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync_now(),
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                event = engine_events.recv() => {
+                    // Take every event already queued, so a burst is one batch, not one
+                    // pass per event.
+                    let mut event = event;
+                    loop {
+                        match event {
+                            Ok(event) => self.note_engine_event(&event.kind),
+                            Err(broadcast::error::RecvError::Lagged(_)) => self.resync_now(),
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                        event = match engine_events.try_recv() {
+                            Ok(next) => Ok(next),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Err(broadcast::error::RecvError::Lagged(n))
+                            }
+                            Err(_) => break,
+                        };
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
-        health.abort();
-        scheduler_events.abort();
     }
 
     fn note_engine_event(&self, kind: &EventKind) {
@@ -276,8 +336,13 @@ impl Reconciler {
     async fn follow_scheduler_events(self, mut shutdown: watch::Receiver<bool>) {
         use futures_util::StreamExt;
         loop {
+            let mut fresh = true;
             match self.inner.scheduler.events().await {
+                // Whatever happened before the feed started is caught by a full pass.
                 Ok(mut events) => loop {
+                    if std::mem::take(&mut fresh) {
+                        self.resync_now();
+                    }
                     tokio::select! {
                         event = events.next() => match event {
                             Some(Ok(SchedulerEvent::Started { service, .. }
@@ -384,9 +449,15 @@ impl Reconciler {
         for service in services {
             batch.insert(service.spec.name.clone(), Some(service));
         }
+        // Also whatever the runtime still remembers of services that are gone.
+        {
+            let shared = self.shared();
+            for name in shared.instances.keys().chain(shared.draining.values()) {
+                batch.entry(name.clone()).or_insert(None);
+            }
+        }
         self.reconcile_batch(batch, group_by_service(instances))
-            .await;
-        Ok(())
+            .await
     }
 
     /// Reconciles the named services.
@@ -428,7 +499,10 @@ impl Reconciler {
             failed.map_or(Ok(grouped), Err)
         };
         match listed {
-            Ok(grouped) => self.reconcile_batch(batch, grouped).await,
+            Ok(grouped) => {
+                // A failed route apply has requeued the batch's services already.
+                let _ = self.reconcile_batch(batch, grouped).await;
+            }
             Err(error) => {
                 let names: Vec<String> = batch.into_keys().collect();
                 self.scheduler_down(&names, &error).await;
@@ -457,7 +531,7 @@ impl Reconciler {
         &self,
         batch: BTreeMap<String, Option<Service>>,
         mut instances: HashMap<String, Vec<Instance>>,
-    ) {
+    ) -> paz_core::Result<()> {
         let domain = self.inner.paz.config().domain.clone();
         // Observe: forget what is gone (one pass over the tracked instances for the whole
         // batch), remember what is seen.
@@ -510,11 +584,15 @@ impl Reconciler {
                 {
                     continue;
                 }
-                let check = self
-                    .release(name, instance.release)
-                    .await
-                    .ok()
-                    .and_then(|r| check_for(&r.spec));
+                // Without its release the check is unknown: it stays starting (untracked)
+                // and the next pass tries again, rather than counting as check-less.
+                let check = match self.release(name, instance.release).await {
+                    Ok(release) => check_for(&release.spec),
+                    Err(error) => {
+                        tracing::warn!(id = %instance.id, %error, "cannot load the instance's release; tracking it later");
+                        continue;
+                    }
+                };
                 let tracked = Tracked::new(instance, check, format!("{name}.{domain}"));
                 self.shared().tracked.insert(instance.id.clone(), tracked);
             }
@@ -543,11 +621,15 @@ impl Reconciler {
                 drains.push((name.clone(), instance.id.clone()));
             }
             let observed = self.observe(&list, service);
+            // Its drains count only if its reconcile went through: a failed one keeps its
+            // old weights, so it must keep its old instances too.
+            let mut service_drains = Vec::new();
             match self
-                .reconcile_service(service, &observed, &mut drains)
+                .reconcile_service(service, &observed, &mut service_drains)
                 .await
             {
                 Ok((service_weights, action)) => {
+                    drains.extend(service_drains);
                     weights.push((name.clone(), Some(service_weights)));
                     actions.push((name.clone(), action));
                 }
@@ -583,26 +665,24 @@ impl Reconciler {
                 .filter_map(|(service, id)| mark_draining(&mut shared, service, id))
                 .collect()
         };
-        if let Err(error) = self.refresh_routes().await {
+        // Drains start once a table without their instances' traffic is applied; if this
+        // apply fails they stay marked and wait for the next one that succeeds (so the old
+        // instances are drained, not dropped), and every service here is looked at again.
+        self.shared().pending_drains.extend(jobs);
+        let applied = self.refresh_routes().await;
+        if let Err(error) = &applied {
             tracing::warn!(%error, "applying the routes failed; retrying");
-            let mut shared = self.shared();
-            for job in &jobs {
-                shared.draining.remove(&job.id);
-            }
-            drop(shared);
-            for job in &jobs {
-                self.requeue(&job.service, AFTER_ERROR);
-            }
-            return;
-        }
-        for job in jobs {
-            self.spawn_drain(job);
         }
         for (name, action) in actions {
+            let action = match (&applied, action) {
+                (Err(_), action) => action.sooner(Action::requeue(AFTER_ERROR)),
+                (Ok(()), action) => action,
+            };
             if let Action::Requeue(after) = action {
                 self.requeue(&name, after);
             }
         }
+        applied
     }
 
     /// Records a problem that holds up every deployment in progress (once per distinct
@@ -822,8 +902,26 @@ impl Reconciler {
     /// Recomputes the route table from the latest state and applies it if it changed.
     pub async fn refresh_routes(&self) -> paz_core::Result<()> {
         let _one_at_a_time = self.inner.routes.lock().await;
-        let table = build_table(&self.shared(), &self.inner.paz.config().domain);
-        self.apply_routes(table).await
+        let (table, drains) = {
+            let mut shared = self.shared();
+            let drains = std::mem::take(&mut shared.pending_drains);
+            (
+                build_table(&shared, &self.inner.paz.config().domain),
+                drains,
+            )
+        };
+        match self.apply_routes(table).await {
+            Ok(()) => {
+                for job in drains {
+                    self.spawn_drain(job);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.shared().pending_drains.extend(drains);
+                Err(error)
+            }
+        }
     }
 
     async fn apply_routes(&self, table: RouteTable) -> paz_core::Result<()> {
@@ -878,6 +976,8 @@ impl Reconciler {
                 // Let the next reconcile plan the drain again rather than leave it half done.
                 tracing::warn!(%id, %error, "stopping a drained instance failed; will retry");
                 this.shared().draining.remove(&id);
+                this.requeue(&service, AFTER_ERROR);
+                return;
             }
             this.wake(&service);
         });
@@ -931,7 +1031,21 @@ impl Reconciler {
             for (id, target) in due {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let report = this.inner.health.check(&target).await;
+                    // In a task of its own: a checker that panics fails this check instead of
+                    // leaving the instance marked as being checked forever.
+                    let report = {
+                        let (health, target) = (this.inner.health.clone(), target.clone());
+                        tokio::spawn(async move { health.check(&target).await })
+                            .await
+                            .unwrap_or_else(|error| {
+                                tracing::error!(%id, %error, "the health checker panicked");
+                                paz_core::health::HealthReport {
+                                    healthy: false,
+                                    detail: "the health checker panicked".into(),
+                                    latency: Duration::ZERO,
+                                }
+                            })
+                    };
                     let transition = {
                         let mut shared = this.shared();
                         match shared.tracked.get_mut(&id) {

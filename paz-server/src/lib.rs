@@ -267,14 +267,17 @@ impl Server {
     ) -> Result<(), ServerError> {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, domain = %self.domain, "paz-server API listening");
-        let stop = self.stop;
-        axum::serve(self.listener, self.app)
+        let stop = Arc::new(self.stop);
+        let signal = stop.clone();
+        let served = axum::serve(self.listener, self.app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stop.send(true);
+                let _ = signal.send(true);
             })
-            .await?;
+            .await;
+        // Also when serving failed: the router and the runtime stop and are waited for.
+        let _ = stop.send(true);
         if let Some(started) = self.started {
             for listener in started.listeners {
                 let _ = listener.await;
@@ -284,6 +287,7 @@ impl Server {
         if let Some(task) = self.registration {
             let _ = task.await;
         }
+        served?;
         tracing::info!("paz-server stopped");
         Ok(())
     }

@@ -540,6 +540,49 @@ async fn a_start_the_scheduler_cannot_answer_waits_instead_of_failing_the_deploy
     world.shut_down().await;
 }
 
+/// A route table the proxy refuses: the old instance is not drained while its replacement
+/// cannot be routed (its drain waits for a table that applies), and the service keeps being
+/// retried, so the deployment finishes as soon as the proxy takes tables again (well before
+/// the 60 s full resync).
+#[tokio::test(start_paused = true)]
+async fn a_refused_route_table_holds_the_drains_and_is_retried() {
+    let world = World::new();
+    world
+        .paz
+        .create_service(web(1, Strategy::Rolling), Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let old = world.scheduler.list(Some("web")).await.unwrap()[0]
+        .id
+        .clone();
+    world.proxy.fail_apply(true);
+    let d = world.deploy("demo:v2").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let running = world.scheduler.list(Some("web")).await.unwrap();
+    assert!(
+        running.iter().any(|i| i.id == old),
+        "the old instance still runs while no table routes the new one: {running:?}"
+    );
+    assert_ne!(
+        world.paz.deployment(&d.id).await.unwrap().status,
+        DeploymentStatus::Succeeded
+    );
+    world.proxy.fail_apply(false);
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("the old instance is drained and removed", async || {
+            let list = world.scheduler.list(Some("web")).await.unwrap();
+            list.len() == 1 && list[0].id != old
+        })
+        .await;
+    world.shut_down().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_recreated_service_runs_its_new_spec() {
     let world = World::new();
