@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale { name, instances } => {
             let service = client.scale(&name, instances).await?;
             eprintln!("scaled {name} to {instances} instances");
-            out.service(&service)
+            out.service_at(&service, &site(&client).await)
         }
         Command::Releases { name } => out.releases(&client.releases(&name).await?),
         Command::History { name } => out.deployments(&client.deployments(&name).await?),
@@ -69,6 +69,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => apply(&client, &args, &out).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
+}
+
+/// Where the server serves services: its cluster domain and router port, as it reports them
+/// (an older server that does not gets host names on the default domain, without a port).
+async fn site(client: &Client) -> Site {
+    client.health().await.map(Site::from).unwrap_or_default()
 }
 
 async fn service(client: &Client, command: ServiceCommand, out: &Output) -> anyhow::Result<()> {
@@ -83,21 +89,18 @@ async fn service(client: &Client, command: ServiceCommand, out: &Output) -> anyh
                     .map_or_else(|| "-".to_owned(), |v| format!("v{v}")),
                 service.spec.name
             );
-            out.service(&service)
+            out.service_at(&service, &site(client).await)
         }
         ServiceCommand::List => out.services(&client.services().await?),
         ServiceCommand::Show { name } => {
             let service = client.service(&name).await?;
-            // Where it is served comes from the server's own settings (an older server
-            // that does not report them gets host names without a port).
-            let site = client.health().await.map(Site::from).unwrap_or_default();
-            out.service_at(&service, &site)
+            out.service_at(&service, &site(client).await)
         }
         ServiceCommand::Update(args) => {
             let patch = spec::update_patch(&args)?;
             let service = client.patch_service(&args.name, &patch, None).await?;
             eprintln!("updated service {}", service.spec.name);
-            out.service(&service)
+            out.service_at(&service, &site(client).await)
         }
         ServiceCommand::Delete { name } => {
             client.delete_service(&name, None).await?;

@@ -115,12 +115,7 @@ impl Output {
         ))
     }
 
-    /// Prints one service (JSON or a field/value table).
-    pub fn service(&self, service: &Service) -> anyhow::Result<()> {
-        self.service_at(service, &Site::default())
-    }
-
-    /// Prints one service with the URLs `site` serves it at.
+    /// Prints one service (JSON or a field/value table) with the URLs `site` serves it at.
     pub fn service_at(&self, service: &Service, site: &Site) -> anyhow::Result<()> {
         if self.is_json() {
             return self.json(service);
