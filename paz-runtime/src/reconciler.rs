@@ -32,6 +32,7 @@ use paz_core::scheduler::{InstanceSpec, Scheduler, SchedulerEvent};
 use paz_core::{Error, HealthCheck, HumanDuration, Instance, InstanceState, Paz, Release, Service};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::queue::{Action, WorkQueue};
 
@@ -624,8 +625,14 @@ impl Reconciler {
             // Its drains count only if its reconcile went through: a failed one keeps its
             // old weights, so it must keep its old instances too.
             let mut service_drains = Vec::new();
+            let span = tracing::debug_span!(
+                "reconcile",
+                service = %name,
+                release = service.current_release.unwrap_or_default()
+            );
             match self
                 .reconcile_service(service, &observed, &mut service_drains)
+                .instrument(span)
                 .await
             {
                 Ok((service_weights, action)) => {
