@@ -199,13 +199,22 @@ impl StoreConfig {
     pub fn build(&self) -> Result<Arc<dyn Store>, ConfigError> {
         match self {
             #[cfg(feature = "embedded")]
-            StoreConfig::Embedded { path } => Ok(Arc::new(
-                paz_store::EmbeddedStore::open(path)
-                    .map_err(|e| ConfigError::Store(paz_core::Error::store(
+            StoreConfig::Embedded { path } => match paz_store::EmbeddedStore::open(path) {
+                Ok(store) => Ok(Arc::new(store)),
+                Err(error) => {
+                    // A file another process holds open is the usual cause of `Open`.
+                    let hint = match &error {
+                        paz_store::Error::Open { .. } => {
+                            "; is another paz-server using this data dir? (--data-dir / PAZ_DATA_DIR)"
+                        }
+                        _ => "",
+                    };
+                    Err(ConfigError::Store(paz_core::Error::store(
                         paz_core::PortErrorKind::Unavailable,
-                        format!("{e}; is another paz-server using this data dir? (--data-dir / PAZ_DATA_DIR)"),
-                    )))?,
-            )),
+                        format!("{error}{hint}"),
+                    )))
+                }
+            },
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
         }
     }

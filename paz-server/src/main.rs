@@ -34,18 +34,21 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
-    std::fs::create_dir_all(&config.data_dir)
+    token::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (token, source) = token::load_or_generate(config.token.as_deref(), &config.data_dir)?;
     if source == TokenSource::Generated {
+        // The token itself is not printed: output is often kept in logs.
         let path = config.data_dir.join("admin-token");
         #[allow(clippy::print_stdout)]
         {
             println!(
-                "Generated the admin token (saved to {}, mode 0600):\n  {token}",
+                "Generated the admin token into {} (mode 0600).",
                 path.display()
             );
-            println!("The paz CLI on this machine reads it from there; elsewhere set PAZ_TOKEN.");
+            println!(
+                "The paz CLI on this machine reads it from there; elsewhere set PAZ_TOKEN to its content."
+            );
         }
     }
     let store = config.store_config().build()?;

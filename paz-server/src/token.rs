@@ -27,6 +27,16 @@ pub enum TokenError {
         #[source]
         source: std::io::Error,
     },
+    /// The token file can be read by other users of the machine.
+    #[error(
+        "the admin token file {path} can be read by other users (mode {mode:04o}); restrict it with `chmod 600 {path}`"
+    )]
+    NotPrivate {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The given token is too short to be safe.
     #[error("the admin token must be at least 16 characters long")]
     TooShort,
@@ -52,6 +62,16 @@ pub fn load_or_generate(
         path: path.display().to_string(),
         source,
     };
+    if let Ok(meta) = std::fs::metadata(&path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::NotPrivate {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 16 => {
             return Ok((text.trim().to_owned(), TokenSource::File));
@@ -63,7 +83,7 @@ pub fn load_or_generate(
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    create_private_dir(data_dir).map_err(io)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -74,6 +94,16 @@ pub fn load_or_generate(
         .map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok((token, TokenSource::Generated))
+}
+
+/// Creates the data dir (and its parents) readable by its owner only (0700); an existing
+/// directory is left as it is (its files are checked one by one).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Compares tokens in time independent of where they differ.
@@ -105,5 +135,23 @@ mod tests {
             Err(TokenError::TooShort)
         ));
         assert!(matches("abc", "abc") && !matches("abd", "abc") && !matches("ab", "abc"));
+    }
+
+    #[test]
+    fn the_data_dir_is_private_and_a_readable_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/paz-data");
+        load_or_generate(None, &data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a new data dir is the owner's only");
+
+        let file = data.join("admin-token");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_generate(None, &data).unwrap_err();
+        assert!(
+            matches!(err, TokenError::NotPrivate { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -44,6 +44,17 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The store file can be read by other users of the machine, though it holds every
+    /// service's environment.
+    #[error(
+        "the store file {path} can be read by other users (mode {mode:04o}) and holds every service's environment; restrict it with `chmod 600 {path}`"
+    )]
+    NotPrivate {
+        /// The store file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A record in the file is malformed.
     #[error("store file {path} holds a malformed record at key {key:?}")]
     Corrupt {
@@ -138,12 +149,36 @@ impl EmbeddedStore {
     /// let store = paz_store::EmbeddedStore::open("paz-data/paz.redb")?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// The file holds every service's environment: a new one is created readable by its owner
+    /// only (0600), and an existing one that others can read is refused
+    /// ([`Error::NotPrivate`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = path.as_ref().to_path_buf();
         let io = |e: &dyn std::fmt::Display| Error::Io {
             path: path.clone(),
             message: e.to_string(),
         };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                return Err(Error::NotPrivate {
+                    path,
+                    mode: meta.permissions().mode() & 0o7777,
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Created private before redb writes anything into it.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| io(&e))?;
+            }
+            Err(e) => return Err(io(&e)),
+        }
         let db = Database::create(&path).map_err(|source| Error::Open {
             path: path.clone(),
             source,
@@ -261,6 +296,26 @@ mod tests {
             async move { EmbeddedStore::open(path).unwrap() }
         })
         .await;
+    }
+
+    #[test]
+    fn the_store_file_is_private_and_a_readable_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paz.redb");
+        drop(EmbeddedStore::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a new store file is the owner's only");
+        drop(EmbeddedStore::open(&path).unwrap());
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = EmbeddedStore::open(&path).err().expect("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::NotPrivate { mode: 0o644, .. }),
+            "{text}"
+        );
+        assert!(text.contains("chmod 600"), "says how to fix it: {text}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,10 +19,23 @@ fn quickstart_survives_a_restart() -> Result<()> {
             .stdout
             .iter()
             .any(|l| l.contains("Generated the admin token")),
-        "first start prints the token: {:?}",
+        "first start says where the token is: {:?}",
         server.stdout
     );
     let token = std::fs::read_to_string(data.join("admin-token"))?;
+    assert!(
+        !server.stdout.iter().any(|l| l.contains(token.trim())),
+        "the token itself is never printed (output ends up in logs): {:?}",
+        server.stdout
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&data)?, 0o700, "the data dir is the owner's only");
+        assert_eq!(mode(&data.join("paz.redb"))?, 0o600, "so is the store");
+        assert_eq!(mode(&data.join("admin-token"))?, 0o600, "and the token");
+    }
 
     let create = paz(
         &server,
