@@ -414,6 +414,16 @@ impl ServiceSpec {
         for (i, domain) in self.domains.iter().enumerate() {
             if let Err(m) = names::check_domain(domain) {
                 fail(format!("domains[{i}]"), "INVALID_DOMAIN", m);
+            } else if domain == "paz" || domain.ends_with(crate::route::INTERNAL_SUFFIX) {
+                // `<service>.paz` is how services reach each other inside Paz; a public
+                // domain there would shadow (or impersonate) a service's internal name.
+                fail(
+                    format!("domains[{i}]"),
+                    "RESERVED_DOMAIN",
+                    format!(
+                        "domain {domain:?} ends in .paz, which is reserved for the internal names of services"
+                    ),
+                );
             } else if !seen_domains.insert(domain) {
                 fail(
                     format!("domains[{i}]"),
@@ -715,6 +725,9 @@ mod tests {
         let mut s = web();
         s.domains = vec!["a.example.com".into(), "a.example.com".into()];
         assert_eq!(codes(&s), ["DUPLICATE_DOMAIN"]);
+        let mut s = web();
+        s.domains = vec!["api.paz".into(), "paz".into(), "paz.example.com".into()];
+        assert_eq!(codes(&s), ["RESERVED_DOMAIN", "RESERVED_DOMAIN"]);
     }
 
     #[test]
