@@ -52,6 +52,44 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// Path parameters; a segment that cannot be decoded (`/v1/services/%ff`) is a JSON
+/// `INVALID_PATH` error, not axum's plain-text answer.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PATH",
+                format!("the path is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// Query parameters; unknown or malformed ones (`logs?tail=-1`) are a JSON `INVALID_QUERY`
+/// error, not axum's plain-text answer.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY",
+                format!("the query is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// The optional `If-Match: <revision>` header (the number may be quoted as an ETag).
 pub struct IfMatch(pub Option<u64>);
 

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, IfMatch};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch};
 
 /// Checks that the server and its store answer.
 #[utoipa::path(get, path = "/v1/health", tag = "system", security(()),
@@ -58,7 +58,7 @@ pub async fn create_service(
     responses((status = 200, body = Service), (status = 404, body = ErrorResponse)))]
 pub async fn get_service(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Service>> {
     Ok(Json(state.paz.service(&name).await?))
 }
@@ -71,7 +71,7 @@ pub async fn get_service(
         (status = 412, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn put_service(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     IfMatch(expected): IfMatch,
     ApiJson(spec): ApiJson<ServiceSpec>,
 ) -> ApiResult<Json<Service>> {
@@ -90,7 +90,7 @@ pub async fn put_service(
         (status = 412, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn patch_service(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     IfMatch(expected): IfMatch,
     ApiJson(patch): ApiJson<serde_json::Value>,
 ) -> ApiResult<Json<Service>> {
@@ -107,7 +107,7 @@ pub async fn patch_service(
     responses((status = 204), (status = 404, body = ErrorResponse), (status = 412, body = ErrorResponse)))]
 pub async fn delete_service(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
     state.paz.delete_service(&name, expected).await?;
@@ -120,7 +120,7 @@ pub async fn delete_service(
     responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn deploy(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<DeployRequest>,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
     let deployment = state
@@ -137,7 +137,7 @@ pub async fn deploy(
     responses((status = 200, body = Service), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn scale(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<ScaleRequest>,
 ) -> ApiResult<Json<Service>> {
     Ok(Json(state.paz.scale(&name, request.instances).await?))
@@ -149,7 +149,7 @@ pub async fn scale(
     responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn rollback(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
     let deployment = state
@@ -165,7 +165,7 @@ pub async fn rollback(
     responses((status = 200, body = Vec<Release>), (status = 404, body = ErrorResponse)))]
 pub async fn releases(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<Release>>> {
     Ok(Json(state.paz.releases(&name).await?))
 }
@@ -176,7 +176,7 @@ pub async fn releases(
     responses((status = 200, body = Release), (status = 404, body = ErrorResponse)))]
 pub async fn release(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Release>> {
     let number = version
         .strip_prefix('v')
@@ -197,7 +197,7 @@ pub async fn release(
     responses((status = 200, body = Vec<Deployment>), (status = 404, body = ErrorResponse)))]
 pub async fn deployments(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<Deployment>>> {
     Ok(Json(state.paz.deployments(&name).await?))
 }
@@ -207,7 +207,7 @@ pub async fn deployments(
     responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse)))]
 pub async fn deployment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Deployment>> {
     Ok(Json(state.paz.deployment(&id).await?))
 }
@@ -252,7 +252,7 @@ pub async fn events(
     responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn promote(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deployment>> {
     let deployment = state.paz.promote(&name).await?;
     wake(&state, &name);
@@ -264,7 +264,7 @@ pub async fn promote(
     responses((status = 200, body = Deployment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn abort(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deployment>> {
     let deployment = state.paz.abort(&name).await?;
     wake(&state, &name);
@@ -290,7 +290,7 @@ async fn instances_of(state: &AppState, name: &str) -> ApiResult<Vec<Instance>> 
     responses((status = 200, body = Vec<Instance>), (status = 404, body = ErrorResponse)))]
 pub async fn instances(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<Instance>>> {
     state.paz.service(&name).await?;
     Ok(Json(instances_of(&state, &name).await?))
@@ -301,7 +301,7 @@ pub async fn instances(
     responses((status = 200, body = ServiceStatus), (status = 404, body = ErrorResponse)))]
 pub async fn status(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<ServiceStatus>> {
     let service = state.paz.service(&name).await?;
     let deployment = state.paz.latest_deployment(&name).await?;
@@ -338,8 +338,8 @@ pub struct LogsQuery {
         (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn logs(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<LogsQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     state.paz.service(&name).await?;

@@ -512,3 +512,26 @@ async fn openapi_document_matches_the_golden_file() {
     assert!(served["paths"]["/v1/services/{name}"]["patch"].is_object());
     assert!(served["components"]["schemas"]["ServiceSpec"].is_object());
 }
+
+#[tokio::test]
+async fn path_and_query_rejections_are_json_with_their_own_codes() {
+    let api = Api::new();
+    api.create_web().await;
+    for (path, expected) in [
+        ("/v1/services/%ff", "INVALID_PATH"),
+        ("/v1/services/web/releases/%ff%fe", "INVALID_PATH"),
+        ("/v1/services/web/logs?tail=-1", "INVALID_QUERY"),
+        ("/v1/services/web/logs?follow=maybe", "INVALID_QUERY"),
+        ("/v1/services/web/logs?colour=red", "INVALID_QUERY"),
+    ] {
+        let (status, body) = api.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(code(&body), expected, "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}: {body}"
+        );
+    }
+}
