@@ -174,6 +174,11 @@ fn check_tag(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest digest algorithm name accepted (`sha256`, `sha512`, `blake3`, …).
+const MAX_DIGEST_ALGORITHM: usize = 32;
+/// The most hex digits a digest may have (sha512 has 128).
+const MAX_DIGEST_HEX: usize = 128;
+
 fn check_digest(digest: &str) -> Result<(), String> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(format!("digest {digest:?} must look like sha256:<hex>"));
@@ -189,6 +194,11 @@ fn check_digest(digest: &str) -> Result<(), String> {
     }
     if algorithm == "sha256" && hex.len() != 64 {
         return Err(format!("sha256 digest {digest:?} must have 64 hex digits"));
+    }
+    if algorithm.len() > MAX_DIGEST_ALGORITHM || hex.len() > MAX_DIGEST_HEX {
+        return Err(format!(
+            "digest {digest:?} is too long: at most {MAX_DIGEST_ALGORITHM} characters of algorithm and {MAX_DIGEST_HEX} hex digits"
+        ));
     }
     Ok(())
 }
@@ -236,6 +246,8 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         let r = ImageRef::parse(&format!("ghcr.io/o/app:1.2@{digest}")).unwrap();
         assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+        // Other algorithms up to the limits.
+        assert!(ImageRef::parse(&format!("demo@sha512:{}", "b".repeat(128))).is_ok());
         assert_eq!(r.tag.as_deref(), Some("1.2"));
         assert!(ImageRef::parse("library/nginx").unwrap().registry.is_none());
         assert!(ImageRef::parse("my_app__x.y-z").is_ok());
@@ -258,6 +270,8 @@ mod tests {
             "demo:v1:v2",
             "host:abc/app",
             "with space",
+            &format!("demo@sha512:{}", "a".repeat(129)),
+            &format!("demo@{}:{}", "a".repeat(33), "a".repeat(64)),
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should be rejected");
         }
