@@ -263,6 +263,7 @@ impl SchedulerConfig {
                 .map_err(|e| ConfigError::Scheduler(e.into()))?;
                 Ok(Some(BuiltScheduler {
                     gateway: scheduler.network_gateway(),
+                    subnet: scheduler.network_subnet(),
                     scheduler: Arc::new(scheduler),
                 }))
             }
@@ -277,6 +278,9 @@ pub struct BuiltScheduler {
     /// The address of the instances' network gateway on this host, where `<service>.paz` can
     /// be served to them (Docker's network gateway).
     pub gateway: Option<IpAddr>,
+    /// The IPv4 subnet of that network, as (network, prefix length): the only clients the
+    /// name server answers.
+    pub subnet: Option<(Ipv4Addr, u8)>,
 }
 
 impl ProxyConfig {
@@ -414,7 +418,7 @@ impl RuntimeConfig {
         let mut internal = None;
         if self.internal_names {
             match probe.gateway {
-                Some(IpAddr::V4(ip)) => match internal_names(ip).await {
+                Some(IpAddr::V4(ip)) => match internal_names(ip, probe.subnet).await {
                     Ok((server, listener)) => {
                         // Instances resolve through the gateway from now on.
                         if let Some(with_dns) = self.scheduler.build(&[ip.to_string()]).await? {
@@ -458,13 +462,17 @@ impl RuntimeConfig {
 
 /// The sockets of the internal names on `ip`: the name server (port 53) and the proxy's
 /// internal listener (port 80).
-async fn internal_names(ip: Ipv4Addr) -> std::io::Result<(NameServer, tokio::net::TcpListener)> {
+async fn internal_names(
+    ip: Ipv4Addr,
+    subnet: Option<(Ipv4Addr, u8)>,
+) -> std::io::Result<(NameServer, tokio::net::TcpListener)> {
     let listener = tokio::net::TcpListener::bind((ip, 80)).await?;
     let socket = tokio::net::UdpSocket::bind((ip, 53)).await?;
-    Ok((
-        NameServer::new(socket, ip, NameServer::system_upstream()),
-        listener,
-    ))
+    let mut names = NameServer::new(socket, ip, NameServer::system_upstream());
+    // Containers of the Paz network only (without a known subnet: the gateway's /16).
+    let (network, prefix) = subnet.unwrap_or((ip, 16));
+    names = names.allow_clients(network, prefix);
+    Ok((names, listener))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::error::FieldError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
-    /// `ok` when the server and its store answer.
+    /// `ok` when the server and its store answer; `degraded` when a runtime task (the
+    /// reconcile loop, health checks, the name server…) panicked and was restarted.
     pub status: String,
     /// The server version.
     pub version: String,
@@ -19,6 +20,10 @@ pub struct HealthResponse {
     /// The port the router takes public traffic on, when the server runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_port: Option<u16>,
+    /// How many times a runtime task panicked and was started again since the server
+    /// started (absent without a runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u64>,
 }
 
 /// `POST /v1/services/{name}/deploy`.

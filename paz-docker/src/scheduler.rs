@@ -48,6 +48,8 @@ struct NetworkInfo {
     id: String,
     name: String,
     gateway: Option<IpAddr>,
+    /// The IPv4 subnet instances get addresses from, as (network, prefix length).
+    subnet: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 /// What the daemon says about its machine (read at connect).
@@ -154,6 +156,12 @@ impl DockerScheduler {
     /// no IPv4 gateway (e.g. it is internal).
     pub fn network_gateway(&self) -> Option<IpAddr> {
         self.inner.network.gateway
+    }
+
+    /// The IPv4 subnet of the Paz network, as (network, prefix length): where instances'
+    /// addresses come from.
+    pub fn network_subnet(&self) -> Option<(std::net::Ipv4Addr, u8)> {
+        self.inner.network.subnet
     }
 
     /// The name of the Paz network.
@@ -714,11 +722,18 @@ async fn ensure_network(docker: &Docker, config: &DockerConfig) -> Result<Networ
             reason: format!("its driver is {driver:?}; Paz needs a bridge network"),
         });
     }
-    let gateways: Vec<IpAddr> = inspected
+    let configs: Vec<_> = inspected
         .ipam
         .and_then(|ipam| ipam.config)
         .into_iter()
         .flatten()
+        .collect();
+    let subnet = configs
+        .iter()
+        .filter_map(|c| c.subnet.as_deref())
+        .find_map(parse_ipv4_subnet);
+    let gateways: Vec<IpAddr> = configs
+        .into_iter()
         .filter_map(|c| c.gateway)
         .filter_map(|g| g.split('/').next().and_then(|ip| ip.parse().ok()))
         .collect();
@@ -731,7 +746,15 @@ async fn ensure_network(docker: &Docker, config: &DockerConfig) -> Result<Networ
         id,
         name: name.to_owned(),
         gateway,
+        subnet,
     })
+}
+
+/// `172.20.0.0/16` as (network, prefix length); `None` for IPv6 or anything malformed.
+fn parse_ipv4_subnet(text: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (ip, prefix) = text.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some((ip.parse().ok()?, prefix))
 }
 
 /// The `(id, created)` of the networks named exactly `name`, oldest first.

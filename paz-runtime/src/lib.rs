@@ -119,7 +119,12 @@ impl Runtime {
             )));
         }
         if let Some(names) = self.names {
-            tasks.push(tokio::spawn(names.run(shutdown)));
+            let reconciler = self.reconciler.clone();
+            tasks.push(tokio::spawn(async move {
+                reconciler
+                    .supervise("name server", shutdown, move |stop| names.clone().run(stop))
+                    .await;
+            }));
         }
         RuntimeHandle {
             reconciler: self.reconciler,

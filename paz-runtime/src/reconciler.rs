@@ -250,7 +250,9 @@ impl Reconciler {
         self.inner.panics.load(Ordering::SeqCst)
     }
 
-    async fn supervise<F, Fut>(
+    /// Runs the task `start` makes until it ends by itself or `shutdown`; a panic is logged,
+    /// counted, and the task started again after a second.
+    pub(crate) async fn supervise<F, Fut>(
         &self,
         task: &'static str,
         mut shutdown: watch::Receiver<bool>,

@@ -22,11 +22,18 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch};
     responses((status = 200, body = HealthResponse), (status = 503, body = ErrorResponse)))]
 pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
     state.paz.store().get("/paz/health-probe").await?;
+    let restarts = state.reconciler.as_ref().map(|r| r.panics());
+    let status = if restarts.unwrap_or(0) > 0 {
+        "degraded"
+    } else {
+        "ok"
+    };
     Ok(Json(HealthResponse {
-        status: "ok".into(),
+        status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         domain: Some(state.paz.config().domain.clone()),
         router_port: state.router_port,
+        restarts,
     }))
 }
 

@@ -2,3 +2,4 @@
 //! replacement, scaling, orphans and resuming after a restart.
 
 mod reconciler;
+mod supervision;
