@@ -177,7 +177,7 @@ impl RuntimeBuilder {
         let proxy = self.proxy.ok_or(Error::Missing("proxy"))?;
         let health = self.health.ok_or(Error::Missing("health checker"))?;
         let reconciler =
-            Reconciler::new(self.paz.clone(), scheduler, proxy, health).with_resync(self.resync);
+            Reconciler::with_resync(self.paz.clone(), scheduler, proxy, health, self.resync);
         Ok(Runtime {
             paz: self.paz,
             reconciler,

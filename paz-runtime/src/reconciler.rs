@@ -149,12 +149,24 @@ struct Inner {
 }
 
 impl Reconciler {
-    /// A reconciler over the engine and its backends.
+    /// A reconciler over the engine and its backends, with a full resync every
+    /// [`DEFAULT_RESYNC`](crate::DEFAULT_RESYNC).
     pub fn new(
         paz: Paz,
         scheduler: Arc<dyn Scheduler>,
         proxy: Arc<dyn Proxy>,
         health: Arc<dyn HealthChecker>,
+    ) -> Self {
+        Self::with_resync(paz, scheduler, proxy, health, crate::DEFAULT_RESYNC)
+    }
+
+    /// A reconciler that reconciles every service every `resync` even without events.
+    pub fn with_resync(
+        paz: Paz,
+        scheduler: Arc<dyn Scheduler>,
+        proxy: Arc<dyn Proxy>,
+        health: Arc<dyn HealthChecker>,
+        resync: Duration,
     ) -> Self {
         Reconciler {
             inner: Arc::new(Inner {
@@ -168,22 +180,9 @@ impl Reconciler {
                 health_wake: Notify::new(),
                 full_resync: AtomicBool::new(true),
                 panics: Default::default(),
-                resync: crate::DEFAULT_RESYNC,
+                resync,
                 routes: tokio::sync::Mutex::new(()),
             }),
-        }
-    }
-
-    /// Sets how often every service is reconciled without an event (before it runs).
-    pub fn with_resync(self, every: Duration) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                inner.resync = every;
-                Reconciler {
-                    inner: Arc::new(inner),
-                }
-            }
-            Err(inner) => Reconciler { inner },
         }
     }
 
