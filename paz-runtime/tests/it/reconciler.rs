@@ -85,6 +85,17 @@ impl World {
         }
     }
 
+    /// Creates `web` with `instances` instances and `strategy`, and waits for its first
+    /// deployment to succeed.
+    async fn web_running(&self, instances: u32, strategy: Strategy) {
+        self.paz
+            .create_service(web(instances, strategy), Trigger::create())
+            .await
+            .unwrap();
+        self.wait_deployment("web-1", DeploymentStatus::Succeeded)
+            .await;
+    }
+
     /// Deploys `image` to `web` and returns the deployment.
     async fn deploy(&self, image: &str) -> paz_core::Deployment {
         self.paz
@@ -171,14 +182,7 @@ fn web(instances: u32, strategy: Strategy) -> ServiceSpec {
 #[tokio::test(start_paused = true)]
 async fn create_deploy_and_route() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(2, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(2, Strategy::Rolling).await;
     assert_eq!(world.running("web").await.len(), 2);
     assert_eq!(world.backends("web.localhost").await, 2);
     assert_eq!(
@@ -222,14 +226,7 @@ async fn create_deploy_and_route() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_health_check_fails_the_deploy_and_keeps_the_old_release() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(2, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(2, Strategy::Rolling).await;
     world.health.bad_ports.lock().unwrap().insert("9090".into());
     let mut spec = web(2, Strategy::Rolling);
     spec.image = "demo:v3".into();
@@ -271,14 +268,7 @@ async fn a_failing_health_check_fails_the_deploy_and_keeps_the_old_release() {
 #[tokio::test(start_paused = true)]
 async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     world.scheduler.fail_image("demo:missing");
     let d = world.deploy("demo:missing").await;
     world.wait_deployment(&d.id, DeploymentStatus::Failed).await;
@@ -298,14 +288,7 @@ async fn a_missing_image_fails_the_deploy_with_a_clear_error() {
 #[tokio::test(start_paused = true)]
 async fn crashed_instances_are_replaced() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(2, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(2, Strategy::Rolling).await;
     let victim = world.scheduler.list(Some("web")).await.unwrap()[0]
         .id
         .clone();
@@ -327,14 +310,7 @@ async fn crashed_instances_are_replaced() {
 #[tokio::test(start_paused = true)]
 async fn scaling_and_deleting() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     world.paz.scale("web", 3).await.unwrap();
     world
         .until("three instances routed", async || {
@@ -364,14 +340,7 @@ async fn scaling_and_deleting() {
 #[tokio::test(start_paused = true)]
 async fn blue_green_and_canary() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(2, Strategy::BlueGreen), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(2, Strategy::BlueGreen).await;
     let d = world.deploy("demo:v2").await;
     world
         .wait_deployment(&d.id, DeploymentStatus::Succeeded)
@@ -420,14 +389,7 @@ async fn blue_green_and_canary() {
 #[tokio::test(start_paused = true)]
 async fn a_restarted_reconciler_resumes_a_deploy() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(3, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(3, Strategy::Rolling).await;
     let (paz, scheduler, proxy) = world.shut_down().await;
     // A deploy recorded while no reconciler runs (as if the server died right after).
     let d = paz
@@ -454,14 +416,7 @@ async fn a_restarted_reconciler_resumes_a_deploy() {
 #[tokio::test(start_paused = true)]
 async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     world.scheduler.set_down(true);
     let d = world.deploy("demo:v2").await;
     world
@@ -493,14 +448,7 @@ async fn a_scheduler_outage_is_recorded_and_the_deploy_resumes() {
 #[tokio::test(start_paused = true)]
 async fn a_start_the_scheduler_cannot_answer_waits_instead_of_failing_the_deploy() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     world
         .scheduler
         .fail_starts(Some(paz_core::PortErrorKind::Unavailable));
@@ -547,14 +495,7 @@ async fn a_start_the_scheduler_cannot_answer_waits_instead_of_failing_the_deploy
 #[tokio::test(start_paused = true)]
 async fn a_refused_route_table_holds_the_drains_and_is_retried() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     let old = world.scheduler.list(Some("web")).await.unwrap()[0]
         .id
         .clone();
@@ -586,14 +527,7 @@ async fn a_refused_route_table_holds_the_drains_and_is_retried() {
 #[tokio::test(start_paused = true)]
 async fn a_recreated_service_runs_its_new_spec() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     world.paz.delete_service("web", None).await.unwrap();
     world
         .until("orphans removed", async || {
@@ -623,14 +557,7 @@ async fn a_recreated_service_runs_its_new_spec() {
 #[tokio::test(start_paused = true)]
 async fn a_crash_loop_backs_off_and_shows_in_status() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(1, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(1, Strategy::Rolling).await;
     for round in 1..=3 {
         let victim = world
             .until_some("a live instance", async || {
@@ -667,14 +594,7 @@ async fn a_crash_loop_backs_off_and_shows_in_status() {
 #[tokio::test(start_paused = true)]
 async fn a_service_created_again_never_adopts_the_old_ones_instances() {
     let world = World::new();
-    world
-        .paz
-        .create_service(web(2, Strategy::Rolling), Trigger::create())
-        .await
-        .unwrap();
-    world
-        .wait_deployment("web-1", DeploymentStatus::Succeeded)
-        .await;
+    world.web_running(2, Strategy::Rolling).await;
     let (paz, scheduler, proxy) = world.shut_down().await;
     // Deleted and created again while no reconciler runs: the old containers are still there,
     // with the same service name and release number.
