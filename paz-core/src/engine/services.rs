@@ -173,16 +173,7 @@ impl Paz {
         let mut retries = Retries::new("service", name);
         loop {
             let current = self.load(name).await?;
-            if let Some(expected) = expected_revision
-                && expected != current.mod_revision
-            {
-                return Err(Error::RevisionMismatch {
-                    kind: "service",
-                    name: name.to_owned(),
-                    expected,
-                    actual: current.mod_revision,
-                });
-            }
+            expect_revision(name, expected_revision, current.mod_revision)?;
             let planned = change(&current.service)?;
             let key = service_key(name);
             let mut txn =
@@ -344,16 +335,7 @@ impl Paz {
         let mut retries = Retries::new("service", name);
         loop {
             let current = self.load(name).await?;
-            if let Some(expected) = expected_revision
-                && expected != current.mod_revision
-            {
-                return Err(Error::RevisionMismatch {
-                    kind: "service",
-                    name: name.into(),
-                    expected,
-                    actual: current.mod_revision,
-                });
-            }
+            expect_revision(name, expected_revision, current.mod_revision)?;
             let mut txn = Txn::new()
                 .when(
                     service_key(name),
@@ -424,6 +406,19 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
             }
         }
         _ => *target = patch.clone(),
+    }
+}
+
+/// Refuses a change guarded by `If-Match` when the service is no longer at that revision.
+fn expect_revision(name: &str, expected: Option<u64>, actual: u64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != actual => Err(Error::RevisionMismatch {
+            kind: "service",
+            name: name.to_owned(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
     }
 }
 
