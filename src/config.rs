@@ -248,15 +248,21 @@ impl SchedulerConfig {
         Vec::new()
     }
 
-    /// Connects to the scheduler; `None` for [`SchedulerConfig::None`]. Instances get `dns`
-    /// as their name servers (the internal names' address, once known).
-    pub async fn build(&self, dns: &[String]) -> Result<Option<BuiltScheduler>, ConfigError> {
+    /// Connects to the scheduler for `cluster` (the id kept in the store: the scheduler
+    /// touches only that cluster's instances); `None` for [`SchedulerConfig::None`].
+    /// Instances get `dns` as their name servers (the internal names' address, once known).
+    pub async fn build(
+        &self,
+        dns: &[String],
+        cluster: &str,
+    ) -> Result<Option<BuiltScheduler>, ConfigError> {
         match self {
             SchedulerConfig::None => Ok(None),
             #[cfg(feature = "docker")]
             SchedulerConfig::Docker(docker) => {
                 let scheduler = paz_docker::DockerScheduler::connect(paz_docker::DockerConfig {
                     dns: dns.to_vec(),
+                    cluster: cluster.to_owned(),
                     ..docker.clone()
                 })
                 .await
@@ -410,7 +416,15 @@ impl RuntimeConfig {
         host: Option<Host>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Option<Started>, ConfigError> {
-        let Some(probe) = self.scheduler.build(&[]).await? else {
+        if matches!(self.scheduler, SchedulerConfig::None) {
+            return Ok(None);
+        }
+        let cluster = paz
+            .claim_cluster_id(&new_cluster_id())
+            .await
+            .map_err(ConfigError::Store)?;
+        tracing::info!(%cluster, "this Paz cluster's id (containers are labelled paz.cluster={cluster})");
+        let Some(probe) = self.scheduler.build(&[], &cluster).await? else {
             return Ok(None);
         };
         let mut names = None;
@@ -421,7 +435,9 @@ impl RuntimeConfig {
                 Some(IpAddr::V4(ip)) => match internal_names(ip, probe.subnet).await {
                     Ok((server, listener)) => {
                         // Instances resolve through the gateway from now on.
-                        if let Some(with_dns) = self.scheduler.build(&[ip.to_string()]).await? {
+                        if let Some(with_dns) =
+                            self.scheduler.build(&[ip.to_string()], &cluster).await?
+                        {
                             scheduler = with_dns.scheduler;
                         }
                         names = Some(server);
@@ -458,6 +474,20 @@ impl RuntimeConfig {
             listeners: proxy.listeners,
         }))
     }
+}
+
+/// A fresh cluster id: 16 hex digits from the process's randomly seeded hasher and the time
+/// (unique enough to tell clusters apart; it is no secret).
+fn new_cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }
 
 /// The sockets of the internal names on `ip`: the name server (port 53) and the proxy's

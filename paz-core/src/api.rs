@@ -24,6 +24,10 @@ pub struct HealthResponse {
     /// started (absent without a runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<u64>,
+    /// What the operator should know (e.g. instances of unknown services found at start-up
+    /// and left alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `POST /v1/services/{name}/deploy`.

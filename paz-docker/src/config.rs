@@ -23,6 +23,12 @@ pub struct DockerConfig {
     /// answers DNS. Empty keeps Docker's default (the embedded resolver forwarding to the
     /// host's resolvers).
     pub dns: Vec<String>,
+    /// The cluster this scheduler acts for (label `paz.cluster`): it lists, stops and
+    /// removes only containers carrying this id, so servers of other clusters (another
+    /// store, `--store memory`, a wrong data dir) on the same engine never touch each
+    /// other's containers. `paz::config` sets it to the id kept in the store. Default
+    /// `"default"`.
+    pub cluster: String,
     /// Labels added to every container and to the network Paz creates. The `paz.*` labels
     /// Paz sets itself always win over these.
     pub extra_labels: BTreeMap<String, String>,
@@ -40,6 +46,7 @@ impl Default for DockerConfig {
             host: None,
             network: DEFAULT_NETWORK.to_owned(),
             dns: Vec::new(),
+            cluster: "default".to_owned(),
             extra_labels: BTreeMap::new(),
             request_timeout: Duration::from_secs(120),
             pull_timeout: Duration::from_secs(600),

@@ -28,7 +28,7 @@ use bollard::query_parameters::{EventsOptions, EventsOptionsBuilder};
 use futures_util::{Stream, StreamExt};
 use paz_core::scheduler::{EventStream, SchedulerEvent};
 
-use crate::state::{LABEL_MANAGED, LABEL_SERVICE};
+use crate::state::{LABEL_CLUSTER, LABEL_MANAGED, LABEL_SERVICE};
 
 /// The first retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -74,7 +74,7 @@ pub(crate) fn docker_time(nanos: i128) -> String {
 }
 
 /// Maps one Docker event message; `None` for events Paz does not care about.
-pub(crate) fn map_event(message: &EventMessage) -> Option<SchedulerEvent> {
+pub(crate) fn map_event(message: &EventMessage, cluster: &str) -> Option<SchedulerEvent> {
     if message.typ != Some(EventMessageTypeEnum::CONTAINER) {
         return None;
     }
@@ -82,7 +82,9 @@ pub(crate) fn map_event(message: &EventMessage) -> Option<SchedulerEvent> {
     let id = actor.id.clone()?;
     let empty = HashMap::new();
     let attributes = actor.attributes.as_ref().unwrap_or(&empty);
-    if attributes.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
+    if attributes.get(LABEL_MANAGED).map(String::as_str) != Some("true")
+        || attributes.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster)
+    {
         return None;
     }
     let service = attributes.get(LABEL_SERVICE)?.clone();
@@ -143,6 +145,8 @@ enum Phase {
 
 struct State {
     docker: Docker,
+    /// Only this cluster's containers are followed.
+    cluster: String,
     phase: Phase,
     start_nanos: i128,
     dedup: Dedup,
@@ -153,10 +157,16 @@ struct State {
     retrying: bool,
 }
 
-fn options(since: &str) -> EventsOptions {
+fn options(since: &str, cluster: &str) -> EventsOptions {
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
-        ("label", vec![format!("{LABEL_MANAGED}=true")]),
+        (
+            "label",
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_CLUSTER}={cluster}"),
+            ],
+        ),
         (
             "event",
             vec!["start".to_owned(), "die".to_owned(), "destroy".to_owned()],
@@ -169,13 +179,14 @@ fn options(since: &str) -> EventsOptions {
 }
 
 /// The reconnecting event stream; replays from `start` (the time of the call).
-pub(crate) fn event_stream(docker: Docker, start: SystemTime) -> EventStream {
+pub(crate) fn event_stream(docker: Docker, start: SystemTime, cluster: String) -> EventStream {
     let start_nanos = start
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let state = State {
         docker,
+        cluster,
         phase: Phase::Connect,
         start_nanos,
         dedup: Dedup::default(),
@@ -211,7 +222,7 @@ pub(crate) fn event_stream(docker: Docker, start: SystemTime) -> EventStream {
                         let since =
                             docker_time(state.dedup.resume_nanos().unwrap_or(state.start_nanos));
                         let messages: Messages =
-                            Box::pin(state.docker.events(Some(options(&since))));
+                            Box::pin(state.docker.events(Some(options(&since, &state.cluster))));
                         state.phase = Phase::Streaming {
                             messages,
                             since: Instant::now(),
@@ -232,7 +243,7 @@ pub(crate) fn event_stream(docker: Docker, start: SystemTime) -> EventStream {
                                 if !state.dedup.is_new(&message) {
                                     continue;
                                 }
-                                if let Some(event) = map_event(&message) {
+                                if let Some(event) = map_event(&message, &state.cluster) {
                                     return Some((Ok(event), state));
                                 }
                             }
@@ -264,6 +275,7 @@ mod tests {
     fn message(action: &str, id: &str, time: i64, exit: Option<&str>) -> EventMessage {
         let mut attributes = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_CLUSTER.to_owned(), "c1".to_owned()),
             (LABEL_SERVICE.to_owned(), "web".to_owned()),
         ]);
         if let Some(code) = exit {
@@ -284,14 +296,14 @@ mod tests {
     #[test]
     fn maps_start_die_destroy() {
         assert_eq!(
-            map_event(&message("start", "c1", 1, None)),
+            map_event(&message("start", "c1", 1, None), "c1"),
             Some(SchedulerEvent::Started {
                 id: "c1".into(),
                 service: "web".into()
             })
         );
         assert_eq!(
-            map_event(&message("die", "c1", 2, Some("137"))),
+            map_event(&message("die", "c1", 2, Some("137")), "c1"),
             Some(SchedulerEvent::Exited {
                 id: "c1".into(),
                 service: "web".into(),
@@ -299,16 +311,21 @@ mod tests {
             })
         );
         assert_eq!(
-            map_event(&message("destroy", "c1", 3, None)),
+            map_event(&message("destroy", "c1", 3, None), "c1"),
             Some(SchedulerEvent::Removed {
                 id: "c1".into(),
                 service: "web".into()
             })
         );
-        assert_eq!(map_event(&message("kill", "c1", 3, None)), None);
+        assert_eq!(map_event(&message("kill", "c1", 3, None), "c1"), None);
         let mut unmanaged = message("start", "c2", 4, None);
         unmanaged.actor.as_mut().unwrap().attributes = Some(HashMap::new());
-        assert_eq!(map_event(&unmanaged), None);
+        assert_eq!(map_event(&unmanaged, "c1"), None);
+        assert_eq!(
+            map_event(&message("start", "c1", 5, None), "c2"),
+            None,
+            "another cluster's events are not this scheduler's"
+        );
     }
 
     #[test]
@@ -390,7 +407,7 @@ mod tests {
     fn json(action: &str, id: &str, time_nano: i64, exit: Option<&str>) -> String {
         let exit = exit.map_or(String::new(), |c| format!(r#","exitCode":"{c}""#));
         format!(
-            r#"{{"Type":"container","Action":"{action}","Actor":{{"ID":"{id}","Attributes":{{"paz.managed":"true","paz.service":"web"{exit}}}}},"scope":"local","time":{},"timeNano":{time_nano}}}"#,
+            r#"{{"Type":"container","Action":"{action}","Actor":{{"ID":"{id}","Attributes":{{"paz.managed":"true","paz.cluster":"c1","paz.service":"web"{exit}}}}},"scope":"local","time":{},"timeNano":{time_nano}}}"#,
             time_nano / 1_000_000_000
         ) + "\n"
     }
@@ -423,7 +440,7 @@ mod tests {
         )
         .unwrap();
         let start = UNIX_EPOCH + Duration::from_secs(1_699_999_999);
-        let mut events = event_stream(docker, start);
+        let mut events = event_stream(docker, start, "c1".into());
         let mut got = Vec::new();
         for _ in 0..3 {
             let event = tokio::time::timeout(Duration::from_secs(10), events.next())
@@ -461,7 +478,7 @@ mod tests {
             requests[4]
         );
         assert!(
-            requests[4].contains("paz.managed%3Dtrue"),
+            requests[4].contains("paz.managed%3Dtrue") && requests[4].contains("paz.cluster%3Dc1"),
             "{}",
             requests[4]
         );

@@ -27,8 +27,8 @@ use paz_core::service::{Constraint, VolumeSpec};
 use crate::config::DockerConfig;
 use crate::error::{Error, Result, is_not_found, status_of};
 use crate::state::{
-    Context, LABEL_EPOCH, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE,
-    STOPPED_SUFFIX, instance_of, is_managed, is_marked_stopped,
+    Context, LABEL_CLUSTER, LABEL_EPOCH, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT, LABEL_RELEASE,
+    LABEL_SERVICE, STOPPED_SUFFIX, instance_of, is_managed, is_marked_stopped,
 };
 
 /// How long `connect` waits for the daemon's first answer.
@@ -70,7 +70,9 @@ struct Inner {
 
 /// Runs Paz instances as containers on one Docker Engine.
 ///
-/// Every container carries the labels `paz.managed=true`, `paz.service`, `paz.release`,
+/// Every container carries the labels `paz.managed=true`, `paz.cluster` (the
+/// [`DockerConfig::cluster`] it belongs to: containers of other clusters are never listed,
+/// stopped or removed), `paz.service`, `paz.release`,
 /// `paz.instance` (the slot) and, when the instance has an http port, `paz.port`, so
 /// `docker ps --filter label=paz.service=web` shows a service's instances. Containers join
 /// the Paz network (no published ports: the host reaches them on their bridge IP), get the
@@ -132,6 +134,7 @@ impl DockerScheduler {
             labels: host_labels(&info),
         };
         let network = ensure_network(&docker, &config).await?;
+        warn_of_foreign_containers(&docker, &config.cluster).await;
         tracing::info!(
             %host,
             daemon = %daemon.name,
@@ -212,6 +215,7 @@ impl DockerScheduler {
             network_id: &self.inner.network.id,
             network_name: &self.inner.network.name,
             host: &self.inner.daemon.name,
+            cluster: &self.inner.config.cluster,
         }
     }
 
@@ -232,9 +236,12 @@ impl DockerScheduler {
                 .as_ref()
                 .and_then(|c| c.labels.clone())
                 .unwrap_or_default();
-            let managed = is_managed(&labels);
+            let managed = is_managed(&labels, &self.inner.config.cluster);
             if !managed {
-                tracing::warn!(id, "container is not managed by Paz: left alone");
+                tracing::warn!(
+                    id,
+                    "container is not managed by this Paz cluster: left alone"
+                );
             }
             managed
         }))
@@ -318,6 +325,7 @@ impl DockerScheduler {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+        labels.insert(LABEL_CLUSTER.to_owned(), config.cluster.clone());
         labels.insert(LABEL_SERVICE.to_owned(), spec.service.clone());
         labels.insert(LABEL_RELEASE.to_owned(), spec.release.to_string());
         labels.insert(LABEL_INSTANCE.to_owned(), spec.slot.to_string());
@@ -457,7 +465,10 @@ impl DockerScheduler {
     }
 
     async fn list_instances(&self, service: Option<&str>) -> Result<Vec<Instance>> {
-        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        let mut labels = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_CLUSTER}={}", self.inner.config.cluster),
+        ];
         if let Some(service) = service {
             labels.push(format!("{LABEL_SERVICE}={service}"));
         }
@@ -573,7 +584,42 @@ impl Scheduler for DockerScheduler {
         Ok(crate::events::event_stream(
             self.inner.docker.clone(),
             SystemTime::now(),
+            self.inner.config.cluster.clone(),
         ))
+    }
+}
+
+/// Says (once, at connect) how many Paz containers on this engine belong to other clusters,
+/// or to a Paz from before cluster labels: they are left alone, and this is how to find them.
+async fn warn_of_foreign_containers(docker: &Docker, cluster: &str) {
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&HashMap::from([(
+            "label",
+            vec![format!("{LABEL_MANAGED}=true")],
+        )]))
+        .build();
+    let Ok(containers) = docker.list_containers(Some(options)).await else {
+        return;
+    };
+    let foreign = containers
+        .iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CLUSTER))
+                .map(String::as_str)
+                != Some(cluster)
+        })
+        .count();
+    if foreign > 0 {
+        tracing::warn!(
+            foreign,
+            %cluster,
+            "Paz containers of other clusters (other stores) are on this engine; this server \
+             leaves them alone (see them with `docker ps -a --filter label=paz.managed=true \
+             --format '{{{{.Names}}}} {{{{.Label \"paz.cluster\"}}}}'`)"
+        );
     }
 }
 

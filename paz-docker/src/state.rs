@@ -30,6 +30,9 @@ use paz_core::model::{Instance, InstanceState};
 
 /// Every container and network Paz creates carries `paz.managed=true`.
 pub const LABEL_MANAGED: &str = "paz.managed";
+/// The cluster that owns a container: the id kept in its store. A scheduler sees and touches
+/// only the containers of its own cluster.
+pub const LABEL_CLUSTER: &str = "paz.cluster";
 /// The service of an instance.
 pub const LABEL_SERVICE: &str = "paz.service";
 /// The release (number) of an instance.
@@ -143,9 +146,10 @@ fn labels_of(container: &ContainerInspectResponse) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Whether these labels mark a container Paz manages.
-pub(crate) fn is_managed(labels: &HashMap<String, String>) -> bool {
+/// Whether these labels mark a container that `cluster`'s Paz manages.
+pub(crate) fn is_managed(labels: &HashMap<String, String>, cluster: &str) -> bool {
     labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
+        && labels.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster)
         && labels.contains_key(LABEL_SERVICE)
 }
 
@@ -174,6 +178,7 @@ pub(crate) struct Context<'a> {
     pub network_id: &'a str,
     pub network_name: &'a str,
     pub host: &'a str,
+    pub cluster: &'a str,
 }
 
 /// The instance a container is, or `None` when Paz does not manage it.
@@ -182,7 +187,7 @@ pub(crate) fn instance_of(
     context: &Context<'_>,
 ) -> Option<Instance> {
     let labels = labels_of(container);
-    if !is_managed(&labels) {
+    if !is_managed(&labels, context.cluster) {
         return None;
     }
     let id = container.id.clone()?;
@@ -293,6 +298,7 @@ mod tests {
     fn instances_come_from_labelled_containers_only() {
         let labels = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_CLUSTER.to_owned(), "c1".to_owned()),
             (LABEL_SERVICE.to_owned(), "web".to_owned()),
             (LABEL_RELEASE.to_owned(), "3".to_owned()),
             (LABEL_INSTANCE.to_owned(), "1".to_owned()),
@@ -336,6 +342,7 @@ mod tests {
             network_id: "n1",
             network_name: "paz",
             host: "box",
+            cluster: "c1",
         };
         let instance = instance_of(&container, &context).unwrap();
         assert_eq!(
@@ -353,5 +360,13 @@ mod tests {
         let mut foreign = container.clone();
         foreign.config = Some(ContainerConfig::default());
         assert!(instance_of(&foreign, &context).is_none());
+        let other_cluster = Context {
+            cluster: "c2",
+            ..context
+        };
+        assert!(
+            instance_of(&container, &other_cluster).is_none(),
+            "another cluster's container is not this scheduler's"
+        );
     }
 }

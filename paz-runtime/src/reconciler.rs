@@ -46,6 +46,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Above this many services in one batch, one list of every instance is cheaper than one
 /// list per service.
 const LIST_ALL_ABOVE: usize = 8;
+/// At start-up, more instances than this of services the store does not know means the
+/// store is not the one these instances were made from (restored from an old backup, or the
+/// cluster id given to another store): they are left alone and reported, not removed.
+pub const MAX_UNKNOWN_AT_START: usize = 5;
 /// Longest sleep of the health task when nothing is due.
 const HEALTH_IDLE: Duration = Duration::from_secs(1);
 
@@ -121,6 +125,12 @@ struct Shared {
     epochs: HashMap<String, jiff::Timestamp>,
     /// Drains marked but not started: they start after the next route table applied.
     pending_drains: Vec<DrainJob>,
+    /// Whether a full pass has listed the instances once (start-up is over).
+    listed_once: bool,
+    /// Services unknown to the store whose instances were found at start-up, too many to
+    /// be ordinary orphans: never touched (until a service of that name is created), with
+    /// how many instances each had.
+    held: BTreeMap<String, usize>,
 }
 
 /// The reconciler. Cheap to clone.
@@ -403,6 +413,25 @@ impl Reconciler {
         problems
     }
 
+    /// What the operator should know about the runtime as a whole: instances found at
+    /// start-up of services the store does not know, left alone (see
+    /// [`MAX_UNKNOWN_AT_START`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let shared = self.shared();
+        if shared.held.is_empty() {
+            return Vec::new();
+        }
+        let count: usize = shared.held.values().sum();
+        let names: Vec<&str> = shared.held.keys().map(String::as_str).collect();
+        vec![format!(
+            "found {count} instances of {} services this store does not know at start-up ({}); \
+             left them alone, as the store may not be the one they were made from; create the \
+             services again to adopt them, or remove them with the scheduler's own tools",
+            names.len(),
+            names.join(", ")
+        )]
+    }
+
     /// A service's whole status.
     pub async fn status(&self, service: &str) -> paz_core::Result<ServiceStatus> {
         let paz = &self.inner.paz;
@@ -451,6 +480,7 @@ impl Reconciler {
         for service in services {
             batch.insert(service.spec.name.clone(), Some(service));
         }
+        self.hold_unknown_at_start(&batch, &instances);
         // Also whatever the runtime still remembers of services that are gone.
         {
             let shared = self.shared();
@@ -460,6 +490,35 @@ impl Reconciler {
         }
         self.reconcile_batch(batch, group_by_service(instances))
             .await
+    }
+
+    /// On the first full pass only: when more than [`MAX_UNKNOWN_AT_START`] instances belong
+    /// to services the store does not know, holds those services (never touched) and says so.
+    fn hold_unknown_at_start(
+        &self,
+        batch: &BTreeMap<String, Option<Service>>,
+        instances: &[Instance],
+    ) {
+        let mut shared = self.shared();
+        if std::mem::replace(&mut shared.listed_once, true) {
+            return;
+        }
+        let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+        for instance in instances {
+            if matches!(batch.get(&instance.service), Some(None)) {
+                *unknown.entry(instance.service.clone()).or_default() += 1;
+            }
+        }
+        let count: usize = unknown.values().sum();
+        if count > MAX_UNKNOWN_AT_START {
+            tracing::warn!(
+                count,
+                services = ?unknown.keys().collect::<Vec<_>>(),
+                "at start-up, many instances belong to services this store does not know: \
+                 leaving them alone instead of removing them (is this the right store?)"
+            );
+            shared.held = unknown;
+        }
     }
 
     /// Reconciles the named services.
@@ -535,6 +594,23 @@ impl Reconciler {
         mut instances: HashMap<String, Vec<Instance>>,
     ) -> paz_core::Result<()> {
         let domain = self.inner.paz.config().domain.clone();
+        let mut batch = batch;
+        {
+            // Held services are not touched; a service created under a held name adopts
+            // (or replaces) what was held.
+            let mut shared = self.shared();
+            if !shared.held.is_empty() {
+                batch.retain(|name, service| {
+                    if service.is_some() {
+                        shared.held.remove(name);
+                        true
+                    } else {
+                        !shared.held.contains_key(name)
+                    }
+                });
+                instances.retain(|name, _| batch.contains_key(name));
+            }
+        }
         // Observe: forget what is gone (one pass over the tracked instances for the whole
         // batch), remember what is seen.
         {

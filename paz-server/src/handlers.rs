@@ -34,6 +34,11 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthRespo
         domain: Some(state.paz.config().domain.clone()),
         router_port: state.router_port,
         restarts,
+        warnings: state
+            .reconciler
+            .as_ref()
+            .map(paz_runtime::Reconciler::warnings)
+            .unwrap_or_default(),
     }))
 }
 

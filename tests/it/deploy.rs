@@ -598,3 +598,69 @@ async fn internal_calls_through_svc_paz_survive_a_callee_deploy() -> Result<()> 
     assert_no_failures(load, "calls to api.paz across a deploy of api").await;
     Ok(())
 }
+
+/// The ids of the containers of a service on a network, sorted.
+fn container_ids(network: &str, service: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("network={network}"))
+        .arg("--filter")
+        .arg(format!("label=paz.service={service}"))
+        .output()
+        .expect("docker ps");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Defect: a second paz-server on the same Docker Engine (`--store memory`, or an empty data
+/// dir) removed every container it did not know. Containers carry their cluster's id now,
+/// and a server never touches another cluster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_another_store_leaves_the_containers_alone() -> Result<()> {
+    let Some((cluster, _one_at_a_time)) = Cluster::begin(
+        "a_second_server_on_another_store_leaves_the_containers_alone",
+        "second",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    cluster.create(&demo("web", 2)).await?;
+    let before = container_ids(&cluster.network, "web");
+    assert_eq!(before.len(), 2);
+    let other = tempfile::tempdir()?;
+    let mut others = Vec::new();
+    for store in ["memory", "embedded"] {
+        let server = Server::start_with(
+            &other.path().join(store),
+            &[
+                "--store",
+                store,
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &cluster.network,
+            ],
+        )?;
+        let client = server.client(&other.path().join(store))?;
+        others.push((server, client));
+    }
+    // Each has made its first full pass (which used to remove the containers) well within
+    // this time; the first server's containers must be untouched.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (_, client) in &others {
+        assert!(client.services().await?.is_empty());
+    }
+    assert_eq!(container_ids(&cluster.network, "web"), before);
+    let response = cluster.get("web.localhost", "/").await?;
+    assert!(response.status().is_success());
+    for (server, _) in others {
+        server.stop()?;
+    }
+    assert_eq!(container_ids(&cluster.network, "web"), before);
+    Ok(())
+}

@@ -11,11 +11,13 @@
 //! hosts that registered themselves). This module holds the engine itself, the store layout,
 //! events and the compare-and-swap retry budget every change runs under.
 
+mod cluster;
 mod deployments;
 mod deploys;
 mod hosts;
 mod services;
 
+pub use cluster::check_cluster_id;
 pub use services::merge_patch;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ const RELEASES: &str = "/paz/releases/";
 const DEPLOYMENTS: &str = "/paz/deployments/";
 const DOMAINS: &str = "/paz/domains/";
 const HOSTS: &str = "/paz/hosts/";
+const CLUSTER: &str = "/paz/cluster";
 /// How often a writer retries after losing a compare-and-swap race.
 const MAX_ATTEMPTS: u32 = 64;
 

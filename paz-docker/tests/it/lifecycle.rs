@@ -347,6 +347,49 @@ async fn list_filters_by_service_and_ignores_foreign_containers() {
     assert_eq!(listed[0].id, w1.id);
 }
 
+/// Defect: containers were recognised by `paz.managed=true` alone, so a server of another
+/// store removed them. A scheduler of another cluster now neither sees nor touches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_containers_are_invisible_and_left_alone() {
+    let Some(env) = TestEnv::new("clusters").await else {
+        return;
+    };
+    let web = env.service("web");
+    let mine = env.scheduler.start(&env.spec(&web, 0, &[])).await.unwrap();
+    let other = paz_docker::DockerScheduler::connect(DockerConfig {
+        network: env.network.clone(),
+        cluster: "another-cluster".into(),
+        ..DockerConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        other
+            .list(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.id != mine.id)
+    );
+    assert!(other.list(Some(&web)).await.unwrap().is_empty());
+    assert_eq!(other.inspect(&mine.id).await.unwrap(), None);
+    other.stop(&mine.id, Duration::from_secs(1)).await.unwrap();
+    other.remove(&mine.id).await.unwrap();
+    let still = env.scheduler.inspect(&mine.id).await.unwrap();
+    assert!(
+        still.is_some_and(|i| i.state != InstanceState::Stopped),
+        "another cluster's scheduler left it running"
+    );
+    let label = docker(&[
+        "inspect",
+        "--format",
+        r#"{{index .Config.Labels "paz.cluster"}}"#,
+        &mine.id,
+    ])
+    .unwrap();
+    assert_eq!(label.trim(), "default");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_report_the_daemon_and_placement_uses_its_labels() {
     let Some(env) = TestEnv::new("hosts").await else {

@@ -626,3 +626,62 @@ async fn a_service_created_again_never_adopts_the_old_ones_instances() {
     }
     world.shut_down().await;
 }
+
+/// Defect: a runtime started on an empty (or wrong) store removed every instance it did not
+/// know. Many unknown instances at start-up are now left alone and reported.
+#[tokio::test(start_paused = true)]
+async fn many_unknown_instances_at_start_up_are_left_alone() {
+    let world = World::new();
+    world.web_running(4, Strategy::Rolling).await;
+    let mut api = web(3, Strategy::Rolling);
+    api.name = "api".into();
+    world
+        .paz
+        .create_service(api, Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("api-1", DeploymentStatus::Succeeded)
+        .await;
+    let (_, scheduler, proxy) = world.shut_down().await;
+    assert_eq!(scheduler.list(None).await.unwrap().len(), 7);
+
+    // Restarted on an empty store: 7 instances of services it does not know.
+    let empty = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+    let world = World::with(empty, scheduler, proxy);
+    world
+        .until("the warning", async || {
+            !world.reconciler.warnings().is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        world.scheduler.list(None).await.unwrap().len(),
+        7,
+        "nothing removed after two full resyncs"
+    );
+    let warning = &world.reconciler.warnings()[0];
+    assert!(warning.contains("7 instances of 2 services"), "{warning}");
+
+    // Creating a service of a held name makes it the runtime's again.
+    world.web_running(4, Strategy::Rolling).await;
+    assert!(world.reconciler.warnings()[0].contains("3 instances of 1 services"));
+    world.shut_down().await;
+}
+
+/// A few instances of a deleted service found at start-up are ordinary orphans: removed.
+#[tokio::test(start_paused = true)]
+async fn a_few_orphans_at_start_up_are_removed() {
+    let world = World::new();
+    world.web_running(2, Strategy::Rolling).await;
+    let (_, scheduler, proxy) = world.shut_down().await;
+    let empty = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+    let world = World::with(empty, scheduler, proxy);
+    world
+        .until("orphans removed", async || {
+            world.running("web").await.is_empty()
+        })
+        .await;
+    assert!(world.reconciler.warnings().is_empty());
+    world.shut_down().await;
+}
