@@ -27,7 +27,9 @@ pub mod service;
 pub mod store;
 
 pub use duration::HumanDuration;
-pub use engine::{Applied, EngineConfig, Paz};
+pub use engine::{
+    Applied, DEFAULT_KEEP_RELEASES, EngineConfig, KEEP_DEPLOYMENTS, Paz, check_cluster_id,
+};
 pub use error::{Error, FieldError, PortError, PortErrorKind, Result, ValidationErrors};
 pub use event::{Event, EventKind};
 pub use image::ImageRef;

@@ -82,6 +82,8 @@ mod tests {
             current_release: Some(1),
             latest_release: 1,
             latest_deployment: 1,
+            pruned_below: 0,
+            pinned_releases: Default::default(),
             created_at: jiff::Timestamp::UNIX_EPOCH,
             updated_at: jiff::Timestamp::UNIX_EPOCH,
             revision: 1,

@@ -11,6 +11,9 @@ use crate::names;
 
 /// The most instances one service may ask for.
 pub const MAX_INSTANCES: u32 = 1000;
+/// The largest spec accepted, as JSON (environment, command and all): 256 KiB. Every release
+/// keeps a copy, so one spec's size multiplies by the releases kept.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 
 /// A service as the user declares it. Unknown fields are rejected.
 ///
@@ -598,6 +601,46 @@ impl ServiceSpec {
                 ),
             );
         }
+        let size = serde_json::to_vec(self).map_or(usize::MAX, |json| json.len());
+        if size > MAX_SPEC_BYTES {
+            fail(
+                "spec".into(),
+                "SPEC_TOO_LARGE",
+                format!(
+                    "the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} (256 KiB) are accepted (large files belong in a volume or the image)"
+                ),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(ValidationErrors(errors)))
+        }
+    }
+
+    /// Refuses bind mounts that make the service root on its host (see
+    /// [`host_root_mount`]), unless `allowed`.
+    pub fn check_host_mounts(&self, allowed: bool) -> Result<()> {
+        if allowed {
+            return Ok(());
+        }
+        let errors: Vec<FieldError> = self
+            .volumes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, volume)| {
+                host_root_mount(&volume.source).map(|why| {
+                    FieldError::new(
+                        format!("volumes[{i}].source"),
+                        "HOST_MOUNT_REFUSED",
+                        format!(
+                            "mounting {:?} {why}, which makes the service root on its host; the server refuses it unless started with --allow-host-mounts",
+                            volume.source
+                        ),
+                    )
+                })
+            })
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -614,6 +657,60 @@ impl ServiceSpec {
     }
 }
 
+/// Why a bind mount of the host path `source` hands its container the host, or `None` for a
+/// named volume or an ordinary path: `/` itself, the Docker socket or a directory holding
+/// it, Docker's own state, and the system's trees (`/etc`, `/usr`, `/proc`, `/root`…). The path
+/// is normalized first (`//`, `.` and `..`), so `/var/./run/../run/docker.sock` is caught.
+pub fn host_root_mount(source: &str) -> Option<&'static str> {
+    if !source.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in source.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let path = format!("/{}", parts.join("/"));
+    const SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
+    if path == "/" {
+        return Some("(the host's root)");
+    }
+    if SOCKETS
+        .iter()
+        .any(|socket| *socket == path || socket.starts_with(&format!("{path}/")))
+    {
+        return Some("(the Docker socket, or a directory holding it)");
+    }
+    const TREES: [&str; 14] = [
+        "/var/lib/docker",
+        "/var/lib/containerd",
+        "/etc",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/boot",
+        "/root",
+        "/usr",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/home",
+    ];
+    if TREES
+        .iter()
+        .any(|tree| path == *tree || path.starts_with(&format!("{tree}/")))
+    {
+        return Some("(a host system directory)");
+    }
+    None
+}
+
 /// A declared service as stored: the spec plus bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -627,6 +724,13 @@ pub struct Service {
     pub latest_release: u64,
     /// The highest deployment sequence number given out so far.
     pub latest_deployment: u64,
+    /// Every release below this number was deleted by retention, but the `pinned` ones.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub pruned_below: u64,
+    /// Releases older than the retention window kept because a deployment or a rollback
+    /// still needs them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub pinned_releases: std::collections::BTreeSet<u64>,
     /// When the service was created.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: jiff::Timestamp,
@@ -638,10 +742,65 @@ pub struct Service {
     pub revision: u64,
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn host_root_mounts_are_caught_after_normalizing() {
+        for path in [
+            "/",
+            "//",
+            "/var/run/docker.sock",
+            "/run/docker.sock",
+            "/var/run",
+            "/run/",
+            "/var",
+            "/var/./run/../run/docker.sock",
+            "/srv/../etc",
+            "/etc/ssl",
+            "/proc",
+            "/var/lib/docker/volumes",
+            "/root/.ssh",
+        ] {
+            assert!(host_root_mount(path).is_some(), "{path}");
+        }
+        for path in [
+            "/srv/data",
+            "/var/lib/app",
+            "/tmp/x",
+            "data",
+            "/etcetera",
+            "/running",
+        ] {
+            assert_eq!(host_root_mount(path), None, "{path}");
+        }
+        let mut spec = web();
+        spec.volumes.push(VolumeSpec {
+            source: "/var/run/docker.sock".into(),
+            target: "/var/run/docker.sock".into(),
+            read_only: true,
+        });
+        let err = spec.check_host_mounts(false).unwrap_err();
+        assert_eq!(err.code(), "HOST_MOUNT_REFUSED");
+        assert!(err.to_string().contains("--allow-host-mounts"), "{err}");
+        assert!(spec.check_host_mounts(true).is_ok());
+    }
+
+    #[test]
+    fn a_spec_over_256_kib_is_refused() {
+        let mut spec = web();
+        spec.env.insert("BIG".into(), "x".repeat(MAX_SPEC_BYTES));
+        assert_eq!(codes(&spec), ["SPEC_TOO_LARGE"]);
+        spec.env
+            .insert("BIG".into(), "x".repeat(MAX_SPEC_BYTES - 1024));
+        assert!(codes(&spec).is_empty());
+    }
 
     fn codes(spec: &ServiceSpec) -> Vec<String> {
         match spec.validate() {

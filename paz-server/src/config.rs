@@ -74,6 +74,16 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PAZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How many of its newest releases each service keeps (2 to 10000); older ones are
+    /// deleted, except the current and the previous one.
+    #[arg(long, env = "PAZ_KEEP_RELEASES", default_value_t = paz_core::DEFAULT_KEEP_RELEASES,
+          value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    pub keep_releases: u64,
+    /// Let services bind-mount host paths that make them root on the host (`/`, the Docker
+    /// socket, `/etc`, …). Off by default: the admin token (or a service spec) should not
+    /// be a root shell on this machine.
+    #[arg(long, env = "PAZ_ALLOW_HOST_MOUNTS", default_value_t = false)]
+    pub allow_host_mounts: bool,
 }
 
 impl Config {
@@ -90,6 +100,15 @@ impl Config {
             claims.extend(self.runtime_config().claims());
         }
         paz::config::check_claims(&claims).map_err(|e| e.to_string())
+    }
+
+    /// The engine settings.
+    pub fn engine_config(&self) -> paz_core::EngineConfig {
+        paz_core::EngineConfig {
+            domain: self.domain.clone(),
+            keep_releases: self.keep_releases,
+            allow_host_mounts: self.allow_host_mounts,
+        }
     }
 
     /// The store these settings choose.

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use paz::config::{ConfigError, RuntimeConfig};
-use paz_core::{EngineConfig, Paz, Store};
+use paz_core::{Paz, Store};
 use paz_runtime::Reconciler;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
@@ -218,12 +218,7 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     backends: RuntimeConfig,
 ) -> Result<Server, ServerError> {
-    let paz = Paz::new(
-        store,
-        EngineConfig {
-            domain: config.domain.clone(),
-        },
-    );
+    let paz = Paz::new(store, config.engine_config());
     let (stop, stop_rx) = watch::channel(false);
     let address = listener.local_addr()?;
     let host = local_host(

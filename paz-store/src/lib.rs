@@ -22,6 +22,8 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+/// The page cache redb may use, in bytes.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Errors of opening the embedded store.
 #[derive(Debug, thiserror::Error)]
@@ -179,10 +181,16 @@ impl EmbeddedStore {
             }
             Err(e) => return Err(io(&e)),
         }
-        let db = Database::create(&path).map_err(|source| Error::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // The whole state is in memory already (the store serves reads from there): redb's
+        // own page cache is only for writes, and its default (up to 1 GiB) grew the
+        // process by the size of every value ever written.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| Error::Open {
+                path: path.clone(),
+                source,
+            })?;
         // Create the tables so that reads of a new file find them.
         let txn = db.begin_write().map_err(|e| io(&e))?;
         txn.open_table(KV).map_err(|e| io(&e))?;

@@ -19,6 +19,8 @@ pub fn service(name: &str, release: Option<u64>) -> Service {
         current_release: release,
         latest_release: release.unwrap_or(0),
         latest_deployment: 1,
+        pruned_below: 0,
+        pinned_releases: Default::default(),
         created_at: at(1_000),
         updated_at: at(1_000),
         revision: 4,

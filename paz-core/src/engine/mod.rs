@@ -15,9 +15,11 @@ mod cluster;
 mod deployments;
 mod deploys;
 mod hosts;
+mod retention;
 mod services;
 
 pub use cluster::check_cluster_id;
+pub use retention::KEEP_DEPLOYMENTS;
 pub use services::merge_patch;
 
 use std::sync::Arc;
@@ -65,17 +67,29 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     })
 }
 
+/// How many releases a service keeps by default (see [`EngineConfig::keep_releases`]).
+pub const DEFAULT_KEEP_RELEASES: u64 = 20;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The cluster domain: public services answer at `<name>.<domain>`.
     pub domain: String,
+    /// How many of its newest releases a service keeps (at least 2); older ones are deleted
+    /// when a release is made, except the current and the previous one and those of a
+    /// deployment in progress. Default [`DEFAULT_KEEP_RELEASES`].
+    pub keep_releases: u64,
+    /// Whether specs may bind-mount host paths that make a service root on its host (`/`,
+    /// the Docker socket, `/etc`…; see [`crate::service::host_root_mount`]). Default `false`.
+    pub allow_host_mounts: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             domain: "localhost".into(),
+            keep_releases: DEFAULT_KEEP_RELEASES,
+            allow_host_mounts: false,
         }
     }
 }

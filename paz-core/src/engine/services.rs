@@ -2,7 +2,10 @@
 //! domains they claim, and [`merge_patch`]. `Paz::change` is the compare-and-swap core every
 //! change to a service goes through, deploys and rollbacks included.
 
+use std::collections::BTreeSet;
+
 use super::deploys::{new_deployment, plan_release};
+use super::retention::{KEEP_DEPLOYMENTS, retain_releases};
 use super::{
     Applied, DEPLOYMENTS, Paz, RELEASES, Retries, SERVICES, decode, deployment_event,
     deployment_key, domain_key, encode, release_key, service_key,
@@ -90,7 +93,7 @@ impl Paz {
 
     /// Declares a new service; makes release v1 and records its first deployment.
     pub async fn create_service(&self, spec: ServiceSpec, trigger: Trigger) -> Result<Applied> {
-        spec.validate()?;
+        self.admit(&spec)?;
         let mut retries = Retries::new("service", &spec.name);
         loop {
             let key = service_key(&spec.name);
@@ -115,6 +118,8 @@ impl Paz {
                 current_release: Some(1),
                 latest_release: 1,
                 latest_deployment: 1,
+                pruned_below: 0,
+                pinned_releases: Default::default(),
                 created_at: now,
                 updated_at: now,
                 revision: 0,
@@ -185,6 +190,37 @@ impl Paz {
                 txn = self
                     .claim_domains(&planned.service.spec, Some(&current.service.spec), txn)
                     .await?;
+            }
+            let mut planned = planned;
+            if let Some(release) = &planned.release {
+                let previous = self.latest_deployment_of(&current.service).await?;
+                let mut protected: BTreeSet<u64> = [release.version]
+                    .into_iter()
+                    .chain(current.service.current_release)
+                    .chain(planned.service.current_release)
+                    .chain(planned.deployment.as_ref().and_then(|d| d.previous_release))
+                    .collect();
+                if let Some(running) = previous.filter(|d| !d.status.is_final()) {
+                    protected.insert(running.release);
+                    protected.extend(running.previous_release);
+                }
+                let retention = retain_releases(
+                    release.version,
+                    self.config.keep_releases.max(2),
+                    planned.service.pruned_below,
+                    &planned.service.pinned_releases,
+                    &protected,
+                );
+                for version in &retention.delete {
+                    txn = txn.delete(release_key(name, *version));
+                }
+                planned.service.pruned_below = retention.pruned_below;
+                planned.service.pinned_releases = retention.pinned;
+            }
+            if let Some(deployment) = &planned.deployment
+                && deployment.sequence > KEEP_DEPLOYMENTS
+            {
+                txn = txn.delete(deployment_key(name, deployment.sequence - KEEP_DEPLOYMENTS));
             }
             txn = txn.put(key, encode(&planned.service));
             if let Some(release) = &planned.release {
@@ -261,7 +297,7 @@ impl Paz {
                 ),
             ));
         }
-        spec.validate()?;
+        self.admit(&spec)?;
         self.change(name, expected_revision, |current| {
             Ok(plan_spec_change(current, &spec, &trigger))
         })
@@ -300,7 +336,7 @@ impl Paz {
                     "services cannot be renamed",
                 ));
             }
-            spec.validate()?;
+            self.admit(&spec)?;
             Ok(plan_spec_change(current, &spec, &trigger))
         })
         .await
@@ -361,6 +397,14 @@ impl Paz {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Paz {
+    /// Checks a spec before it is stored: its own rules, then the server's (host mounts).
+    fn admit(&self, spec: &ServiceSpec) -> Result<()> {
+        spec.validate()?;
+        spec.check_host_mounts(self.config.allow_host_mounts)
     }
 }
 
@@ -563,7 +607,83 @@ mod tests {
         let service = paz.service("web").await.unwrap();
         assert_eq!(service.spec.env.len(), 20, "no concurrent update is lost");
         assert_eq!(service.latest_release, 21);
-        assert_eq!(paz.releases("web").await.unwrap().len(), 21);
+        assert_eq!(
+            paz.releases("web").await.unwrap().len(),
+            20,
+            "the newest 20 releases are kept"
+        );
+    }
+
+    /// Defect: every spec change kept a full release (and a deployment) forever.
+    #[tokio::test]
+    async fn old_releases_go_but_the_current_and_previous_stay() {
+        let paz = Paz::new(
+            std::sync::Arc::new(crate::MemoryStore::new()),
+            crate::EngineConfig {
+                keep_releases: 5,
+                ..Default::default()
+            },
+        );
+        paz.create_service(web(), Trigger::create()).await.unwrap();
+        // Release 1 stays current while 2..=12 are made (as if each failed at once).
+        for i in 2..=12 {
+            let patch = serde_json::json!({"env": {"N": i.to_string()}});
+            paz.patch_service("web", &patch, None, Trigger::new(TriggerKind::Update))
+                .await
+                .unwrap();
+            paz.finish_deployment(&format!("web-{i}"), Err("failed".into()))
+                .await
+                .unwrap();
+        }
+        let service = paz.service("web").await.unwrap();
+        assert_eq!(service.current_release, Some(1));
+        let versions: Vec<u64> = paz
+            .releases("web")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(
+            versions,
+            [1, 8, 9, 10, 11, 12],
+            "the newest 5 and the current"
+        );
+        // Once 1 is no longer needed it goes too.
+        paz.deploy("web", None, Trigger::new(TriggerKind::Deploy))
+            .await
+            .unwrap();
+        paz.finish_deployment("web-13", Ok(())).await.unwrap();
+        paz.deploy("web", None, Trigger::new(TriggerKind::Deploy))
+            .await
+            .unwrap();
+        let versions: Vec<u64> = paz
+            .releases("web")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(versions, [10, 11, 12, 13, 14]);
+        paz.rollback("web", None, Trigger::new(TriggerKind::Rollback))
+            .await
+            .expect("the previous release is there to roll back to");
+    }
+
+    #[tokio::test]
+    async fn deployment_records_are_bounded() {
+        let paz = paz();
+        paz.create_service(web(), Trigger::create()).await.unwrap();
+        for _ in 0..(KEEP_DEPLOYMENTS + 5) {
+            paz.scale("web", 2).await.unwrap();
+            paz.deploy("web", None, Trigger::new(TriggerKind::Deploy))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            paz.deployments("web").await.unwrap().len() as u64,
+            KEEP_DEPLOYMENTS
+        );
     }
 
     #[tokio::test]

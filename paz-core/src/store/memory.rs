@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 /// How many watch events are kept for watches that start in the past.
 const HISTORY_LIMIT: usize = 10_000;
+/// How many bytes (keys and values) those events may hold: large values (a spec near its
+/// 256 KiB cap) would otherwise keep gigabytes of history.
+const HISTORY_BYTES: usize = 16 * 1024 * 1024;
 /// How many commits a live watcher may fall behind before it must re-list.
 const WATCH_BUFFER: usize = 4_096;
 /// How often leases are checked for expiry.
@@ -78,8 +81,15 @@ struct State {
     data: BTreeMap<String, KeyValue>,
     leases: HashMap<LeaseId, Lease>,
     history: VecDeque<WatchEvent>,
+    /// The keys and values held by `history`, in bytes.
+    history_bytes: usize,
     /// Watches must start after this revision.
     compact_revision: Revision,
+}
+
+/// What one history event holds, in bytes.
+fn event_bytes(event: &WatchEvent) -> usize {
+    event.kv.key.len() + event.kv.value.len()
 }
 
 struct Inner {
@@ -140,6 +150,7 @@ impl MemoryStore {
             data,
             leases,
             history: VecDeque::new(),
+            history_bytes: 0,
             compact_revision: snapshot.revision,
         };
         let (events, _) = broadcast::channel(WATCH_BUFFER);
@@ -347,18 +358,20 @@ impl Inner {
         if events.is_empty() {
             return;
         }
+        state.history_bytes += events.iter().map(event_bytes).sum::<usize>();
         state.history.extend(events.iter().cloned());
-        while state.history.len() > HISTORY_LIMIT {
-            if let Some(dropped) = state.history.pop_front() {
-                state.compact_revision = dropped.kv.mod_revision;
-            }
+        while state.history.len() > HISTORY_LIMIT || state.history_bytes > HISTORY_BYTES {
+            let Some(dropped) = state.history.pop_front() else {
+                break;
+            };
+            state.history_bytes -= event_bytes(&dropped);
+            state.compact_revision = dropped.kv.mod_revision;
         }
         // Never keep half of a revision: watches start at whole revisions.
-        while state
-            .history
-            .front()
-            .is_some_and(|e| e.kv.mod_revision <= state.compact_revision)
+        while let Some(front) = state.history.front()
+            && front.kv.mod_revision <= state.compact_revision
         {
+            state.history_bytes -= event_bytes(front);
             state.history.pop_front();
         }
         // No receiver is not an error: nobody watches.
@@ -590,6 +603,25 @@ mod tests {
             .err()
             .expect("revision 1 is compacted");
         assert!(matches!(err, Error::Compacted { .. }), "{err}");
+        assert!(store.watch("k", store.revision()).await.is_ok());
+    }
+
+    /// Defect: the history kept 10,000 full values whatever their size.
+    #[tokio::test]
+    async fn history_is_bounded_in_bytes() {
+        let store = MemoryStore::new();
+        let value = vec![b'x'; 1024 * 1024];
+        for _ in 0..40 {
+            store.put("k", value.clone()).await.unwrap();
+        }
+        let held = store.inner.lock().history_bytes;
+        assert!(held <= HISTORY_BYTES, "{held} bytes of history");
+        let events: usize = store.inner.lock().history.iter().map(event_bytes).sum();
+        assert_eq!(events, held, "the byte count follows the events");
+        assert!(matches!(
+            store.watch("k", 1).await.err(),
+            Some(Error::Compacted { .. })
+        ));
         assert!(store.watch("k", store.revision()).await.is_ok());
     }
 
