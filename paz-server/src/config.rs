@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use paz_core::HumanDuration;
+
 /// Where the state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
@@ -84,12 +86,35 @@ pub struct Config {
     /// be a root shell on this machine.
     #[arg(long, env = "PAZ_ALLOW_HOST_MOUNTS", default_value_t = false)]
     pub allow_host_mounts: bool,
+    /// How long an API client has to send a whole request head (also the idle keep-alive
+    /// timeout between requests).
+    #[arg(long, env = "PAZ_API_HEADER_TIMEOUT", default_value = "10s")]
+    pub api_header_timeout: HumanDuration,
+    /// How long an API client has to send a whole request body (else 408).
+    #[arg(long, env = "PAZ_API_BODY_TIMEOUT", default_value = "30s")]
+    pub api_body_timeout: HumanDuration,
+    /// API connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "PAZ_API_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_max_connections: u32,
+    /// At shutdown, how long API requests in flight may take to finish before their
+    /// connections are dropped.
+    #[arg(long, env = "PAZ_SHUTDOWN_TIMEOUT", default_value = "10s")]
+    pub shutdown_timeout: HumanDuration,
 }
 
 impl Config {
     /// Checks the settings that clap cannot, including settings that claim the same port.
     pub fn validate(&self) -> Result<(), String> {
         paz_core::names::check_domain(&self.domain).map_err(|e| format!("--domain: {e}"))?;
+        for (flag, value) in [
+            ("--api-header-timeout", self.api_header_timeout),
+            ("--api-body-timeout", self.api_body_timeout),
+        ] {
+            if value.get().is_zero() {
+                return Err(format!("{flag} must be longer than 0s"));
+            }
+        }
         self.host_labels()?;
         let mut claims = vec![(
             "the API (--api-listen)".to_owned(),
@@ -138,6 +163,16 @@ impl Config {
                 listen: self.router_listen,
             },
             internal_names: self.internal_names,
+        }
+    }
+
+    /// The limits the API is served with.
+    pub fn serve_limits(&self) -> crate::ServeLimits {
+        crate::ServeLimits {
+            header_timeout: self.api_header_timeout.get(),
+            body_timeout: self.api_body_timeout.get(),
+            max_connections: usize::try_from(self.api_max_connections).unwrap_or(usize::MAX),
+            shutdown_timeout: self.shutdown_timeout.get(),
         }
     }
 
@@ -196,5 +231,40 @@ mod tests {
             .is_ok()
         );
         assert!(validate(&[]).is_ok());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
+        };
+        assert_eq!(
+            parse(&[]).unwrap().serve_limits(),
+            crate::ServeLimits::default()
+        );
+        let limits = parse(&[
+            "--api-header-timeout",
+            "2s",
+            "--api-body-timeout",
+            "1m",
+            "--api-max-connections",
+            "8",
+            "--shutdown-timeout",
+            "500ms",
+        ])
+        .unwrap()
+        .serve_limits();
+        assert_eq!(
+            limits,
+            crate::ServeLimits {
+                header_timeout: std::time::Duration::from_secs(2),
+                body_timeout: std::time::Duration::from_secs(60),
+                max_connections: 8,
+                shutdown_timeout: std::time::Duration::from_millis(500),
+            }
+        );
+        assert!(parse(&["--api-max-connections", "0"]).is_err());
+        let err = validate(&["--api-header-timeout", "0s"]).unwrap_err();
+        assert!(err.contains("--api-header-timeout"), "{err}");
     }
 }

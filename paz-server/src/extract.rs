@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body; malformed JSON, unknown fields, wrong types, a wrong content type and
-/// oversized bodies each get their own code.
+/// A JSON body; malformed JSON, unknown fields, wrong types, a wrong content type, oversized
+/// bodies and bodies that arrive too slowly each get their own code.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -47,6 +47,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 "the body is larger than the limit of {} bytes",
                 crate::BODY_LIMIT
             ),
+        ),
+        other if crate::serve::is_body_timeout(&other) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "BODY_TIMEOUT",
+            "the request body did not arrive in time",
         ),
         other => ApiError::new(other.status(), "INVALID_BODY", other.body_text()),
     }

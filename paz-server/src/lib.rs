@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 pub mod handlers;
 pub mod openapi;
+mod serve;
 pub mod token;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 use error::ApiError;
+pub use serve::ServeLimits;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,12 @@ pub enum ServerError {
     /// The backends cannot be started.
     #[error(transparent)]
     Backends(#[from] ConfigError),
+    /// A request body did not arrive within [`ServeLimits::body_timeout`].
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// Reading a request body failed.
+    #[error("reading the request body failed: {0}")]
+    Body(#[source] hyper::Error),
 }
 
 /// The largest request body accepted, in bytes.
@@ -206,11 +214,12 @@ pub struct Server {
     stop: watch::Sender<bool>,
     started: Option<paz::config::Started>,
     registration: Option<tokio::task::JoinHandle<()>>,
+    limits: ServeLimits,
 }
 
 /// Starts the backends of `backends` (with a scheduler: the router, the runtime and the
-/// internal names) and prepares the API on `listener`; nothing is served until
-/// [`Server::serve`].
+/// internal names) and prepares the API on `listener` with the limits of
+/// [`Config::serve_limits`]; nothing is served until [`Server::serve`].
 pub async fn start(
     config: &Config,
     token: String,
@@ -245,6 +254,7 @@ pub async fn start(
         stop,
         started,
         registration,
+        limits: config.serve_limits(),
     })
 }
 
@@ -254,24 +264,33 @@ impl Server {
         self.started.as_ref().map(|s| s.router_address)
     }
 
-    /// Serves the API until `shutdown` resolves; then drains in-flight requests and stops
-    /// the runtime. Running containers are left running: a restarted server adopts them.
+    /// The limits the API is served with.
+    pub fn limits(&self) -> ServeLimits {
+        self.limits
+    }
+
+    /// Serves with `limits` instead of those of the [`Config`].
+    pub fn with_limits(mut self, limits: ServeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serves the API until `shutdown` resolves; then stops accepting, drains in-flight
+    /// requests for at most [`ServeLimits::shutdown_timeout`] (event and log streams end at
+    /// once) and stops the router and the runtime. Running containers are left running: a
+    /// restarted server adopts them.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, domain = %self.domain, "paz-server API listening");
-        let stop = Arc::new(self.stop);
-        let signal = stop.clone();
-        let served = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = signal.send(true);
-            })
-            .await;
-        // Also when serving failed: the router and the runtime stop and are waited for.
+        let stop = self.stop;
+        // The router, the runtime and the streams stop while the API drains.
+        serve::serve(self.listener, self.app, self.limits, shutdown, || {
+            let _ = stop.send(true);
+        })
+        .await;
         let _ = stop.send(true);
         if let Some(started) = self.started {
             for listener in started.listeners {
@@ -282,7 +301,6 @@ impl Server {
         if let Some(task) = self.registration {
             let _ = task.await;
         }
-        served?;
         tracing::info!("paz-server stopped");
         Ok(())
     }

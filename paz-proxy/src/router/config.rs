@@ -34,8 +34,13 @@ pub struct RouterConfig {
     /// Idle upstream connections older than this are not reused (keep it below the backends'
     /// own keep-alive timeout, e.g. Node's 5 s).
     pub pool_idle_timeout: Duration,
-    /// Slowloris guard: how long a client may take to send a request head; `None` = no limit.
+    /// Slowloris guard: how long a client may take to send a whole request head, from its
+    /// first byte (a total deadline, not per read); `None` = no limit.
     pub header_read_timeout: Option<Duration>,
+    /// At shutdown, how long connections (requests in flight, upgraded connections) may take
+    /// to end before those left are dropped: a client trickling bytes or a long tunnel cannot
+    /// hold a restart open.
+    pub shutdown_timeout: Duration,
     /// Threads serving each listener, each with its own single-threaded runtime; one of them
     /// accepts and deals connections to all in turn. 0 runs the listener on the caller's
     /// runtime instead. Default: the number of CPUs.
@@ -54,6 +59,7 @@ impl Default for RouterConfig {
             pool_max_idle: 512,
             pool_idle_timeout: Duration::from_secs(4),
             header_read_timeout: Some(Duration::from_secs(30)),
+            shutdown_timeout: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hyper::header::HeaderValue;
 use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::AbortHandle;
 
 use super::config::Scope;
 use super::shared::Shared;
@@ -22,59 +23,93 @@ pub(crate) struct ConnCtx {
     pub connections: Arc<Connections>,
 }
 
-/// The client connections of one accept loop: each gets a one-shot stop signal (polled
-/// cheaply by its own task, unlike a shared `watch`).
+/// The client connections (and tunnels) of one accept loop: each gets a one-shot stop
+/// signal (polled cheaply by its own task, unlike a shared `watch`) and, once spawned, an
+/// abort handle for when the drain deadline passes.
 #[derive(Default)]
 pub(crate) struct Connections {
     next: AtomicU64,
-    stops: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    tasks: Mutex<HashMap<u64, Task>>,
     active: AtomicUsize,
     idle: Notify,
 }
 
+/// What the accept loop keeps of a connection or tunnel task.
+struct Task {
+    stop: Option<oneshot::Sender<()>>,
+    abort: Option<AbortHandle>,
+}
+
 impl Connections {
-    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<()>) {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Task>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(self: &Arc<Self>, stop: Option<oneshot::Sender<()>>) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.tasks().insert(id, Task { stop, abort: None });
         self.active.fetch_add(1, Ordering::SeqCst);
-        (id, rx)
+        Registration {
+            connections: self.clone(),
+            id,
+        }
     }
 
-    pub(crate) fn unregister(&self, id: u64) {
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        self.release();
+    /// Registers a connection: it counts until the registration drops, and gets a stop
+    /// signal.
+    pub(crate) fn register(self: &Arc<Self>) -> (Registration, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (self.add(Some(tx)), rx)
     }
 
-    fn release(&self) {
+    /// Keeps the accept loop from ending (at shutdown) while the holder lives: tunnels.
+    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
+        self.add(None)
+    }
+
+    /// Lets [`Connections::abort_all`] end the task of registration `id` (no-op if it
+    /// already ended).
+    pub(crate) fn track(&self, id: u64, abort: AbortHandle) {
+        if let Some(task) = self.tasks().get_mut(&id) {
+            task.abort = Some(abort);
+        }
+    }
+
+    fn unregister(&self, id: u64) {
+        self.tasks().remove(&id);
         if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
         }
     }
 
-    /// Keeps the accept loop from ending (at shutdown) while the holder lives: tunnels.
-    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        Hold(self.clone())
-    }
-
+    /// Tells every connection to finish its current request and close.
     pub(crate) fn stop_all(&self) {
         let stops: Vec<_> = self
-            .stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, tx)| tx)
+            .tasks()
+            .values_mut()
+            .filter_map(|task| task.stop.take())
             .collect();
         for tx in stops {
             let _ = tx.send(());
         }
+    }
+
+    /// Ends every tracked task now (their registrations drop as they are cancelled).
+    pub(crate) fn abort_all(&self) -> usize {
+        let aborts: Vec<_> = self
+            .tasks()
+            .values_mut()
+            .filter_map(|task| task.abort.take())
+            .collect();
+        for abort in &aborts {
+            abort.abort();
+        }
+        aborts.len()
+    }
+
+    /// How many connections and tunnels are registered.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     pub(crate) async fn wait_idle(&self) {
@@ -90,11 +125,25 @@ impl Connections {
     }
 }
 
-/// See [`Connections::hold`].
-pub(crate) struct Hold(Arc<Connections>);
+/// A registered connection or tunnel ([`Connections::register`], [`Connections::hold`]):
+/// counted until dropped, also when its task is aborted.
+pub(crate) struct Registration {
+    connections: Arc<Connections>,
+    id: u64,
+}
 
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.0.release();
+impl Registration {
+    /// The id to [`Connections::track`] the task with.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 }
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections.unregister(self.id);
+    }
+}
+
+/// A tunnel's registration, see [`Connections::hold`].
+pub(crate) type Hold = Registration;

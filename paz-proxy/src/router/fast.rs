@@ -220,6 +220,14 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
     }))
 }
 
+/// Sleeps until `deadline`; never ends without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves a client connection on the fast path until it closes or needs the general path.
 pub(crate) async fn run(
     ctx: &ConnCtx,
@@ -234,6 +242,8 @@ pub(crate) async fn run(
     let mut out = Vec::with_capacity(1024);
     let header_timeout = ctx.shared.config.header_read_timeout;
     loop {
+        // Slowloris guard: a started head must be complete by then (not reset per read).
+        let mut head_deadline = None;
         // A complete request head.
         let simple = loop {
             match parse_simple(inbuf.unread(), ctx, &mut out) {
@@ -244,13 +254,16 @@ pub(crate) async fn run(
             let partial = inbuf.start != inbuf.end;
             let read = std::future::poll_fn(|cx| inbuf.poll_fill(io, cx));
             let filled = if partial {
-                // Slowloris guard: a started head must complete in time.
-                match header_timeout {
-                    Some(t) => match tokio::time::timeout(t, read).await {
-                        Ok(r) => r,
-                        Err(_) => return Outcome::Done,
-                    },
-                    None => read.await,
+                let deadline = header_timeout
+                    .map(|t| *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + t));
+                tokio::select! {
+                    biased;
+                    // Half a head is no request in flight: at shutdown it is not waited for.
+                    _ = &mut *stop => return Outcome::Done,
+                    () = sleep_until_some(deadline), if deadline.is_some() => {
+                        return Outcome::Done;
+                    }
+                    r = read => r,
                 }
             } else {
                 tokio::select! {

@@ -368,16 +368,19 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         let backend_upgrade = hyper::upgrade::on(&mut response);
         strip_hop_by_hop(response.headers_mut(), true);
         entry.service.record(status.as_u16(), started.elapsed());
-        tokio::spawn(tunnel::run(tunnel::Tunnel {
+        let hold = ctx.connections.hold();
+        let id = hold.id();
+        let task = tokio::spawn(tunnel::run(tunnel::Tunnel {
             client: client_upgrade,
             backend: backend_upgrade,
             in_flight,
-            hold: ctx.connections.hold(),
+            hold,
             websocket,
             shutdown: ctx.shutdown.clone(),
             upgrade_drain_timeout: config.upgrade_drain_timeout,
             close_grace: config.websocket_close_grace,
         }));
+        ctx.connections.track(id, task.abort_handle());
         return response.map(|_| ProxyBody::empty());
     }
     strip_hop_by_hop(response.headers_mut(), false);

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::body::ProxyBody;
 use super::config::Scope;
-use super::conn::{ConnCtx, Connections};
+use super::conn::{ConnCtx, Connections, Registration};
 use super::fast;
 use super::handler::handle;
 use super::pool::{self, PoolLimits};
@@ -163,22 +163,47 @@ impl Worker {
     }
 
     fn start(&self, stream: TcpStream, peer: SocketAddr) {
-        let (id, stop) = self.connections.register();
+        let (registration, stop) = self.connections.register();
+        let id = registration.id();
         let task = Connection {
             shared: self.shared.clone(),
             scope: self.scope,
             builder: self.builder.clone(),
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
-            id,
+            registration,
         };
-        tokio::spawn(task.run(stream, peer, stop));
+        let task = tokio::spawn(task.run(stream, peer, stop));
+        self.connections.track(id, task.abort_handle());
     }
 
-    /// Stops every connection gracefully and waits for them (and tunnels) to end.
+    /// Stops every connection gracefully and waits for them (and tunnels) to end, for at
+    /// most [`RouterConfig::shutdown_timeout`](super::RouterConfig::shutdown_timeout); then
+    /// drops those left.
     async fn finish(self) {
         self.connections.stop_all();
-        self.connections.wait_idle().await;
+        let deadline = self.shared.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, self.connections.wait_idle())
+            .await
+            .is_err()
+        {
+            let dropped = self.connections.abort_all();
+            tracing::warn!(
+                connections = dropped,
+                timeout = ?deadline,
+                "the router's drain deadline passed: dropping the remaining connections"
+            );
+            // Aborted tasks end at their next poll; a task that never got tracked is left to
+            // the runtime.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.connections.wait_idle()).await;
+            if self.connections.active() > 0 {
+                tracing::warn!(
+                    connections = self.connections.active(),
+                    "router connections still open after the drain"
+                );
+            }
+        }
     }
 }
 
@@ -241,7 +266,8 @@ struct Connection {
     builder: http1::Builder,
     shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
-    id: u64,
+    /// Counts the connection until it ends (or is aborted).
+    registration: Registration,
 }
 
 impl Connection {
@@ -276,7 +302,7 @@ impl Connection {
                 let _ = conn.await;
             }
         }
-        self.connections.unregister(self.id);
+        drop(self.registration);
     }
 }
 

@@ -7,6 +7,7 @@ mod draining;
 mod failures;
 mod headers;
 mod health;
+mod limits;
 mod load;
 mod metrics;
 mod routing;

@@ -1,0 +1,169 @@
+//! Slow clients cannot hold the router: the header deadline is total, and shutdown ends
+//! within its drain deadline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paz_core::proxy::Proxy;
+use paz_proxy::RouterConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::support::{TestBackend, TestRouter, active, eventually, table};
+
+/// Writes `bytes` one at a time, `every` apart, then keeps the connection open.
+fn trickle(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for byte in bytes {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            sleep(every).await;
+        }
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Whether the peer closes (EOF or error) within `bound`.
+async fn closed_within(reader: &mut (impl AsyncReadExt + Unpin), bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Signals shutdown and waits for every listener to end; how long that took.
+async fn shut_down(r: TestRouter, bound: Duration) -> Duration {
+    let started = Instant::now();
+    r.stop.send(true).unwrap();
+    for served in r.served {
+        timeout(bound, served)
+            .await
+            .expect("the router's listeners did not end within the bound")
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+async fn routed(config: RouterConfig) -> (TestBackend, TestRouter) {
+    let b = TestBackend::start("b").await;
+    let r = TestRouter::start(config).await;
+    r.router
+        .apply(&table(&[("b.localhost", "b", vec![active(&b)])]))
+        .await
+        .unwrap();
+    (b, r)
+}
+
+const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: b.localhost\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_a_byte_at_a_time_is_cut_at_the_header_deadline() {
+    let (_b, r) = routed(RouterConfig {
+        header_read_timeout: Some(Duration::from_secs(1)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let (mut reader, writer) = TcpStream::connect(r.public).await.unwrap().into_split();
+    // Each byte comes well within 1 s of the last: only a total deadline cuts this.
+    let writing = trickle(writer, HEAD.to_vec(), Duration::from_millis(300));
+    assert!(
+        closed_within(&mut reader, Duration::from_secs(4)).await,
+        "a trickling client was never disconnected"
+    );
+    writing.abort();
+    let lifetime = started.elapsed();
+    assert!(lifetime < Duration::from_millis(2500), "{lifetime:?}");
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+async fn in_flight_body_and_idle_clients(r: &TestRouter, b: &TestBackend) -> Vec<JoinHandle<()>> {
+    let public: SocketAddr = r.public;
+    // A request in flight whose body never completes (the backend waits for all of it).
+    let (_reader, mut writer) = TcpStream::connect(public).await.unwrap().into_split();
+    writer
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: b.localhost\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let body = trickle(writer, vec![b'x'; 1000], Duration::from_millis(100));
+    eventually(Duration::from_secs(5), || {
+        r.router.in_flight_now(&b.address()) == 1
+    })
+    .await
+    .unwrap();
+    // A head that never completes, and a keep-alive connection left idle.
+    let (_reader, writer) = TcpStream::connect(public).await.unwrap().into_split();
+    let head = trickle(writer, HEAD.to_vec(), Duration::from_millis(300));
+    let mut idle = TcpStream::connect(public).await.unwrap();
+    idle.write_all(HEAD).await.unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    let idle = tokio::spawn(async move {
+        let _keep = idle;
+        std::future::pending::<()>().await;
+    });
+    vec![body, head, idle]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_the_drain_deadline_while_a_body_trickles() {
+    // On worker threads and on the caller's runtime (where nothing drops the tasks for us).
+    for workers in [2, 0] {
+        let (b, r) = routed(RouterConfig {
+            shutdown_timeout: Duration::from_secs(1),
+            workers,
+            ..RouterConfig::default()
+        })
+        .await;
+        let clients = in_flight_body_and_idle_clients(&r, &b).await;
+        let public = r.public;
+        let router = r.router.clone();
+        let took = shut_down(r, Duration::from_secs(3)).await;
+        assert!(
+            took >= Duration::from_millis(900),
+            "workers {workers}: the drain did not wait for the request in flight: {took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "workers {workers}: {took:?}");
+        assert!(
+            TcpStream::connect(public).await.is_err(),
+            "workers {workers}: the listener is closed"
+        );
+        // The request in flight was dropped with its connection.
+        eventually(Duration::from_secs(2), || {
+            router.in_flight_now(&b.address()) == 0
+        })
+        .await
+        .unwrap_or_else(|_| panic!("workers {workers}: the request in flight was not dropped"));
+        for client in clients {
+            client.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_half_sent_head() {
+    let (_b, r) = routed(RouterConfig {
+        header_read_timeout: Some(Duration::from_secs(30)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let (mut reader, writer) = TcpStream::connect(r.public).await.unwrap().into_split();
+    let writing = trickle(writer, HEAD.to_vec(), Duration::from_millis(300));
+    sleep(Duration::from_millis(700)).await;
+    let took = shut_down(r, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(closed_within(&mut reader, Duration::from_secs(1)).await);
+    writing.abort();
+}
