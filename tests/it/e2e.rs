@@ -224,3 +224,50 @@ fn an_unreachable_docker_daemon_is_a_clear_startup_error() -> Result<()> {
     );
     Ok(())
 }
+
+/// Defect: memory grew without bound: every spec change kept a full release forever and the
+/// watch history kept 10,000 full values (60 updates of a 1 MB env: RSS 49 → 301 MiB). Over
+/// 1,000 updates of a 128 KiB environment (128 MiB written in all), RSS now levels off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_over_a_thousand_spec_updates() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("paz-data");
+    let server = Server::start(&data)?;
+    let client = server.client(&data)?;
+    let mut spec = paz::ServiceSpec::new("web", "demo:v1");
+    spec.env.insert("BIG".into(), "x".repeat(128 * 1024));
+    client.create_service(&spec).await?;
+    let started = std::time::Instant::now();
+    let mut rss = Vec::new();
+    for i in 1..=1000u32 {
+        let value = format!("{i:06}{}", "y".repeat(128 * 1024 - 6));
+        client
+            .patch_service("web", &serde_json::json!({"env": {"BIG": value}}), None)
+            .await?;
+        if i % 100 == 0 {
+            rss.push(server.rss_kib());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(240),
+            "1,000 updates took over 4 minutes (at {i})"
+        );
+    }
+    eprintln!(
+        "RSS every 100 updates (MiB): {:?} in {:?}",
+        rss.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    let releases = client.releases("web").await?;
+    assert_eq!(releases.len(), 20, "the newest 20 releases are kept");
+    assert_eq!(releases.last().map(|r| r.version), Some(1001));
+    // Levelled off after the first hundred: the last 900 updates add less than 24 MiB
+    // (unbounded, they would add over 200 MiB of releases alone).
+    let (first, last) = (rss[0], *rss.last().unwrap());
+    assert!(
+        last < first + 24 * 1024,
+        "RSS grew from {} MiB to {} MiB over 900 updates: {rss:?}",
+        first / 1024,
+        last / 1024
+    );
+    Ok(())
+}

@@ -149,6 +149,17 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The server's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// An SDK client with the token of `data_dir`.
     pub fn client(&self, data_dir: &Path) -> Result<paz::Client> {
         let token = std::fs::read_to_string(data_dir.join("admin-token"))?
