@@ -89,5 +89,5 @@ pub use client::{Client, Error, EventStream, LogLines, ServiceStatus};
 pub mod store {
     pub use paz_core::store::*;
     #[cfg(feature = "embedded")]
-    pub use paz_store::EmbeddedStore;
+    pub use paz_store::{EmbeddedStore, SecretKey};
 }

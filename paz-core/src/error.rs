@@ -133,6 +133,10 @@ pub enum Error {
     /// A proxy backend failed.
     #[error("proxy: {0}")]
     Proxy(#[source] PortError),
+    /// Secrets cannot be sealed or opened: no key is configured, or a value was sealed with
+    /// another key.
+    #[error("secrets unavailable: {0}")]
+    SecretsUnavailable(String),
     /// A change kept losing its compare-and-swap race to concurrent writers and gave up.
     #[error("{kind} {name:?} is changing too fast; gave up after {attempts} attempts")]
     TooManyConflicts {
@@ -255,9 +259,15 @@ impl Error {
                 "release" => "RELEASE_NOT_FOUND",
                 "deployment" => "DEPLOYMENT_NOT_FOUND",
                 "host" => "HOST_NOT_FOUND",
+                "secret" => "SECRET_NOT_FOUND",
+                "token" => "TOKEN_NOT_FOUND",
                 _ => "NOT_FOUND",
             },
-            Error::AlreadyExists { .. } => "SERVICE_EXISTS",
+            Error::AlreadyExists { kind, .. } => match *kind {
+                "token" => "TOKEN_EXISTS",
+                _ => "SERVICE_EXISTS",
+            },
+            Error::SecretsUnavailable(_) => "SECRETS_UNAVAILABLE",
             Error::DomainConflict { .. } => "DOMAIN_CONFLICT",
             Error::RevisionMismatch { .. } => "REVISION_MISMATCH",
             Error::InvalidState(_) => "INVALID_STATE",

@@ -59,6 +59,17 @@ pub struct Event {
 }
 
 impl EventKind {
+    /// The service the event is about.
+    pub fn service(&self) -> &str {
+        match self {
+            EventKind::ServiceCreated { service }
+            | EventKind::ServiceUpdated { service }
+            | EventKind::ServiceDeleted { service }
+            | EventKind::ReleaseCreated { service, .. }
+            | EventKind::DeploymentChanged { service, .. } => service,
+        }
+    }
+
     /// The SSE event name, e.g. `service_created`.
     pub fn name(&self) -> &'static str {
         match self {

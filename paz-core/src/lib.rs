@@ -23,8 +23,10 @@ pub mod planning;
 pub mod proxy;
 pub mod route;
 pub mod scheduler;
+pub mod secret;
 pub mod service;
 pub mod store;
+pub mod token;
 
 pub use duration::HumanDuration;
 pub use engine::{

@@ -66,6 +66,9 @@ pub struct Release {
     /// The image resolved to a digest, when the registry gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The secrets its instances get, by name (never their values).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, crate::secret::SecretRef>,
     /// What made the release.
     pub trigger: Trigger,
     /// When it was made.

@@ -731,6 +731,9 @@ pub struct Service {
     /// still needs them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub pinned_releases: std::collections::BTreeSet<u64>,
+    /// The secrets it has, by name (never their values; see [`crate::secret`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, crate::secret::SecretRef>,
     /// When the service was created.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: jiff::Timestamp,

@@ -900,9 +900,33 @@ impl Reconciler {
                 }
             }
         }
+        // The release's environment with its secrets opened (only for the instances).
+        let env = if starts.is_empty() {
+            None
+        } else {
+            match self.inner.paz.instance_env(&release).await {
+                Ok(env) => Some(env),
+                Err(error) => {
+                    tracing::warn!(service = %name, release = target, %error, "cannot start instances");
+                    steps.push((
+                        format!("start v{target}"),
+                        StepStatus::Failed,
+                        Some(error.to_string()),
+                    ));
+                    if deployment.is_some() {
+                        failure.get_or_insert(error.to_string());
+                    }
+                    starts.clear();
+                    None
+                }
+            }
+        };
         // Start the new instances at once: each `docker create` + `start` takes a while.
         let started = futures_util::future::join_all(starts.iter().map(|&slot| {
             let mut spec = InstanceSpec::from_release(&release, slot);
+            if let Some(env) = &env {
+                spec.env.clone_from(env);
+            }
             spec.epoch = Some(epoch_of(service));
             async move { (slot, self.inner.scheduler.start(&spec).await) }
         }))

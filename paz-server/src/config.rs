@@ -86,6 +86,15 @@ pub struct Config {
     /// be a root shell on this machine.
     #[arg(long, env = "PAZ_ALLOW_HOST_MOUNTS", default_value_t = false)]
     pub allow_host_mounts: bool,
+    /// The key secrets are sealed with at rest, 64 hex digits (default: generated once into
+    /// `<data dir>/secret-key`, mode 0600). Back it up with the store: without it, secrets
+    /// cannot be opened.
+    #[arg(long, env = "PAZ_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Also serve `/metrics` here without a token (for a Prometheus on a private network).
+    /// On the API, `/metrics` needs a token with the `read` scope.
+    #[arg(long, env = "PAZ_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How long an API client has to send a whole request head (also the idle keep-alive
     /// timeout between requests).
     #[arg(long, env = "PAZ_API_HEADER_TIMEOUT", default_value = "10s")]
@@ -121,6 +130,12 @@ impl Config {
             paz::config::Claim::tcp(self.api_listen),
         )];
         claims.extend(self.store_config().claims());
+        if let Some(address) = self.metrics_listen {
+            claims.push((
+                "the metrics (--metrics-listen)".to_owned(),
+                paz::config::Claim::tcp(address),
+            ));
+        }
         if self.scheduler != SchedulerKind::None {
             claims.extend(self.runtime_config().claims());
         }

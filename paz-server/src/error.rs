@@ -39,7 +39,7 @@ impl From<paz_core::Error> for ApiError {
             | E::InvalidState(_)
             | E::Conflict { .. } => StatusCode::CONFLICT,
             E::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
-            E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Store(_) | E::SecretsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::TooManyConflicts { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -10,10 +10,13 @@ use futures_util::{Stream, StreamExt};
 use paz_core::api::{
     DeployRequest, ErrorResponse, HealthResponse, RollbackRequest, ScaleRequest, ServiceStatus,
 };
+use paz_core::secret::{SecretInfo, SetSecretRequest};
+use paz_core::token::{CreateTokenRequest, CreatedToken, TokenInfo, TokenRecord};
 use paz_core::{Deployment, Host, Instance, Release, Service, ServiceSpec, Trigger, TriggerKind};
 use tokio::sync::broadcast;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch};
 
@@ -143,6 +146,56 @@ pub async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
+/// Sets a secret: write-only (the value is never shown again), given to the instances as an
+/// environment variable, encrypted at rest. Makes a release and a zero-downtime deployment.
+#[utoipa::path(put, path = "/v1/services/{name}/secrets/{secret}", tag = "secrets", request_body = SetSecretRequest,
+    params(("name" = String, Path), ("secret" = String, Path, description = "The environment variable name")),
+    responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse),
+        (status = 503, body = ErrorResponse, description = "No secret key is configured")))]
+pub async fn set_secret(
+    State(state): State<AppState>,
+    ApiPath((name, secret)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<SetSecretRequest>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let deployment = state
+        .paz
+        .set_secret(
+            &name,
+            &secret,
+            &request.value,
+            Trigger::new(TriggerKind::Update),
+        )
+        .await?;
+    wake(&state, &name);
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// Lists a service's secrets: names and when each was set, never the values.
+#[utoipa::path(get, path = "/v1/services/{name}/secrets", tag = "secrets", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<SecretInfo>), (status = 404, body = ErrorResponse)))]
+pub async fn secrets(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Vec<SecretInfo>>> {
+    Ok(Json(state.paz.secrets(&name).await?))
+}
+
+/// Removes a secret. Makes a release and a deployment without it.
+#[utoipa::path(delete, path = "/v1/services/{name}/secrets/{secret}", tag = "secrets",
+    params(("name" = String, Path), ("secret" = String, Path)),
+    responses((status = 202, body = Deployment), (status = 404, body = ErrorResponse)))]
+pub async fn delete_secret(
+    State(state): State<AppState>,
+    ApiPath((name, secret)): ApiPath<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let deployment = state
+        .paz
+        .remove_secret(&name, &secret, Trigger::new(TriggerKind::Update))
+        .await?;
+    wake(&state, &name);
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
 /// Sets the instance count.
 #[utoipa::path(post, path = "/v1/services/{name}/scale", tag = "deploys", request_body = ScaleRequest,
     params(("name" = String, Path)),
@@ -236,22 +289,31 @@ pub async fn hosts(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> 
     responses((status = 200, content_type = "text/event-stream", body = paz_core::Event)))]
 pub async fn events(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let receiver = state.paz.subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(event) => SseEvent::default()
-                .event(event.kind.name())
-                .id(event.revision.to_string())
-                .json_data(&event)
-                .unwrap_or_else(|_| SseEvent::default().event("resync").data("{}")),
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                SseEvent::default().event("resync").data("{}")
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), receiver))
-    });
+    let stream =
+        futures_util::stream::unfold((receiver, caller), |(mut receiver, caller)| async move {
+            let event = loop {
+                match receiver.recv().await {
+                    // A deploy token sees only its services' events.
+                    Ok(event) if !caller.sees_service(event.kind.service()) => continue,
+                    other => break other,
+                }
+            };
+            let event = match event {
+                Ok(event) => SseEvent::default()
+                    .event(event.kind.name())
+                    .id(event.revision.to_string())
+                    .json_data(&event)
+                    .unwrap_or_else(|_| SseEvent::default().event("resync").data("{}")),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    SseEvent::default().event("resync").data("{}")
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (receiver, caller)))
+        });
     let mut shutdown = state.shutdown.clone();
     let stream = stream.take_until(async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
@@ -386,6 +448,72 @@ pub async fn logs(
         });
     let headers = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
     Ok((headers, axum::body::Body::from_stream(lines)).into_response())
+}
+
+/// Makes a scoped token; the answer holds the token, shown this once (it is stored hashed).
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse),
+        (status = 403, body = ErrorResponse)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let new = crate::auth::generate()?;
+    let created_at = jiff::Timestamp::now();
+    let expires_at = match request.expires_in {
+        Some(ttl) => Some(
+            jiff::SignedDuration::try_from(ttl.get())
+                .ok()
+                .and_then(|d| created_at.checked_add(d).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "INVALID_EXPIRY",
+                        "expires_in is too far in the future",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let info = state
+        .paz
+        .create_token(TokenRecord {
+            info: TokenInfo {
+                id: new.id,
+                name: request.name,
+                scope: request.scope,
+                services: request.services,
+                created_at,
+                expires_at,
+            },
+            hash: new.hash,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: new.token,
+            info,
+        }),
+    ))
+}
+
+/// Lists the scoped tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ErrorResponse)))]
+pub async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
+    Ok(Json(state.paz.tokens().await?))
+}
+
+/// Revokes a token (by name or id): it stops working at once.
+#[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "tokens",
+    params(("token" = String, Path, description = "The token's name or id")),
+    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    Ok(Json(state.paz.revoke_token(&token).await?))
 }
 
 /// The router's metrics in the Prometheus text format (empty without a router).

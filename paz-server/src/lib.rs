@@ -3,6 +3,7 @@
 //! to `paz::config` and serves the API over the runtime it starts; tests build the router with
 //! [`router`] and call it directly.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 mod extract;
@@ -14,14 +15,14 @@ pub mod token;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use paz::config::{ConfigError, RuntimeConfig};
-use paz_core::{Paz, Store};
+use paz_core::Paz;
 use paz_runtime::Reconciler;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
@@ -126,16 +127,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/status", get(status))
         .route("/v1/services/{name}/logs", get(logs))
         .route("/v1/services/{name}/releases", get(releases))
+        .route("/v1/services/{name}/secrets", get(secrets))
+        .route(
+            "/v1/services/{name}/secrets/{secret}",
+            axum::routing::put(set_secret).delete(delete_secret),
+        )
         .route("/v1/services/{name}/releases/{version}", get(release))
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/deployments/{id}", get(deployment))
         .route("/v1/hosts", get(hosts))
         .route("/v1/events", get(events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{token}", axum::routing::delete(revoke_token))
+        .route("/metrics", get(handlers::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/v1/health", get(health))
         .route("/openapi.json", get(openapi_json))
-        .route("/metrics", get(handlers::metrics))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -168,42 +179,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|value| value.to_str().unwrap_or("").trim().to_owned());
-    let Some(given) = given else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "send the admin token as 'Authorization: Bearer <token>'",
-        ));
-    };
-    let Some(token) = given
-        .strip_prefix("Bearer ")
-        .or_else(|| given.strip_prefix("bearer "))
-    else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "the Authorization header must be 'Bearer <token>'",
-        ));
-    };
-    if !token::matches(token.trim(), &state.token) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_TOKEN",
-            "the token is not valid",
-        ));
-    }
-    Ok(next.run(request).await)
-}
-
 pub use paz_runtime::{keep_host_registered, local_host};
 
 /// A server whose backends are running, ready to [`serve`](Server::serve) the API.
@@ -215,6 +190,9 @@ pub struct Server {
     started: Option<paz::config::Started>,
     registration: Option<tokio::task::JoinHandle<()>>,
     limits: ServeLimits,
+    /// `/metrics` alone, unauthenticated, for a listener of its own.
+    metrics_app: Router,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Starts the backends of `backends` (with a scheduler: the router, the runtime and the
@@ -223,11 +201,10 @@ pub struct Server {
 pub async fn start(
     config: &Config,
     token: String,
-    store: Arc<dyn Store>,
+    paz: Paz,
     listener: tokio::net::TcpListener,
     backends: RuntimeConfig,
 ) -> Result<Server, ServerError> {
-    let paz = Paz::new(store, config.engine_config());
     let (stop, stop_rx) = watch::channel(false);
     let address = listener.local_addr()?;
     let host = local_host(
@@ -247,7 +224,13 @@ pub async fn start(
     } else {
         registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
     }
+    let metrics_app = Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .fallback(not_found)
+        .with_state(state.clone());
     Ok(Server {
+        metrics_app,
+        metrics_listener: None,
         app: router(state),
         listener,
         domain: config.domain.clone(),
@@ -269,6 +252,13 @@ impl Server {
         self.limits
     }
 
+    /// Also serves `/metrics` on `listener`, without a token (for a scraper on a private
+    /// network); on the API, `/metrics` needs a token with the `read` scope.
+    pub fn with_metrics_listener(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
     /// Serves with `limits` instead of those of the [`Config`].
     pub fn with_limits(mut self, limits: ServeLimits) -> Self {
         self.limits = limits;
@@ -286,6 +276,18 @@ impl Server {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, domain = %self.domain, "paz-server API listening");
         let stop = self.stop;
+        let metrics = self.metrics_listener.map(|listener| {
+            let mut stopping = stop.subscribe();
+            tokio::spawn(serve::serve(
+                listener,
+                self.metrics_app,
+                self.limits,
+                async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                },
+                || {},
+            ))
+        });
         // The router, the runtime and the streams stop while the API drains.
         serve::serve(self.listener, self.app, self.limits, shutdown, || {
             let _ = stop.send(true);
@@ -299,6 +301,9 @@ impl Server {
             started.runtime.join().await;
         }
         if let Some(task) = self.registration {
+            let _ = task.await;
+        }
+        if let Some(task) = metrics {
             let _ = task.await;
         }
         tracing::info!("paz-server stopped");

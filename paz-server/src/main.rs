@@ -1,5 +1,7 @@
 //! `paz-server`: the Paz daemon.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Parser;
 use paz_server::config::{Config, LogFormat};
@@ -52,6 +54,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let store = config.store_config().build()?;
+    let secret_key = match &config.secret_key {
+        Some(hex) => {
+            paz::store::SecretKey::from_hex(hex).context("--secret-key / PAZ_SECRET_KEY")?
+        }
+        None => paz::store::SecretKey::load_or_create(&config.data_dir.join("secret-key"))?,
+    };
+    let paz = paz_core::Paz::new(store, config.engine_config()).with_secrets(Arc::new(secret_key));
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| {
@@ -62,12 +71,23 @@ async fn main() -> anyhow::Result<()> {
         })?;
     let address = listener.local_addr()?;
     let backends = config.runtime_config();
-    let server = paz_server::start(&config, token, store, listener, backends).await?;
+    let mut server = paz_server::start(&config, token, paz, listener, backends).await?;
+    let mut metrics_address = None;
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (--metrics-listen)"))?;
+        metrics_address = Some(listener.local_addr()?);
+        server = server.with_metrics_listener(listener);
+    }
     #[allow(clippy::print_stdout)]
     {
         println!("paz-server listening on http://{address}");
         if let Some(router) = server.router_address() {
             println!("paz-server router listening on http://{router}");
+        }
+        if let Some(metrics) = metrics_address {
+            println!("paz-server metrics listening on http://{metrics}/metrics");
         }
     }
     server.serve(shutdown_signal()).await?;

@@ -32,7 +32,7 @@ impl Running {
         let server = paz_server::start(
             &config,
             TOKEN.to_owned(),
-            Arc::new(MemoryStore::new()),
+            paz_core::Paz::new(Arc::new(MemoryStore::new()), config.engine_config()),
             listener,
             config.runtime_config(),
         )

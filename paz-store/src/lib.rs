@@ -8,6 +8,10 @@
 //! a watch from a revision before the restart gets [`paz_core::Error::Compacted`] and must
 //! re-list, as with a compacted etcd.
 
+mod secret_key;
+
+pub use secret_key::SecretKey;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +61,9 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// The secrets key cannot be used.
+    #[error("{0}")]
+    SecretKey(String),
     /// A record in the file is malformed.
     #[error("store file {path} holds a malformed record at key {key:?}")]
     Corrupt {

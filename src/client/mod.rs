@@ -10,6 +10,7 @@ mod decode;
 mod deployments;
 mod error;
 mod request;
+mod secrets;
 mod services;
 mod stream;
 #[cfg(test)]

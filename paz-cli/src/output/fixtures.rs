@@ -21,6 +21,7 @@ pub fn service(name: &str, release: Option<u64>) -> Service {
         latest_deployment: 1,
         pruned_below: 0,
         pinned_releases: Default::default(),
+        secrets: Default::default(),
         created_at: at(1_000),
         updated_at: at(1_000),
         revision: 4,

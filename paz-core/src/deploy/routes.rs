@@ -134,6 +134,7 @@ mod tests {
             latest_deployment: 1,
             pruned_below: 0,
             pinned_releases: Default::default(),
+            secrets: Default::default(),
             created_at: jiff::Timestamp::UNIX_EPOCH,
             updated_at: jiff::Timestamp::UNIX_EPOCH,
             revision: 1,

@@ -59,6 +59,8 @@ impl Paz {
             }
         };
         let release = self.release(name, target).await?;
+        // The release's secrets come back with it (their values as they were then).
+        let sealed = self.sealed_of(&release).await?;
         let applied = self
             .change(name, None, |current| {
                 let mut service = current.clone();
@@ -77,10 +79,12 @@ impl Paz {
                     now,
                 );
                 service.current_release = Some(release.version);
+                service.secrets = release.secrets.clone();
                 Ok(Planned {
                     service,
                     release: None,
                     deployment: Some(deployment),
+                    sealed: Some(super::secrets::SealedChange::Replace(sealed.clone())),
                 })
             })
             .await?;
@@ -163,6 +167,7 @@ pub(super) fn plan_release(current: &Service, spec: ServiceSpec, trigger: &Trigg
         version: service.latest_release,
         spec: spec.clone(),
         image_digest: None,
+        secrets: current.secrets.clone(),
         trigger: trigger.clone(),
         created_at: now,
     };
@@ -180,6 +185,7 @@ pub(super) fn plan_release(current: &Service, spec: ServiceSpec, trigger: &Trigg
         service,
         release: Some(release),
         deployment: Some(deployment),
+        sealed: None,
     }
 }
 

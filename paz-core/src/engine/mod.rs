@@ -16,7 +16,9 @@ mod deployments;
 mod deploys;
 mod hosts;
 mod retention;
+mod secrets;
 mod services;
+mod tokens;
 
 pub use cluster::check_cluster_id;
 pub use retention::KEEP_DEPLOYMENTS;
@@ -40,6 +42,9 @@ const DEPLOYMENTS: &str = "/paz/deployments/";
 const DOMAINS: &str = "/paz/domains/";
 const HOSTS: &str = "/paz/hosts/";
 const CLUSTER: &str = "/paz/cluster";
+/// Sealed secret values: `<service>/current` (the service's), `<service>/<version>` (a
+/// release's).
+const SEALED: &str = "/paz/sealed/";
 /// How often a writer retries after losing a compare-and-swap race.
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -51,6 +56,12 @@ fn release_key(service: &str, version: u64) -> String {
 }
 fn deployment_key(service: &str, sequence: u64) -> String {
     format!("{DEPLOYMENTS}{service}/{sequence:010}")
+}
+fn sealed_key(service: &str, version: u64) -> String {
+    format!("{SEALED}{service}/{version:010}")
+}
+fn sealed_current_key(service: &str) -> String {
+    format!("{SEALED}{service}/current")
 }
 fn domain_key(domain: &str) -> String {
     format!("{DOMAINS}{domain}")
@@ -125,6 +136,7 @@ pub struct Paz {
     store: Arc<dyn Store>,
     config: EngineConfig,
     events: broadcast::Sender<Event>,
+    secrets: Option<Arc<dyn crate::secret::SecretCipher>>,
 }
 
 struct Current {
@@ -139,7 +151,15 @@ impl Paz {
             store,
             config,
             events: broadcast::channel(1024).0,
+            secrets: None,
         }
+    }
+
+    /// Seals and opens secret values with `cipher`; without one, setting a secret fails
+    /// with [`Error::SecretsUnavailable`].
+    pub fn with_secrets(mut self, cipher: Arc<dyn crate::secret::SecretCipher>) -> Self {
+        self.secrets = Some(cipher);
+        self
     }
 
     /// The store the engine works on.

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use super::deploys::{new_deployment, plan_release};
 use super::retention::{KEEP_DEPLOYMENTS, retain_releases};
 use super::{
-    Applied, DEPLOYMENTS, Paz, RELEASES, Retries, SERVICES, decode, deployment_event,
-    deployment_key, domain_key, encode, release_key, service_key,
+    Applied, DEPLOYMENTS, Paz, RELEASES, Retries, SEALED, SERVICES, decode, deployment_event,
+    deployment_key, domain_key, encode, release_key, sealed_current_key, sealed_key, service_key,
 };
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -109,6 +109,7 @@ impl Paz {
                 version: 1,
                 spec: spec.clone(),
                 image_digest: None,
+                secrets: Default::default(),
                 trigger: trigger.clone(),
                 created_at: now,
             };
@@ -120,6 +121,7 @@ impl Paz {
                 latest_deployment: 1,
                 pruned_below: 0,
                 pinned_releases: Default::default(),
+                secrets: Default::default(),
                 created_at: now,
                 updated_at: now,
                 revision: 0,
@@ -129,6 +131,7 @@ impl Paz {
                 .when(key.clone(), Condition::Absent)
                 .delete_prefix(format!("{RELEASES}{}/", spec.name))
                 .delete_prefix(format!("{DEPLOYMENTS}{}/", spec.name))
+                .delete_prefix(format!("{SEALED}{}/", spec.name))
                 .put(key, encode(&service))
                 .put(release_key(&spec.name, 1), encode(&release))
                 .put(deployment_key(&spec.name, 1), encode(&deployment));
@@ -212,7 +215,9 @@ impl Paz {
                     &protected,
                 );
                 for version in &retention.delete {
-                    txn = txn.delete(release_key(name, *version));
+                    txn = txn
+                        .delete(release_key(name, *version))
+                        .delete(sealed_key(name, *version));
                 }
                 planned.service.pruned_below = retention.pruned_below;
                 planned.service.pinned_releases = retention.pinned;
@@ -223,6 +228,23 @@ impl Paz {
                 txn = txn.delete(deployment_key(name, deployment.sequence - KEEP_DEPLOYMENTS));
             }
             txn = txn.put(key, encode(&planned.service));
+            // Secret values: the service's own set when it changed, and a copy for the
+            // release (its instances get exactly these, whatever is set later).
+            let sealed = match &planned.sealed {
+                Some(change) => {
+                    let sealed = change.apply(self.sealed_current(&current.service).await?);
+                    txn = txn.put(sealed_current_key(name), encode(&sealed));
+                    Some(sealed)
+                }
+                None => None,
+            };
+            if let Some(release) = planned.release.as_ref().filter(|r| !r.secrets.is_empty()) {
+                let sealed = match sealed {
+                    Some(sealed) => sealed,
+                    None => self.sealed_current(&current.service).await?,
+                };
+                txn = txn.put(sealed_key(name, release.version), encode(&sealed));
+            }
             if let Some(release) = &planned.release {
                 txn = txn
                     .when(release_key(name, release.version), Condition::Absent)
@@ -299,6 +321,7 @@ impl Paz {
         }
         self.admit(&spec)?;
         self.change(name, expected_revision, |current| {
+            check_env_against_secrets(current, &spec)?;
             Ok(plan_spec_change(current, &spec, &trigger))
         })
         .await
@@ -337,6 +360,7 @@ impl Paz {
                 ));
             }
             self.admit(&spec)?;
+            check_env_against_secrets(current, &spec)?;
             Ok(plan_spec_change(current, &spec, &trigger))
         })
         .await
@@ -360,6 +384,7 @@ impl Paz {
                     service,
                     release: None,
                     deployment: None,
+                    sealed: None,
                 })
             })
             .await?;
@@ -379,7 +404,8 @@ impl Paz {
                 )
                 .delete(service_key(name))
                 .delete_prefix(format!("{RELEASES}{name}/"))
-                .delete_prefix(format!("{DEPLOYMENTS}{name}/"));
+                .delete_prefix(format!("{DEPLOYMENTS}{name}/"))
+                .delete_prefix(format!("{SEALED}{name}/"));
             for domain in &current.service.spec.domains {
                 txn = txn.delete(domain_key(domain));
             }
@@ -413,6 +439,25 @@ pub(super) struct Planned {
     pub(super) service: Service,
     pub(super) release: Option<Release>,
     pub(super) deployment: Option<Deployment>,
+    /// How the service's sealed secret values change; `None` keeps them (and a new release
+    /// copies them).
+    pub(super) sealed: Option<super::secrets::SealedChange>,
+}
+
+/// Refuses a plain environment variable named like one of the service's secrets (which of
+/// the two the instance would get is not something to guess).
+fn check_env_against_secrets(current: &Service, spec: &ServiceSpec) -> Result<()> {
+    match spec.env.keys().find(|k| current.secrets.contains_key(*k)) {
+        Some(key) => Err(Error::invalid(
+            format!("env.{key}"),
+            "SECRET_CONFLICT",
+            format!(
+                "{key} is a secret of {}; a plain environment variable cannot have its name",
+                spec.name
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn plan_spec_change(current: &Service, spec: &ServiceSpec, trigger: &Trigger) -> Planned {
@@ -426,6 +471,7 @@ fn plan_spec_change(current: &Service, spec: &ServiceSpec, trigger: &Trigger) ->
             service,
             release: None,
             deployment: None,
+            sealed: None,
         }
     }
 }
