@@ -121,6 +121,12 @@ pub enum Command {
     Hosts,
     /// Apply a manifest (paz.toml): create and update the services it declares.
     Apply(ApplyArgs),
+    /// Set, list and remove a service's secrets (write-only environment variables).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Create, list and revoke scoped API tokens (e.g. a deploy-only token for CI).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -149,6 +155,105 @@ pub enum ServiceCommand {
         /// The service.
         name: String,
     },
+}
+
+/// `paz secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret, reading its value from stdin (or --from-file), never from the command
+    /// line; the service is deployed with it (a new release).
+    ///
+    /// e.g. `printf %s "$DB_PASSWORD" | paz secret set web DB_PASSWORD`. One trailing
+    /// newline is dropped.
+    Set(SecretSetArgs),
+    /// List a service's secrets: names and when each was set, never the values.
+    #[command(visible_alias = "ls")]
+    List {
+        /// The service.
+        name: String,
+    },
+    /// Remove a secret; the service is deployed without it (a new release).
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// The service.
+        name: String,
+        /// The secret.
+        secret: String,
+        /// How to wait.
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+}
+
+/// `paz secret set`.
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    /// The service.
+    pub name: String,
+    /// The secret: the environment variable its instances get.
+    pub secret: String,
+    /// Read the value from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// How to wait.
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `paz token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it on stdout, once (only its hash is kept).
+    ///
+    /// e.g. `paz token create ci --scope deploy --service web` for a CI job that may deploy
+    /// and roll back `web` and read its status, and nothing else.
+    Create(TokenCreateArgs),
+    /// List the tokens (never the tokens themselves).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke a token by name or id: it stops working at once.
+    #[command(visible_alias = "rm")]
+    Revoke {
+        /// The token's name or id.
+        name: String,
+    },
+}
+
+/// `paz token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A name for the token (a-z, 0-9, '.', '_', '-'), e.g. `ci`.
+    pub name: String,
+    /// What it may do.
+    #[arg(long, value_enum)]
+    pub scope: ScopeArg,
+    /// For `--scope deploy`: a service it may deploy (repeatable, at least one).
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// When it stops working, e.g. `90d` (default: never; revoke it instead).
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<HumanDuration>,
+}
+
+/// Token scopes, as flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Read everything, change nothing.
+    Read,
+    /// Deploy, roll back and read the named services only.
+    Deploy,
+    /// Everything the admin token can.
+    Admin,
+}
+
+impl From<ScopeArg> for paz_core::token::Scope {
+    fn from(value: ScopeArg) -> Self {
+        match value {
+            ScopeArg::Read => Self::Read,
+            ScopeArg::Deploy => Self::Deploy,
+            ScopeArg::Admin => Self::Admin,
+        }
+    }
 }
 
 /// `paz service create`.

@@ -43,6 +43,11 @@ pub fn report(err: &anyhow::Error, server: &str) -> u8 {
             status, details, ..
         }) => {
             print_details(details);
+            if *status == 403 {
+                eprintln!(
+                    "hint: this token's scope does not allow it; use a token with more rights (see `paz token list`)"
+                );
+            }
             if *status == 401 {
                 eprintln!(
                     "hint: pass the API token with --token or PAZ_TOKEN (a local server writes it to <data dir>/admin-token)"

@@ -4,6 +4,7 @@
 //! Data goes to stdout (tables or `--output json`), progress and messages to stderr. Exit
 //! codes: 0 success, 1 failure (API error, network, failed deployment), 2 bad usage or input.
 
+mod access;
 mod args;
 mod failure;
 mod follow;

@@ -67,6 +67,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History { name } => out.deployments(&client.deployments(&name).await?),
         Command::Hosts => out.hosts(&client.hosts().await?),
         Command::Apply(args) => apply(&client, &args, &out).await,
+        Command::Secret(command) => crate::access::secret(&client, command, &out).await,
+        Command::Token(command) => crate::access::token(&client, command, &out).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

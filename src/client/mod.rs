@@ -15,6 +15,7 @@ mod services;
 mod stream;
 #[cfg(test)]
 mod testing;
+mod tokens;
 
 use std::fmt;
 use std::time::Duration;

@@ -339,7 +339,13 @@ async fn rolling_deploys_under_load_drop_no_request() -> Result<()> {
         "{text}{}",
         String::from_utf8_lossy(&shown.stderr)
     );
-    let metrics = reqwest::get(format!("{}/metrics", cluster.server().url))
+    let unauthorized = reqwest::get(format!("{}/metrics", cluster.server().url)).await?;
+    assert_eq!(unauthorized.status(), 401, "/metrics needs a read token");
+    let token = std::fs::read_to_string(cluster.data.join("admin-token"))?;
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", cluster.server().url))
+        .bearer_auth(token.trim())
+        .send()
         .await?
         .text()
         .await?;
@@ -662,5 +668,146 @@ async fn a_second_server_on_another_store_leaves_the_containers_alone() -> Resul
         server.stop()?;
     }
     assert_eq!(container_ids(&cluster.network, "web"), before);
+    Ok(())
+}
+
+/// Runs `paz` with `stdin` as its standard input and `extra` environment.
+fn paz_with(
+    cluster: &Cluster,
+    args: &[&str],
+    stdin: &str,
+    token: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write as _;
+    let mut command = std::process::Command::new(crate::support::bin("paz"));
+    command
+        .args(args)
+        .env("PAZ_SERVER", &cluster.server().url)
+        .env("PAZ_DATA_DIR", &cluster.data)
+        .env_remove("PAZ_OUTPUT")
+        .env_remove("PAZ_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(token) = token {
+        command.env("PAZ_TOKEN", token);
+    }
+    let mut child = command.spawn().expect("run paz");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A secret set with the CLI (value on stdin) reaches the instances as an environment
+/// variable through a zero-downtime deploy, and is shown nowhere; a deploy-only token made
+/// with the CLI deploys that service and can do nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_instances_and_a_ci_token_only_deploys() -> Result<()> {
+    let Some((cluster, _one_at_a_time)) = Cluster::begin(
+        "secrets_reach_instances_and_a_ci_token_only_deploys",
+        "secrets",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    cluster.create(&demo("web", 2)).await?;
+    let router = cluster.router();
+    let load = Load::start(&router, "web.localhost", "/", 4);
+    let set = paz_with(
+        &cluster,
+        &["secret", "set", "web", "DB_PASSWORD"],
+        "hunter2-secret\n",
+        None,
+    );
+    assert!(
+        set.status.success(),
+        "paz secret set: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_no_failures(load, "a secret change").await;
+    let seen = cluster.get("web.localhost", "/env/DB_PASSWORD").await?;
+    assert_eq!(
+        seen.text().await?.trim(),
+        "hunter2-secret",
+        "the instance has it"
+    );
+
+    let list = paz_with(&cluster, &["secret", "list", "web"], "", None);
+    let show = paz_with(
+        &cluster,
+        &["service", "show", "web", "-o", "json"],
+        "",
+        None,
+    );
+    let releases = paz_with(&cluster, &["releases", "web", "-o", "json"], "", None);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("DB_PASSWORD"), "{listed}");
+    for output in [&list, &show, &releases, &set] {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!text.contains("hunter2"), "the value is shown: {text}");
+    }
+
+    // CI: a token that may only deploy web.
+    let created = paz_with(
+        &cluster,
+        &[
+            "token",
+            "create",
+            "ci",
+            "--scope",
+            "deploy",
+            "--service",
+            "web",
+        ],
+        "",
+        None,
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8(created.stdout)?.trim().to_owned();
+    assert!(
+        token.starts_with("paz_"),
+        "stdout is the token alone: {token:?}"
+    );
+    let deploy = paz_with(
+        &cluster,
+        &["deploy", "web", "--image", "paz-demo:v2"],
+        "",
+        Some(&token),
+    );
+    assert!(
+        deploy.status.success(),
+        "the CI token deploys: {}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    let seen = cluster.get("web.localhost", "/").await?.text().await?;
+    assert_eq!(seen.trim(), "v2");
+    for args in [
+        &["service", "delete", "web"][..],
+        &["scale", "web", "5"],
+        &["secret", "list", "web"],
+        &["token", "list"],
+    ] {
+        let refused = paz_with(&cluster, args, "", Some(&token));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("may only deploy web"), "{args:?}: {stderr}");
+    }
+    let revoked = paz_with(&cluster, &["token", "revoke", "ci"], "", None);
+    assert!(revoked.status.success());
+    let after = paz_with(&cluster, &["status", "web"], "", Some(&token));
+    assert_eq!(after.status.code(), Some(1), "a revoked token is refused");
     Ok(())
 }

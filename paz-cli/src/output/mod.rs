@@ -4,6 +4,7 @@
 //! submodules: `service`, `deploy` (deployments, releases, steps), `status`, `hosts`, `plan`
 //! (`paz apply`), with the shared `table` rendering and `text` forms.
 
+mod access;
 mod deploy;
 #[cfg(test)]
 mod fixtures;
@@ -19,6 +20,8 @@ use std::io::{IsTerminal, Write};
 use jiff::Timestamp;
 use paz::ServiceStatus;
 use paz_core::scheduler::LogLine;
+use paz_core::secret::SecretInfo;
+use paz_core::token::TokenInfo;
 use paz_core::{Deployment, Host, Release, Service};
 
 use crate::args::OutputFormat;
@@ -153,6 +156,32 @@ impl Output {
             self.tty,
             Timestamp::now(),
         ))
+    }
+
+    /// Prints a service's secrets (names and when set).
+    pub fn secrets(&self, secrets: &[SecretInfo]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(secrets);
+        }
+        if secrets.is_empty() {
+            eprintln!("no secrets; set one with `paz secret set SERVICE NAME` (value on stdin)");
+            return Ok(());
+        }
+        self.text(&access::secrets_table(secrets, self.tty, Timestamp::now()))
+    }
+
+    /// Prints the scoped tokens.
+    pub fn tokens(&self, tokens: &[TokenInfo]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(tokens);
+        }
+        if tokens.is_empty() {
+            eprintln!(
+                "no tokens; create one with `paz token create NAME --scope read|deploy|admin`"
+            );
+            return Ok(());
+        }
+        self.text(&access::tokens_table(tokens, self.tty, Timestamp::now()))
     }
 
     /// Prints the hosts.
