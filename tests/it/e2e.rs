@@ -35,6 +35,11 @@ fn quickstart_survives_a_restart() -> Result<()> {
         assert_eq!(mode(&data)?, 0o700, "the data dir is the owner's only");
         assert_eq!(mode(&data.join("paz.redb"))?, 0o600, "so is the store");
         assert_eq!(mode(&data.join("admin-token"))?, 0o600, "and the token");
+        assert_eq!(
+            mode(&data.join("secret-key"))?,
+            0o600,
+            "and the secrets key"
+        );
     }
 
     let create = paz(

@@ -660,6 +660,11 @@ mod tests {
         );
     }
 
+    async fn release_versions(paz: &Paz) -> Vec<u64> {
+        let releases = paz.releases("web").await.unwrap();
+        releases.iter().map(|r| r.version).collect()
+    }
+
     /// Defect: every spec change kept a full release (and a deployment) forever.
     #[tokio::test]
     async fn old_releases_go_but_the_current_and_previous_stay() {
@@ -683,13 +688,7 @@ mod tests {
         }
         let service = paz.service("web").await.unwrap();
         assert_eq!(service.current_release, Some(1));
-        let versions: Vec<u64> = paz
-            .releases("web")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.version)
-            .collect();
+        let versions = release_versions(&paz).await;
         assert_eq!(
             versions,
             [1, 8, 9, 10, 11, 12],
@@ -703,13 +702,7 @@ mod tests {
         paz.deploy("web", None, Trigger::new(TriggerKind::Deploy))
             .await
             .unwrap();
-        let versions: Vec<u64> = paz
-            .releases("web")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.version)
-            .collect();
+        let versions = release_versions(&paz).await;
         assert_eq!(versions, [10, 11, 12, 13, 14]);
         paz.rollback("web", None, Trigger::new(TriggerKind::Rollback))
             .await
