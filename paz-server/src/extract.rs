@@ -246,3 +246,29 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             .map_err(|_| bad())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(body: &str) -> Option<String> {
+        whole_numbers_as_integers(body.as_bytes()).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn whole_floats_become_integers_and_nothing_else_changes() {
+        let body = rewritten(r#"{"instances":2.0,"ports":[{"port":80.0}],"cpus":0.5,"n":-3.0}"#);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body.unwrap()).unwrap(),
+            serde_json::json!({"instances": 2, "ports": [{"port": 80}], "cpus": 0.5, "n": -3})
+        );
+        // Nothing to rewrite, not JSON, a repeated key, or beyond 2^53: left to the typed parse.
+        assert_eq!(rewritten(r#"{"instances":2,"cpus":0.5}"#), None);
+        assert_eq!(rewritten(r#"{"instances":2.0"#), None);
+        assert_eq!(
+            rewritten(r#"{"name":"a","name":"b","instances":2.0}"#),
+            None
+        );
+        assert_eq!(rewritten("1e300"), None);
+    }
+}
