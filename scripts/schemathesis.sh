@@ -62,9 +62,15 @@ log "fuzzing $URL ($MAX_EXAMPLES examples per operation)"
 # One worker: with several, Python 3.11's ast.parse (called by Hypothesis from threads) can
 # fail with "AST constructor recursion depth mismatch"; one is also kinder to a small machine.
 status=0
+# Schemathesis keeps its cache (and the cases `st replay` reruns) in the directory it runs in.
+RUN_DIR="$TARGET_DIR/schemathesis-run"
+mkdir -p "$RUN_DIR"
+CONFIG_DIR="$PWD/scripts/schemathesis"
 (
-  cd scripts/schemathesis
-  "$VENV/bin/schemathesis" --config-file schemathesis.toml run "$URL/openapi.json" \
+  cd "$RUN_DIR"
+  PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$CONFIG_DIR" \
+    "$VENV/bin/schemathesis" --config-file "$CONFIG_DIR/schemathesis.toml" \
+    run "$URL/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
     --checks all \
     --max-examples "$MAX_EXAMPLES" \

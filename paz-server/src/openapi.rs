@@ -353,10 +353,6 @@ impl Modify for Links {
                             ((*target).to_owned(), link(target, parameters))
                         })
                         .collect();
-                    // A rollback of a new service names no release (there is none before v1).
-                    if let Some(serde_json::Value::Object(rollback)) = links.get_mut("rollback") {
-                        rollback.insert("requestBody".to_owned(), serde_json::json!({}));
-                    }
                     let parameters = serde_json::json!({
                         "name": name,
                         "version": "$response.body#/current_release",
