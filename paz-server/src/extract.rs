@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body; malformed JSON, unknown fields, wrong types, a wrong content type and
-/// oversized bodies each get their own code.
+/// A JSON body; malformed JSON, unknown fields, wrong types (an array for an object too), a
+/// wrong content type and oversized bodies each get their own code.
 ///
 /// A number with a zero fraction, such as `2.0`, is the integer `2`: JSON Schema (and so the
 /// OpenAPI document) counts it as an integer, and some encoders write integers that way.
@@ -29,6 +29,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Ok(bytes) => bytes,
             Err(rejection) => return Err(json_rejection(rejection.into())),
         };
+        // Every body of the API is an object; serde would also read a struct from an array
+        // of its fields in order (`["web", "demo:v1"]`).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                "the body does not match the schema: it must be a JSON object, not an array",
+            ));
+        }
         let normalized = whole_numbers_as_integers(&bytes);
         match axum::Json::<T>::from_bytes(normalized.as_deref().unwrap_or(&bytes)) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
