@@ -134,12 +134,29 @@ impl Modify for SpecRules {
             .insert("allOf".to_owned(), rules);
         let mut patch = spec.clone();
         patch.description = Some(
-            "A JSON merge patch (RFC 7396) of a service's spec: the fields to change; the \
-             patched spec must pass the same rules as a full one."
+            "A JSON merge patch (RFC 7396) of a service's spec: the fields to change, `null` \
+             to remove one; the patched spec must pass the same rules as a full one."
                 .to_owned(),
         );
-        patch.required.clear();
+        // In a merge patch `null` removes a member: an optional field goes back to its
+        // default, and an unknown one stays absent.
+        let required = std::mem::take(&mut patch.required);
         patch.properties.remove("name");
+        for (field, schema) in patch.properties.iter_mut() {
+            // (`health` is already `null` or a check.)
+            let nullable = matches!(schema, RefOr::T(Schema::OneOf(_)));
+            if !required.contains(field) && !nullable {
+                let null = ObjectBuilder::new().schema_type(Type::Null).build();
+                let either = utoipa::openapi::OneOfBuilder::new()
+                    .item(null)
+                    .item(schema.clone())
+                    .build();
+                *schema = Schema::OneOf(either).into();
+            }
+        }
+        patch.additional_properties = Some(Box::new(
+            ObjectBuilder::new().schema_type(Type::Null).into(),
+        ));
         patch.extensions = None;
         components
             .schemas
