@@ -230,7 +230,7 @@ pub struct TokenCreateArgs {
     /// For `--scope deploy`: a service it may deploy (repeatable, at least one).
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
-    /// When it stops working, e.g. `90d` (default: never; revoke it instead).
+    /// How long it works, e.g. `720h` (30 days) (default: until revoked).
     #[arg(long, value_name = "DURATION")]
     pub expires: Option<HumanDuration>,
 }

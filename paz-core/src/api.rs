@@ -37,6 +37,7 @@ pub struct HealthResponse {
 pub struct DeployRequest {
     /// A new image; without it the current spec is released again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::optional_image))]
     pub image: Option<String>,
 }
 
@@ -46,6 +47,7 @@ pub struct DeployRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScaleRequest {
     /// The new instance count (0 to 1000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub instances: u32,
 }
 

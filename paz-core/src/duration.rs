@@ -102,6 +102,7 @@ impl utoipa::PartialSchema for HumanDuration {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .description(Some("A duration such as 500ms, 5s, 2m, 1h or 1m30s"))
+            .pattern(Some(crate::schema::DURATION_PATTERN))
             .examples(["30s"])
             .into()
     }

@@ -23,6 +23,8 @@ pub mod planning;
 pub mod proxy;
 pub mod route;
 pub mod scheduler;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod secret;
 pub mod service;
 pub mod store;

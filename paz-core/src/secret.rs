@@ -59,6 +59,10 @@ pub struct SecretInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetSecretRequest {
     /// The value (UTF-8, no NUL bytes, at most 64 KiB). Write-only: never shown again.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[^\x00]*$", max_length = 65536)
+    )]
     pub value: String,
 }
 

@@ -29,11 +29,17 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceSpec {
     /// The service name: a DNS label (see [`crate::names`]).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)
+    )]
     pub name: String,
     /// The image reference, e.g. `demo:v1` or `registry.local:5000/team/app@sha256:…`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::image))]
     pub image: String,
     /// How many instances to run (0 to 1000).
     #[serde(default = "default_instances")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub instances: u32,
     /// Container ports; the first `http` port is the one the router sends traffic to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -43,12 +49,15 @@ pub struct ServiceSpec {
     pub public: bool,
     /// Extra domains routed to this service (lowercase DNS names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::domains))]
     pub domains: Vec<String>,
     /// Environment variables of the containers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env))]
     pub env: BTreeMap<String, String>,
     /// The command (overrides the image's); empty keeps the image's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::command))]
     pub command: Vec<String>,
     /// Volumes mounted into the containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -89,6 +98,7 @@ pub enum Protocol {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortSpec {
     /// The port inside the container, 1 to 65535.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u32,
     /// `http` (default) or `tcp`.
     #[serde(default)]
@@ -101,8 +111,13 @@ pub struct PortSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeSpec {
     /// A named volume (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) or an absolute host path.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(?:[a-zA-Z0-9][a-zA-Z0-9_.-]*|/[\s\S]*)$")
+    )]
     pub source: String,
     /// The absolute path inside the container.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^/[^\x00]*$"))]
     pub target: String,
     /// Mount read-only.
     #[serde(default)]
@@ -131,18 +146,28 @@ pub struct HealthCheck {
     pub kind: HealthKind,
     /// The HTTP path (must start with `/`); only for `http`.
     #[serde(default = "default_health_path")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^/[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub path: String,
     /// The port to check; defaults to the routed port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: Option<u32>,
     /// Time between checks.
     #[serde(default = "default_interval")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::positive_duration))]
     pub interval: HumanDuration,
     /// Time one check may take.
     #[serde(default = "default_timeout")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::positive_duration))]
     pub timeout: HumanDuration,
     /// Consecutive failures before an instance counts as unhealthy (1 to 100).
     #[serde(default = "default_retries")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub retries: u32,
     /// Grace time after start during which failures do not count.
     #[serde(default)]
@@ -183,9 +208,11 @@ fn default_retries() -> u32 {
 pub struct Resources {
     /// Memory limit in MiB (at least 6, Docker's minimum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 6, maximum = 16777216))]
     pub memory_mb: Option<u64>,
     /// CPU limit in cores, e.g. `0.5` (above 0, at most 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1024))]
     pub cpus: Option<f64>,
 }
 
@@ -203,9 +230,16 @@ impl Resources {
 pub struct Placement {
     /// Constraints `label==value` or `label!=value`; all must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::constraints))]
     pub constraints: Vec<String>,
     /// Spread instances evenly over the values of this host label (e.g. `zone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub spread: Option<String>,
 }
 
@@ -283,15 +317,18 @@ pub struct DeploySettings {
     pub strategy: Strategy,
     /// New instances started at once by a rolling deploy (1 to 100).
     #[serde(default = "default_max_surge")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_surge: u32,
     /// How long old instances may finish in-flight requests before they are stopped.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: HumanDuration,
     /// How long new instances have to pass their health check.
     #[serde(default = "default_health_timeout")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::positive_duration))]
     pub health_timeout: HumanDuration,
     /// Canary traffic percentages, strictly increasing, ending at 100.
     #[serde(default = "default_canary_steps")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::canary_steps))]
     pub canary_steps: Vec<u32>,
 }
 

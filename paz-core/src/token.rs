@@ -104,15 +104,24 @@ impl TokenInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
     /// A name for people (1 to 64 of `a-z 0-9 . _ -`), unique among tokens.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9._-]{1,64}$", max_length = 64)
+    )]
     pub name: String,
     /// What it may do.
     pub scope: Scope,
     /// For `deploy` (required there, at least one): the services it may deploy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(
+        inline,
+        value_type = Vec<String>,
+        pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+    ))]
     pub services: Vec<String>,
-    /// How long it works, e.g. `90d`; without it, until revoked.
+    /// How long it works, above zero, e.g. `720h` (30 days); without it, until revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::positive_duration))]
     pub expires_in: Option<HumanDuration>,
 }
 

@@ -461,6 +461,13 @@ pub async fn create_token(
     let new = crate::auth::generate()?;
     let created_at = jiff::Timestamp::now();
     let expires_at = match request.expires_in {
+        Some(ttl) if ttl.get().is_zero() => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_EXPIRY",
+                "expires_in must be above zero",
+            ));
+        }
         Some(ttl) => Some(
             jiff::SignedDuration::try_from(ttl.get())
                 .ok()

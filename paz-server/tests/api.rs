@@ -250,6 +250,18 @@ async fn bad_input_gets_a_specific_code_and_stores_nothing() {
             StatusCode::BAD_REQUEST,
             "INVALID_BODY",
         ),
+        // serde reads a struct from an array of its fields; the API takes objects only.
+        (
+            json!(["web", "demo:v1"]),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        // A whole float is the integer it spells (JSON Schema counts it as one).
+        (
+            json!({"name": "web", "image": "demo:v1", "instances": 5000.0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_INSTANCES",
+        ),
     ];
     for (body, status, expected) in cases {
         let (got, answer) = api
