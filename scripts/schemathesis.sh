@@ -46,7 +46,9 @@ trap cleanup EXIT
 TOKEN="schemathesis-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 log "starting paz-server (memory store, no scheduler)"
 # Port 0: the server picks a free port and prints the address it listens on.
-PAZ_TOKEN="$TOKEN" "$SERVER" --data-dir "$DATA_DIR" --store memory --scheduler none \
+# --allow-host-mounts: which host paths a server refuses is its setting, not the document's
+# (paz-server/tests/access.rs tests the refusal).
+PAZ_TOKEN="$TOKEN" "$SERVER" --data-dir "$DATA_DIR" --store memory --scheduler none --allow-host-mounts \
   --api-listen 127.0.0.1:0 --log-format json >"$DATA_DIR/stdout" 2>"$DATA_DIR/stderr" &
 SERVER_PID=$!
 URL=""

@@ -12,6 +12,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # Debian packages the tests need, as "command:package".
 REQUIRED=(
   "curl:curl"
+  "python3:python3"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do
@@ -47,6 +48,18 @@ cargo build --workspace --bins --quiet
 
 log "running the tests"
 cargo test --workspace --all-features --no-fail-fast "$@"
+
+# The API fuzzed from its own OpenAPI document (Schemathesis from PyPI, in a venv under the
+# target dir): no 5xx, every answer as documented, schema-valid requests accepted.
+log "fuzzing the API from its OpenAPI document (scripts/schemathesis.sh)"
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  log "installing python3-venv"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
+scripts/schemathesis.sh
 
 # The embedded example deploys v1 -> v2 on the real engine under load, with no paz-server,
 # and exits non-zero on any failed request.

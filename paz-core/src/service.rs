@@ -499,7 +499,7 @@ impl ServiceSpec {
                 matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
                     && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             };
-            if !(named || volume.source.starts_with('/')) {
+            if !(named || volume.source.starts_with('/')) || volume.source.contains('\0') {
                 fail(
                     format!("volumes[{i}].source"),
                     "INVALID_VOLUME",

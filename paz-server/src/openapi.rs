@@ -141,6 +141,20 @@ impl Modify for SpecRules {
             .get_or_insert_with(Default::default)
             .insert("allOf".to_owned(), rules);
         let mut patch = spec.clone();
+        if let Some(RefOr::T(Schema::Object(token))) =
+            components.schemas.get_mut("CreateTokenRequest")
+        {
+            let rules = serde_json::json!([{
+                "description": "A deploy token names its services (at least one); a read or admin token none.",
+                "if": {"properties": {"scope": {"const": "deploy"}}, "required": ["scope"]},
+                "then": {"properties": {"services": {"minItems": 1}}, "required": ["services"]},
+                "else": {"properties": {"services": {"maxItems": 0}}},
+            }]);
+            token
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("allOf".to_owned(), rules);
+        }
         patch.description = Some(
             "A JSON merge patch (RFC 7396) of a service's spec: the fields to change, `null` \
              to remove one; the patched spec must pass the same rules as a full one."
@@ -406,6 +420,13 @@ impl Modify for Links {
                     });
                     links.insert("release".to_owned(), link("release", parameters));
                     (status, links)
+                }
+                // A token: revoking it (by id, the part of the token after `paz_`).
+                Some("create_token") => {
+                    let mut links = serde_json::Map::new();
+                    let parameters = serde_json::json!({"token": "$response.body#/info/id"});
+                    links.insert("revoke".to_owned(), link("revoke_token", parameters));
+                    ("201", links)
                 }
                 _ => continue,
             };
