@@ -129,5 +129,60 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The cost of the token check alone: `GET /v1/services/web` answered in process (no
+/// socket, memory store), with the admin token and with a scoped token.
+fn token_check(c: &mut Criterion) {
+    use tower::ServiceExt as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (app, scoped) = rt.block_on(async {
+        let paz = Paz::new(
+            Arc::new(paz::core::MemoryStore::new()),
+            EngineConfig::default(),
+        );
+        paz.create_service(
+            ServiceSpec::new("web", "demo:v1"),
+            paz::core::Trigger::create(),
+        )
+        .await
+        .unwrap();
+        let new = paz_server::auth::generate().unwrap();
+        paz.create_token(TokenRecord {
+            info: TokenInfo {
+                id: new.id.clone(),
+                name: "ci".into(),
+                scope: Scope::Deploy,
+                services: vec!["web".into()],
+                created_at: jiff::Timestamp::now(),
+                expires_at: None,
+            },
+            hash: new.hash.clone(),
+        })
+        .await
+        .unwrap();
+        let (stop, receiver) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop);
+        (router(AppState::new(paz, ADMIN, receiver)), new.token)
+    });
+    let mut group = c.benchmark_group("token_check");
+    group.throughput(Throughput::Elements(1));
+    for (kind, token) in [("admin_token", ADMIN.to_owned()), ("deploy_token", scoped)] {
+        let header = format!("Bearer {token}");
+        group.bench_function(format!("get_service_in_process/{kind}"), |b| {
+            b.iter(|| {
+                let request = axum::http::Request::get("/v1/services/web")
+                    .header("authorization", &header)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let response = rt.block_on(app.clone().oneshot(request)).unwrap();
+                assert!(response.status().is_success());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, token_check);
 criterion_main!(benches);
