@@ -82,12 +82,13 @@ async fn main() -> anyhow::Result<()> {
     }
     #[allow(clippy::print_stdout)]
     {
+        // Before the API's line, which tells a waiting caller that the server is up.
+        if let Some(metrics) = metrics_address {
+            println!("paz-server metrics listening on http://{metrics}/metrics");
+        }
         println!("paz-server listening on http://{address}");
         if let Some(router) = server.router_address() {
             println!("paz-server router listening on http://{router}");
-        }
-        if let Some(metrics) = metrics_address {
-            println!("paz-server metrics listening on http://{metrics}/metrics");
         }
     }
     server.serve(shutdown_signal()).await?;

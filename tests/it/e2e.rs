@@ -276,3 +276,41 @@ async fn memory_stays_flat_over_a_thousand_spec_updates() -> Result<()> {
     );
     Ok(())
 }
+
+/// `/metrics` needs a token with the `read` scope on the API, and none on a listener of its
+/// own (`--metrics-listen`, for a scraper on a private network).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_except_on_their_own_listener() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("paz-data");
+    let server = Server::start_with(
+        &data,
+        &["--scheduler", "none", "--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let metrics = server
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("paz-server metrics listening on "))
+        .expect("the metrics address is printed")
+        .to_owned();
+    // reqwest is built without a crypto provider (rustls with ring is the workspace's one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let open = reqwest::get(&metrics).await?;
+    assert_eq!(open.status(), 200, "no token on the metrics listener");
+    let api = reqwest::get(format!("{}/metrics", server.url)).await?;
+    assert_eq!(api.status(), 401, "the API's /metrics needs a token");
+    let token = std::fs::read_to_string(data.join("admin-token"))?;
+    let other = reqwest::get(metrics.replace("/metrics", "/v1/services")).await?;
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
+    let authorized = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(token.trim())
+        .send()
+        .await?;
+    assert_eq!(authorized.status(), 200);
+    Ok(())
+}
