@@ -22,6 +22,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A certificate or its key cannot be used.
+    #[error("the certificate for {names:?} cannot be used: {message}")]
+    InvalidCertificate {
+        /// The names it was given for.
+        names: Vec<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// A worker thread or its runtime could not be started.
     #[error("cannot start router worker {index}")]
     Worker {
@@ -39,7 +47,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for paz_core::Error {
     fn from(error: Error) -> Self {
         let kind = match &error {
-            Error::InvalidBackend { .. } => paz_core::PortErrorKind::Invalid,
+            Error::InvalidBackend { .. } | Error::InvalidCertificate { .. } => {
+                paz_core::PortErrorKind::Invalid
+            }
             Error::Listener { .. } | Error::Worker { .. } => paz_core::PortErrorKind::Internal,
         };
         paz_core::Error::Proxy(paz_core::PortError::new(kind, error.to_string()).with_source(error))

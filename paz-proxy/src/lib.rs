@@ -12,7 +12,9 @@
 pub mod error;
 pub mod health;
 pub mod router;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use health::HttpHealthChecker;
 pub use router::{Router, RouterConfig, Scope};
+pub use tls::{CertificatePem, Certificates};

@@ -17,6 +17,8 @@ pub(crate) struct ConnCtx {
     pub scope: Scope,
     /// The client's IP, ready for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
     /// The router's shutdown signal (tunnels close on it).
     pub shutdown: watch::Receiver<bool>,
     /// The accept loop's connections (a tunnel holds it open until it ends).

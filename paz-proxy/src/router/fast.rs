@@ -172,6 +172,16 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
         }
     }
     let Some(host) = host else { return Err(()) };
+    // The router's own answers (ACME challenges, HTTPS redirects) are the general path's.
+    let edge = ctx.shared.edge.load();
+    if !edge.is_empty()
+        && std::str::from_utf8(host)
+            .ok()
+            .and_then(super::host::route_host)
+            .is_some_and(|h| edge.wants(&h, path))
+    {
+        return Err(());
+    }
     let host_range = {
         let offset = host.as_ptr() as usize - data.as_ptr() as usize;
         (offset, offset + host.len())

@@ -160,7 +160,8 @@ fn prepare(req: &mut Request<Incoming>, ctx: &ConnCtx, upgrade: bool) {
         ctx.client_ip.clone()
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if ctx.tls { "https" } else { "http" };
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(&X_FORWARDED_HOST, host);
     }
@@ -301,6 +302,28 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
             "paz: the request has no Host header\n".into(),
         );
     };
+    if !ctx.tls {
+        let edge = shared.edge.load();
+        if !edge.is_empty() {
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            match edge.answer(&host, target) {
+                Some(super::edge::Answer::Challenge(key_authorization)) => {
+                    return text(StatusCode::OK, key_authorization);
+                }
+                Some(super::edge::Answer::Redirect(location)) => {
+                    let mut response = text(
+                        StatusCode::PERMANENT_REDIRECT,
+                        format!("paz: {host} is served over HTTPS: {location}\n"),
+                    );
+                    if let Ok(location) = HeaderValue::from_str(&location) {
+                        response.headers_mut().insert(header::LOCATION, location);
+                    }
+                    return response;
+                }
+                None => {}
+            }
+        }
+    }
     let lookup = |host: &str| {
         let state = shared.state.load();
         let map = match ctx.scope {

@@ -35,6 +35,7 @@ mod body;
 mod config;
 mod conn;
 mod connect;
+mod edge;
 mod fast;
 mod handler;
 mod host;
@@ -94,6 +95,8 @@ impl Router {
             shared: Arc::new(Shared {
                 config,
                 state: ArcSwap::from_pointee(RoutingState::default()),
+                edge: ArcSwap::from_pointee(edge::Edge::default()),
+                certificates: Arc::default(),
                 unmatched: AtomicU64::new(0),
                 registry: Mutex::new(Registry::default()),
             }),
@@ -117,6 +120,77 @@ impl Router {
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         serve::serve(self.shared.clone(), listener, scope, shutdown)
+    }
+
+    /// Serves `listener` over TLS with the [certificates](Router::set_certificates) (SNI;
+    /// HTTP/2 or HTTP/1.1 by ALPN; HTTP/1.1 to the backends, with
+    /// `X-Forwarded-Proto: https`). Connections are served on the caller's runtime.
+    pub fn serve_tls(
+        &self,
+        listener: TcpListener,
+        scope: Scope,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let config = self.shared.certificates.server_config();
+        serve::serve_tls(self.shared.clone(), listener, scope, config, shutdown)
+    }
+
+    /// Makes `certificates` the set TLS listeners serve, and redirects plain-HTTP requests
+    /// for each exact name among them to HTTPS (on `https_port`; `None` for 443). Fails,
+    /// changing nothing, if one does not parse.
+    pub fn set_certificates(
+        &self,
+        certificates: &[crate::tls::CertificatePem],
+        https_port: Option<u16>,
+    ) -> Result<()> {
+        self.shared.certificates.replace(certificates)?;
+        self.update_edge(|edge| {
+            edge.redirect = certificates
+                .iter()
+                .flat_map(|c| &c.names)
+                .filter(|n| !n.starts_with("*."))
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            edge.https_port = https_port.filter(|p| *p != 443);
+        });
+        Ok(())
+    }
+
+    /// Sends `Strict-Transport-Security: max-age=<seconds>` on every HTTPS answer (`None`:
+    /// none, the default): browsers then use HTTPS only for that long.
+    pub fn set_hsts(&self, max_age: Option<Duration>) {
+        self.update_edge(|edge| {
+            edge.hsts = max_age.map(|age| format!("max-age={}", age.as_secs()));
+        });
+    }
+
+    /// The names TLS listeners have a certificate for.
+    pub fn certificate_names(&self) -> Vec<String> {
+        self.shared.certificates.names()
+    }
+
+    /// Answers the ACME HTTP-01 challenge `token` with `key_authorization` on the plain
+    /// listeners (for any host), until [`Router::clear_acme_challenge`].
+    pub fn set_acme_challenge(&self, token: &str, key_authorization: &str) {
+        self.update_edge(|edge| {
+            edge.challenges
+                .insert(token.to_owned(), key_authorization.to_owned());
+        });
+    }
+
+    /// Stops answering challenge `token`.
+    pub fn clear_acme_challenge(&self, token: &str) {
+        self.update_edge(|edge| {
+            edge.challenges.remove(token);
+        });
+    }
+
+    fn update_edge(&self, change: impl FnOnce(&mut edge::Edge)) {
+        // Writers are rare (certificates, challenges): a copy per change is fine.
+        let _guard = self.registry();
+        let mut edge = (**self.shared.edge.load()).clone();
+        change(&mut edge);
+        self.shared.edge.store(Arc::new(edge));
     }
 
     /// Makes `table` the routing state (synchronously; [`Proxy::apply`] calls this).

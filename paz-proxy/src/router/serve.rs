@@ -129,6 +129,23 @@ async fn distribute(
     }
 }
 
+/// Serves `listener` over TLS on the caller's runtime: a handshake (SNI, ALPN `h2` or
+/// `http/1.1`), then hyper's HTTP/1 or HTTP/2 server with the general path's handler.
+pub(crate) fn serve_tls(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    scope: Scope,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let mut worker = Worker::new(shared, scope, shutdown.clone());
+    worker.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+    tokio::spawn(accept_with(worker, listener, shutdown))
+}
+
+/// How long a TLS client has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Per-worker settings shared by its connections.
 struct Worker {
     shared: Arc<Shared>,
@@ -136,6 +153,8 @@ struct Worker {
     builder: http1::Builder,
     shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
+    /// For a TLS listener: the handshake.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Worker {
@@ -159,6 +178,7 @@ impl Worker {
             builder,
             shutdown,
             connections: Arc::new(Connections::default()),
+            tls: None,
         }
     }
 
@@ -173,7 +193,10 @@ impl Worker {
             connections: self.connections.clone(),
             registration,
         };
-        let task = tokio::spawn(task.run(stream, peer, stop));
+        let task = match &self.tls {
+            Some(acceptor) => tokio::spawn(task.run_tls(acceptor.clone(), stream, peer, stop)),
+            None => tokio::spawn(task.run(stream, peer, stop)),
+        };
         self.connections.track(id, task.abort_handle());
     }
 
@@ -233,9 +256,13 @@ async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     scope: Scope,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let worker = Worker::new(shared, scope, shutdown.clone());
+    accept_with(worker, listener, shutdown).await;
+}
+
+async fn accept_with(worker: Worker, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -273,15 +300,7 @@ struct Connection {
 impl Connection {
     async fn run(self, mut stream: TcpStream, peer: SocketAddr, mut stop: oneshot::Receiver<()>) {
         let _ = stream.set_nodelay(true);
-        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let ctx = Arc::new(ConnCtx {
-            shared: self.shared,
-            scope: self.scope,
-            client_ip,
-            shutdown: self.shutdown,
-            connections: self.connections.clone(),
-        });
+        let ctx = self.context(peer, false);
         // Simple requests first; the connection moves to hyper for anything else.
         if let fast::Outcome::HandOff(prefix) = fast::run(&ctx, &mut stream, &mut stop).await {
             let conn = self
@@ -306,6 +325,66 @@ impl Connection {
     }
 }
 
+impl Connection {
+    fn context(&self, peer: SocketAddr, tls: bool) -> Arc<ConnCtx> {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Arc::new(ConnCtx {
+            shared: self.shared.clone(),
+            scope: self.scope,
+            client_ip,
+            tls,
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+        })
+    }
+
+    /// A TLS client: the handshake, then HTTP/2 or HTTP/1.1 as ALPN chose, through the
+    /// general path.
+    async fn run_tls(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => done,
+        };
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let ctx = self.context(peer, true);
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.http1().keep_alive(true).timer(TokioTimer::new());
+        if let Some(timeout) = self.shared.config.header_read_timeout {
+            builder.http1().header_read_timeout(timeout);
+        }
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), Service(ctx));
+        tokio::pin!(conn);
+        let finished = tokio::select! {
+            biased;
+            _ = conn.as_mut() => true,
+            _ = &mut stop => false,
+        };
+        if !finished {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        drop(self.registration);
+    }
+}
+
 struct Service(Arc<ConnCtx>);
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -315,6 +394,16 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let ctx = self.0.clone();
-        Box::pin(async move { Ok(handle(ctx, req).await) })
+        Box::pin(async move {
+            let tls = ctx.tls;
+            let hsts = tls.then(|| ctx.shared.edge.load().hsts.clone()).flatten();
+            let mut response = handle(ctx, req).await;
+            if let Some(hsts) = hsts.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+            Ok(response)
+        })
     }
 }

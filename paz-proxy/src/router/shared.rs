@@ -24,6 +24,10 @@ pub(super) struct Registry {
 pub(crate) struct Shared {
     pub config: RouterConfig,
     pub state: ArcSwap<RoutingState>,
+    /// What the router answers itself (ACME challenges, HTTPS redirects).
+    pub edge: ArcSwap<super::edge::Edge>,
+    /// The certificates TLS listeners serve.
+    pub certificates: Arc<crate::tls::Certificates>,
     /// 404s for unknown hosts.
     pub unmatched: AtomicU64,
     pub(super) registry: Mutex<Registry>,

@@ -12,4 +12,5 @@ mod load;
 mod metrics;
 mod routing;
 mod support;
+mod tls;
 mod websocket;

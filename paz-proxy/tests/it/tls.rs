@@ -1,0 +1,190 @@
+//! HTTPS at the router: certificates chosen by SNI, HTTP/2 and HTTP/1.1 by ALPN,
+//! `X-Forwarded-Proto: https`, the plain listener's redirect and ACME HTTP-01 answers, HSTS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paz_proxy::{CertificatePem, Scope};
+use tokio::net::TcpListener;
+
+use crate::support::{TestBackend, TestRouter, active, get, table};
+
+/// A CA and a leaf certificate for `names`, signed by it.
+struct Pki {
+    ca_pem: String,
+    leaf: CertificatePem,
+}
+
+fn pki(names: &[&str]) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "paz test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let leaf = rcgen::CertificateParams::new(names.clone())
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        leaf: CertificatePem {
+            names,
+            chain_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        },
+    }
+}
+
+/// An HTTPS client trusting `ca_pem`, resolving `host` to `address`.
+fn client(ca_pem: &str, host: &str, address: SocketAddr, http2_only: bool) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .resolve(host, address)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    if http2_only {
+        builder = builder.http2_prior_knowledge();
+    } else {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
+}
+
+async fn tls_listener(router: &TestRouter) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let served = router
+        .router
+        .serve_tls(listener, Scope::Public, router.stop.subscribe());
+    std::mem::drop(served);
+    address
+}
+
+#[tokio::test]
+async fn https_with_sni_h2_and_http1_forwarded_proto_https() {
+    let router = TestRouter::default().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .router
+        .apply_table(&table(&[(
+            "web.example.test",
+            "web",
+            vec![active(&backend)],
+        )]))
+        .unwrap();
+    let pki = pki(&["web.example.test"]);
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&pki.leaf), None)
+        .unwrap();
+    let address = tls_listener(&router).await;
+
+    for http2 in [true, false] {
+        let client = client(&pki.ca_pem, "web.example.test", address, http2);
+        let url = format!("https://web.example.test:{}/headers", address.port());
+        let response = client.get(&url).send().await.unwrap();
+        let expected = if http2 {
+            reqwest::Version::HTTP_2
+        } else {
+            reqwest::Version::HTTP_11
+        };
+        assert_eq!(response.version(), expected);
+        assert_eq!(response.status(), 200);
+        let echoed = response.text().await.unwrap().to_ascii_lowercase();
+        assert!(echoed.contains("x-forwarded-proto: https"), "{echoed}");
+        assert!(echoed.contains("host: web.example.test"), "{echoed}");
+    }
+
+    // An unknown name gets no certificate: the handshake fails.
+    let other = client(&pki.ca_pem, "api.example.test", address, false);
+    let refused = other
+        .get(format!("https://api.example.test:{}/", address.port()))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no certificate for api.example.test");
+
+    // Bad PEM is refused, and the served set is unchanged.
+    let mut broken = pki.leaf.clone();
+    broken.key_pem = "not a key".into();
+    assert!(router.router.set_certificates(&[broken], None).is_err());
+    assert_eq!(router.router.certificate_names(), ["web.example.test"]);
+}
+
+#[tokio::test]
+async fn the_plain_listener_redirects_and_answers_acme_challenges() {
+    let router = TestRouter::default().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .router
+        .apply_table(&table(&[
+            ("web.example.test", "web", vec![active(&backend)]),
+            ("api.example.test", "api", vec![active(&backend)]),
+        ]))
+        .unwrap();
+    // Without certificates nothing changes.
+    let plain = get(router.public, "web.example.test", "/").await.unwrap();
+    assert_eq!(plain.status, 200);
+
+    router
+        .router
+        .set_acme_challenge("tok-1", "tok-1.thumbprint");
+    let challenge = get(
+        router.public,
+        "api.example.test",
+        "/.well-known/acme-challenge/tok-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (challenge.status.as_u16(), challenge.body.as_str()),
+        (200, "tok-1.thumbprint")
+    );
+    router.router.clear_acme_challenge("tok-1");
+    let gone = get(
+        router.public,
+        "api.example.test",
+        "/.well-known/acme-challenge/tok-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone.status, 200, "an unknown token goes to the backend");
+    assert_eq!(gone.body.trim(), "web");
+
+    let pki = pki(&["web.example.test"]);
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&pki.leaf), Some(8443))
+        .unwrap();
+    for path in ["/", "/a/b?c=1"] {
+        let redirect = get(router.public, "web.example.test", path).await.unwrap();
+        assert_eq!(redirect.status, 308, "{path}");
+        assert_eq!(
+            redirect.headers["location"],
+            format!("https://web.example.test:8443{path}").as_str()
+        );
+    }
+    let other = get(router.public, "api.example.test", "/").await.unwrap();
+    assert_eq!(
+        other.status, 200,
+        "a host without a certificate is not redirected"
+    );
+
+    // HSTS on HTTPS answers only.
+    router.router.set_hsts(Some(Duration::from_secs(3600)));
+    let address = tls_listener(&router).await;
+    let client = client(&pki.ca_pem, "web.example.test", address, true);
+    let response = client
+        .get(format!("https://web.example.test:{}/", address.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=3600"
+    );
+}
