@@ -13,6 +13,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 REQUIRED=(
   "curl:curl"
   "python3:python3"
+  "pebble:pebble"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

@@ -1,0 +1,281 @@
+//! Against a real ACME server: Debian's `pebble` on loopback, its HTTP-01 validation pointed
+//! at Paz's router, which answers the challenges; the certificate issued is then served by
+//! the router's TLS listener. Needs `pebble` (with `CI=true` a missing one fails the test).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use paz_acme::{AcmeConfig, Challenges, Issuer};
+use paz_core::route::{Backend, BackendState, Route, RouteTable};
+use paz_proxy::{CertificatePem, Router, RouterConfig, Scope};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Whether pebble can be used; `CI=true` makes its absence a failure.
+fn pebble_available(test: &str) -> bool {
+    if Command::new("pebble").arg("-version").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: pebble is not installed (apt-get install pebble); CI=true needs it");
+    }
+    eprintln!("SKIPPED {test}: pebble is not installed (apt-get install pebble)");
+    false
+}
+
+/// A free loopback port (bound and released; pebble takes ports only by number).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running pebble (and the mock DNS server it resolves through: every name is
+/// 127.0.0.1), killed on drop.
+struct Pebble {
+    child: Child,
+    dns: Child,
+    directory: String,
+    management: u16,
+    /// The CA of pebble's own API certificate (PEM file).
+    api_ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in [&mut self.child, &mut self.dns] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Pebble {
+    fn start(http_port: u16) -> Result<Pebble> {
+        let dir = tempfile::tempdir()?;
+        // pebble's API needs a certificate of its own: a CA and a leaf for 127.0.0.1.
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?
+            .signed_by(&key, &issuer)?;
+        let api_ca = dir.path().join("api-ca.pem");
+        std::fs::write(&api_ca, ca_cert.pem())?;
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem())?;
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem())?;
+        let (listen, management) = (free_port(), free_port());
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string())?;
+        let dns_port = free_port();
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start pebble-challtestsrv")?;
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start pebble")?;
+        let pebble = Pebble {
+            child,
+            dns,
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management,
+            api_ca,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            if Instant::now() > deadline {
+                bail!("pebble did not listen on {listen} within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(pebble)
+    }
+
+    fn config(&self) -> AcmeConfig {
+        AcmeConfig {
+            directory: self.directory.clone(),
+            contact: None,
+            ca_root: Some(self.api_ca.clone()),
+        }
+    }
+
+    /// The root that signs pebble's certificates (made anew at each start).
+    async fn issuing_root(&self) -> Result<String> {
+        let client = https_client(&std::fs::read_to_string(&self.api_ca)?, None)?;
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+        Ok(client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+}
+
+fn https_client(root_pem: &str, resolve: Option<(&str, SocketAddr)>) -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes())?)
+        .timeout(Duration::from_secs(10));
+    if let Some((host, address)) = resolve {
+        builder = builder.resolve(host, address);
+    }
+    Ok(builder.build()?)
+}
+
+/// The router answers the challenges.
+struct RouterChallenges(Arc<Router>);
+
+impl Challenges for RouterChallenges {
+    fn publish(&self, token: &str, key_authorization: &str) {
+        self.0.set_acme_challenge(token, key_authorization);
+    }
+    fn withdraw(&self, token: &str) {
+        self.0.clear_acme_challenge(token);
+    }
+}
+
+/// Publishes nothing: every validation fails.
+struct Silent;
+
+impl Challenges for Silent {
+    fn publish(&self, _: &str, _: &str) {}
+    fn withdraw(&self, _: &str) {}
+}
+
+/// A backend answering "hello" to everything.
+async fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+fn table(host: &str, backend: SocketAddr) -> RouteTable {
+    let mut table = RouteTable::default();
+    let mut route = Route {
+        service: "web".into(),
+        backends: Default::default(),
+    };
+    route.backends.insert(
+        backend.to_string(),
+        Backend {
+            weight: 1,
+            state: BackendState::Active,
+        },
+    );
+    table.routes.insert(host.into(), route);
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_issued_through_the_router_and_served_renewed_and_refused() -> Result<()> {
+    if !pebble_available(
+        "a_certificate_is_issued_through_the_router_and_served_renewed_and_refused",
+    ) {
+        return Ok(());
+    }
+    let router = Router::new(RouterConfig::default());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let plain = TcpListener::bind("127.0.0.1:0").await?;
+    let plain_port = plain.local_addr()?.port();
+    router.serve(plain, Scope::Public, shutdown.clone());
+    let tls = TcpListener::bind("127.0.0.1:0").await?;
+    let tls_address = tls.local_addr()?;
+    router.serve_tls(tls, Scope::Public, shutdown.clone());
+    router.apply_table(&table("web.localhost", backend().await))?;
+
+    let pebble = Pebble::start(plain_port)?;
+    let (issuer, credentials) = Issuer::connect(&pebble.config(), None).await?;
+    let names = vec!["web.localhost".to_owned()];
+    let started = Instant::now();
+    let issued = issuer
+        .issue(&names, &RouterChallenges(router.clone()))
+        .await?;
+    eprintln!(
+        "issued in {:?}, expires {}",
+        started.elapsed(),
+        issued.not_after
+    );
+    assert!(issued.not_after > jiff::Timestamp::now());
+    router.set_certificates(
+        &[CertificatePem {
+            names: names.clone(),
+            chain_pem: issued.chain_pem.clone(),
+            key_pem: issued.key_pem.clone(),
+        }],
+        Some(tls_address.port()),
+    )?;
+    let root = pebble.issuing_root().await?;
+    let client = https_client(&root, Some(("web.localhost", tls_address)))?;
+    let url = format!("https://web.localhost:{}/", tls_address.port());
+    let response = client.get(&url).send().await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await?, "hello");
+
+    // The account is kept: a restored one issues again (a renewal), with a new key.
+    let (again, _) = Issuer::connect(&pebble.config(), Some(&credentials)).await?;
+    let renewed = again
+        .issue(&names, &RouterChallenges(router.clone()))
+        .await?;
+    assert_ne!(renewed.key_pem, issued.key_pem, "a renewal has a new key");
+    assert_ne!(renewed.chain_pem, issued.chain_pem);
+
+    // A challenge nobody answers fails the order with the CA's reason.
+    let failed = issuer
+        .issue(&["nobody.localhost".to_owned()], &Silent)
+        .await
+        .unwrap_err();
+    let message = failed.to_string();
+    assert!(
+        message.contains("nobody.localhost") && message.contains("unauthorized"),
+        "the CA's reason is in the error: {message}"
+    );
+    Ok(())
+}
