@@ -6,8 +6,12 @@
 //! publishes each challenge's answer, tells the CA to validate, waits, finalizes with a new
 //! key and returns the chain, the key and the expiry. The ACME protocol is instant-acme's.
 
+mod manager;
+
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use manager::{CertManager, CertState, ManagerConfig, Publish, backoff};
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,

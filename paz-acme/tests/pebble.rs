@@ -279,3 +279,121 @@ async fn a_certificate_is_issued_through_the_router_and_served_renewed_and_refus
     );
     Ok(())
 }
+
+/// The manager end to end on pebble: a certificate for each public name, kept in the store
+/// and served; renewed when due; a CA that cannot be reached is a failure visible in its
+/// problems with backoff; a name no service uses any more loses its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_issues_renews_backs_off_and_drops() -> Result<()> {
+    use paz_acme::{CertManager, CertState, ManagerConfig};
+    use paz_core::{EngineConfig, MemoryStore, Paz, ServiceSpec, Trigger};
+    if !pebble_available("the_manager_issues_renews_backs_off_and_drops") {
+        return Ok(());
+    }
+    let router = Router::new(RouterConfig::default());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let plain = TcpListener::bind("127.0.0.1:0").await?;
+    let pebble = Pebble::start(plain.local_addr()?.port())?;
+    router.serve(plain, Scope::Public, shutdown.clone());
+    let tls = TcpListener::bind("127.0.0.1:0").await?;
+    let tls_address = tls.local_addr()?;
+    router.serve_tls(tls, Scope::Public, shutdown.clone());
+    router.apply_table(&table("web.localhost", backend().await))?;
+
+    let paz = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+    let mut web = ServiceSpec::new("web", "demo:v1");
+    web.public = true;
+    web.ports.push(paz_core::PortSpec {
+        port: 8080,
+        protocol: paz_core::Protocol::Http,
+    });
+    paz.create_service(web, Trigger::create()).await?;
+    let published = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let publish: paz_acme::Publish = {
+        let (router, published) = (router.clone(), published.clone());
+        Arc::new(move |certificates: &[paz_core::engine::Certificate]| {
+            let pems: Vec<CertificatePem> = certificates
+                .iter()
+                .map(|c| CertificatePem {
+                    names: vec![c.name.clone()],
+                    chain_pem: c.chain_pem.clone(),
+                    key_pem: c.key_pem.clone(),
+                })
+                .collect();
+            router.set_certificates(&pems, None).unwrap();
+            *published.lock().unwrap() = certificates.iter().map(|c| c.chain_pem.clone()).collect();
+        })
+    };
+    let mut config = ManagerConfig::new(pebble.config());
+    let manager = CertManager::new(
+        paz.clone(),
+        config.clone(),
+        Arc::new(RouterChallenges(router.clone())),
+        publish.clone(),
+    );
+    let (mut issuer, mut served) = (None, None);
+    manager.pass(&mut issuer, &mut served).await?;
+    let stored = paz.certificates().await?;
+    assert_eq!(stored.len(), 1, "one certificate, for web.localhost");
+    assert!(matches!(
+        manager.states_now()["web.localhost"],
+        CertState::Valid { .. }
+    ));
+    assert!(
+        paz.acme_account(&pebble.directory).await?.is_some(),
+        "the account is kept"
+    );
+    let client = https_client(
+        &pebble.issuing_root().await?,
+        Some(("web.localhost", tls_address)),
+    )?;
+    let url = format!("https://web.localhost:{}/", tls_address.port());
+    assert_eq!(client.get(&url).send().await?.text().await?, "hello");
+
+    // Not due: nothing new. Due (renew_before beyond its expiry): a new one, served.
+    manager.pass(&mut issuer, &mut served).await?;
+    assert_eq!(paz.certificates().await?[0].chain_pem, stored[0].chain_pem);
+    config.renew_before = Duration::from_secs(100 * 365 * 24 * 3600);
+    let renewing = CertManager::new(
+        paz.clone(),
+        config,
+        Arc::new(RouterChallenges(router.clone())),
+        publish.clone(),
+    );
+    renewing.pass(&mut None, &mut served).await?;
+    let renewed = paz.certificates().await?;
+    assert_ne!(renewed[0].chain_pem, stored[0].chain_pem, "renewed");
+    assert_eq!(
+        published.lock().unwrap().as_slice(),
+        [renewed[0].chain_pem.clone()]
+    );
+
+    // A CA that does not answer: a failure with backoff, shown in the problems.
+    paz.delete_certificate("web.localhost").await?;
+    let mut dead = ManagerConfig::new(AcmeConfig {
+        directory: format!("https://127.0.0.1:{}/dir", free_port()),
+        ..pebble.config()
+    });
+    dead.backoff = Duration::from_secs(600);
+    let failing = CertManager::new(paz.clone(), dead, Arc::new(Silent), publish.clone());
+    failing.pass(&mut None, &mut None).await?;
+    failing.pass(&mut None, &mut None).await?;
+    match &failing.states_now()["web.localhost"] {
+        CertState::Failed { attempts, .. } => assert_eq!(*attempts, 1, "the second pass waits"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let problems = failing.problems(&["web.localhost".to_owned()]);
+    assert!(problems[0].contains("next attempt in"), "{problems:?}");
+
+    // The service goes: so does its certificate.
+    manager.pass(&mut issuer, &mut served).await?;
+    assert_eq!(paz.certificates().await?.len(), 1);
+    paz.delete_service("web", None).await?;
+    manager.pass(&mut issuer, &mut served).await?;
+    assert!(paz.certificates().await?.is_empty());
+    assert!(
+        published.lock().unwrap().is_empty(),
+        "the router serves none"
+    );
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //! hosts that registered themselves). This module holds the engine itself, the store layout,
 //! events and the compare-and-swap retry budget every change runs under.
 
+mod certs;
 mod cluster;
 mod deployments;
 mod deploys;
@@ -20,6 +21,7 @@ mod secrets;
 mod services;
 mod tokens;
 
+pub use certs::Certificate;
 pub use cluster::check_cluster_id;
 pub use retention::KEEP_DEPLOYMENTS;
 pub use services::merge_patch;
