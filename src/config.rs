@@ -52,6 +52,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS setting cannot be used (a certificate file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The runtime cannot be built.
     #[error(transparent)]
     Runtime(#[from] paz_runtime::Error),
@@ -348,6 +351,62 @@ pub struct BuiltProxy {
 }
 
 impl BuiltProxy {
+    /// Serves HTTPS as `tls` says: the listener, the file certificates and, with ACME, a
+    /// certificate manager (spawned) that keeps the others.
+    async fn serve_tls(
+        &mut self,
+        tls: &TlsConfig,
+        paz: &Paz,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(Option<SocketAddr>, Option<paz_acme::CertManager>), ConfigError> {
+        let listen_error = |source| ConfigError::Listen {
+            setting: "--tls-listen".into(),
+            address: tls.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(tls.listen)
+            .await
+            .map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
+        let router = self.router.clone();
+        let port = Some(address.port());
+        router
+            .set_certificates(&tls.files, port)
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        router.set_hsts(tls.hsts);
+        self.listeners.push(router.serve_tls(
+            listener,
+            paz_proxy::router::Scope::Public,
+            shutdown.clone(),
+        ));
+        let Some(acme) = &tls.acme else {
+            return Ok((Some(address), None));
+        };
+        let files = tls.files.clone();
+        let publish: paz_acme::Publish = {
+            let router = router.clone();
+            Arc::new(move |managed: &[paz_core::engine::Certificate]| {
+                let mut all = files.clone();
+                all.extend(managed.iter().map(|c| paz_proxy::CertificatePem {
+                    names: vec![c.name.clone()],
+                    chain_pem: c.chain_pem.clone(),
+                    key_pem: c.key_pem.clone(),
+                }));
+                if let Err(error) = router.set_certificates(&all, port) {
+                    tracing::error!(%error, "cannot serve the certificates");
+                }
+            })
+        };
+        let manager = paz_acme::CertManager::new(
+            paz.clone(),
+            acme.clone(),
+            Arc::new(RouterChallenges(router)),
+            publish,
+        );
+        tokio::spawn(manager.clone().run(shutdown.clone()));
+        Ok((Some(address), Some(manager)))
+    }
+
     /// Serves `<service>.paz` host names to instances on `listener` (internal traffic only).
     pub fn serve_internal(
         &mut self,
@@ -372,6 +431,35 @@ pub struct RuntimeConfig {
     /// Serve `<service>.paz` to containers (a name server on the gateway's port 53, the
     /// router's internal listener on its port 80).
     pub internal_names: bool,
+    /// HTTPS at the router, if wanted.
+    pub tls: Option<TlsConfig>,
+}
+
+/// HTTPS at the built-in router: a listener, certificates from files and/or from an ACME
+/// CA (kept in the store, renewed; HTTP-01 answered by the router's plain listener), and
+/// HSTS. Hosts with a certificate are redirected from HTTP to HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Where HTTPS is served (`--tls-listen`), e.g. `0.0.0.0:443`.
+    pub listen: SocketAddr,
+    /// Certificates given as files, served as they are.
+    pub files: Vec<paz_proxy::CertificatePem>,
+    /// Certificates from an ACME CA for every public name, if set.
+    pub acme: Option<paz_acme::ManagerConfig>,
+    /// `Strict-Transport-Security` max-age on HTTPS answers, if any.
+    pub hsts: Option<std::time::Duration>,
+}
+
+/// The router answers the CA's HTTP-01 challenges.
+struct RouterChallenges(Arc<paz_proxy::router::Router>);
+
+impl paz_acme::Challenges for RouterChallenges {
+    fn publish(&self, token: &str, key_authorization: &str) {
+        self.0.set_acme_challenge(token, key_authorization);
+    }
+    fn withdraw(&self, token: &str) {
+        self.0.clear_acme_challenge(token);
+    }
 }
 
 /// A started runtime and what the server shows of it.
@@ -385,6 +473,11 @@ pub struct Started {
     /// The router's listener tasks: they end once shutdown is signalled and in-flight
     /// requests are done.
     pub listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the router serves HTTPS, when it does.
+    pub tls_address: Option<SocketAddr>,
+    /// The ACME certificate manager, when certificates come from a CA (its problems show
+    /// in `paz status`).
+    pub certificates: Option<paz_acme::CertManager>,
 }
 
 impl RuntimeConfig {
@@ -392,6 +485,9 @@ impl RuntimeConfig {
     pub fn claims(&self) -> Vec<(String, Claim)> {
         let mut claims = self.scheduler.claims();
         claims.extend(self.proxy.claims());
+        if let Some(tls) = &self.tls {
+            claims.push(("HTTPS (--tls-listen)".into(), Claim::tcp(tls.listen)));
+        }
         if self.internal_names && !matches!(self.scheduler, SchedulerConfig::None) {
             for (port, transport) in [(80, Transport::Tcp), (53, Transport::Udp)] {
                 claims.push((
@@ -456,6 +552,10 @@ impl RuntimeConfig {
         if let Some(listener) = internal {
             proxy.serve_internal(listener, &shutdown);
         }
+        let (tls_address, certificates) = match &self.tls {
+            Some(tls) => proxy.serve_tls(tls, &paz, &shutdown).await?,
+            None => (None, None),
+        };
         let mut builder = Runtime::builder(paz)
             .scheduler(scheduler)
             .proxy(proxy.proxy)
@@ -472,6 +572,8 @@ impl RuntimeConfig {
             router_address: proxy.address,
             metrics: proxy.metrics,
             listeners: proxy.listeners,
+            tls_address,
+            certificates,
         }))
     }
 }

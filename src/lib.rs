@@ -43,6 +43,7 @@
 //!     scheduler: SchedulerConfig::Docker(paz::docker::DockerConfig::default()),
 //!     proxy: ProxyConfig::Builtin { listen: "127.0.0.1:8080".parse()? },
 //!     internal_names: false,
+//!     tls: None,
 //! }
 //! .start(paz.clone(), None, shutdown)
 //! .await?
@@ -79,6 +80,10 @@ pub use paz_proxy as proxy;
 /// The runtime: the reconcile loop, health tracking, drains, host registration, names.
 #[cfg(feature = "runtime")]
 pub use paz_runtime as runtime;
+
+/// Certificates from an ACME CA (`paz-acme`), for the router's HTTPS.
+#[cfg(feature = "router")]
+pub use paz_acme as acme;
 
 #[cfg(feature = "client")]
 mod client;

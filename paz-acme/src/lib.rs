@@ -7,6 +7,8 @@
 //! key and returns the chain, the key and the expiry. The ACME protocol is instant-acme's.
 
 mod manager;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 use std::time::Duration;

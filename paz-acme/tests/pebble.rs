@@ -3,148 +3,16 @@
 //! the router's TLS listener. Needs `pebble` (with `CI=true` a missing one fails the test).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use paz_acme::testing::{Pebble, free_port, pebble_available};
 use paz_acme::{AcmeConfig, Challenges, Issuer};
 use paz_core::route::{Backend, BackendState, Route, RouteTable};
 use paz_proxy::{CertificatePem, Router, RouterConfig, Scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// Whether pebble can be used; `CI=true` makes its absence a failure.
-fn pebble_available(test: &str) -> bool {
-    if Command::new("pebble").arg("-version").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: pebble is not installed (apt-get install pebble); CI=true needs it");
-    }
-    eprintln!("SKIPPED {test}: pebble is not installed (apt-get install pebble)");
-    false
-}
-
-/// A free loopback port (bound and released; pebble takes ports only by number).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running pebble (and the mock DNS server it resolves through: every name is
-/// 127.0.0.1), killed on drop.
-struct Pebble {
-    child: Child,
-    dns: Child,
-    directory: String,
-    management: u16,
-    /// The CA of pebble's own API certificate (PEM file).
-    api_ca: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        for child in [&mut self.child, &mut self.dns] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Pebble {
-    fn start(http_port: u16) -> Result<Pebble> {
-        let dir = tempfile::tempdir()?;
-        // pebble's API needs a certificate of its own: a CA and a leaf for 127.0.0.1.
-        let ca_key = rcgen::KeyPair::generate()?;
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key)?;
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate()?;
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?
-            .signed_by(&key, &issuer)?;
-        let api_ca = dir.path().join("api-ca.pem");
-        std::fs::write(&api_ca, ca_cert.pem())?;
-        std::fs::write(dir.path().join("cert.pem"), leaf.pem())?;
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem())?;
-        let (listen, management) = (free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{listen}"),
-            "managementListenAddress": format!("127.0.0.1:{management}"),
-            "certificate": dir.path().join("cert.pem"),
-            "privateKey": dir.path().join("key.pem"),
-            "httpPort": http_port,
-            "tlsPort": free_port(),
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        let config_path = dir.path().join("pebble.json");
-        std::fs::write(&config_path, config.to_string())?;
-        let dns_port = free_port();
-        let dns = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start pebble-challtestsrv")?;
-        let child = Command::new("pebble")
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start pebble")?;
-        let pebble = Pebble {
-            child,
-            dns,
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            management,
-            api_ca,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            if Instant::now() > deadline {
-                bail!("pebble did not listen on {listen} within 15 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(pebble)
-    }
-
-    fn config(&self) -> AcmeConfig {
-        AcmeConfig {
-            directory: self.directory.clone(),
-            contact: None,
-            ca_root: Some(self.api_ca.clone()),
-        }
-    }
-
-    /// The root that signs pebble's certificates (made anew at each start).
-    async fn issuing_root(&self) -> Result<String> {
-        let client = https_client(&std::fs::read_to_string(&self.api_ca)?, None)?;
-        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
-        Ok(client
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
-    }
-}
 
 fn https_client(root_pem: &str, resolve: Option<(&str, SocketAddr)>) -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();

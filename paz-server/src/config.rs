@@ -91,6 +91,33 @@ pub struct Config {
     /// cannot be opened.
     #[arg(long, env = "PAZ_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Serve HTTPS here (e.g. `0.0.0.0:443`): SNI, HTTP/2 and HTTP/1.1, certificates from
+    /// `--tls-cert` files and/or from the ACME CA of `--acme-directory`. Hosts with a
+    /// certificate are redirected from HTTP to HTTPS.
+    #[arg(long, env = "PAZ_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate for a host name, `NAME=CHAIN.pem:KEY.pem` (repeatable).
+    #[arg(
+        long = "tls-cert",
+        env = "PAZ_TLS_CERTS",
+        value_delimiter = ',',
+        value_name = "NAME=CHAIN:KEY"
+    )]
+    pub tls_certs: Vec<String>,
+    /// An ACME CA's directory URL (e.g. Let's Encrypt's
+    /// `https://acme-v02.api.letsencrypt.org/directory`): every public host name gets a
+    /// certificate from it, kept in the store and renewed 30 days before expiry.
+    #[arg(long, env = "PAZ_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// The ACME account's contact, e.g. `mailto:ops@example.com`.
+    #[arg(long, env = "PAZ_ACME_CONTACT")]
+    pub acme_contact: Option<String>,
+    /// A PEM root to trust for the ACME CA's own API (a private CA); default: the system's.
+    #[arg(long, env = "PAZ_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Send `Strict-Transport-Security` with this max-age on HTTPS answers (e.g. `8760h`).
+    #[arg(long, env = "PAZ_HSTS")]
+    pub hsts: Option<paz_core::HumanDuration>,
     /// Also serve `/metrics` here without a token (for a Prometheus on a private network).
     /// On the API, `/metrics` needs a token with the `read` scope.
     #[arg(long, env = "PAZ_METRICS_LISTEN")]
@@ -125,6 +152,7 @@ impl Config {
             }
         }
         self.host_labels()?;
+        self.tls_config()?;
         let mut claims = vec![(
             "the API (--api-listen)".to_owned(),
             paz::config::Claim::tcp(self.api_listen),
@@ -178,7 +206,53 @@ impl Config {
                 listen: self.router_listen,
             },
             internal_names: self.internal_names,
+            tls: self.tls_config().ok().flatten(),
         }
+    }
+
+    /// The HTTPS settings, reading the `--tls-cert` files; `None` without `--tls-listen`.
+    pub fn tls_config(&self) -> Result<Option<paz::config::TlsConfig>, String> {
+        let Some(listen) = self.tls_listen else {
+            if !self.tls_certs.is_empty() || self.acme_directory.is_some() {
+                return Err("--tls-cert and --acme-directory need --tls-listen".into());
+            }
+            return Ok(None);
+        };
+        let mut files = Vec::new();
+        for given in &self.tls_certs {
+            let parsed = given
+                .split_once('=')
+                .and_then(|(name, files)| Some((name, files.split_once(':')?)));
+            let Some((name, (chain, key))) = parsed else {
+                return Err(format!(
+                    "--tls-cert {given:?} must look like NAME=CHAIN.pem:KEY.pem"
+                ));
+            };
+            paz_core::names::check_domain(name)
+                .map_err(|e| format!("--tls-cert {given:?}: {e}"))?;
+            let read = |path: &str| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--tls-cert {given:?}: cannot read {path}: {e}"))
+            };
+            files.push(paz::proxy::CertificatePem {
+                names: vec![name.to_ascii_lowercase()],
+                chain_pem: read(chain)?,
+                key_pem: read(key)?,
+            });
+        }
+        let acme = self.acme_directory.as_ref().map(|directory| {
+            paz::acme::ManagerConfig::new(paz::acme::AcmeConfig {
+                directory: directory.clone(),
+                contact: self.acme_contact.clone(),
+                ca_root: self.acme_ca_root.clone(),
+            })
+        });
+        Ok(Some(paz::config::TlsConfig {
+            listen,
+            files,
+            acme,
+            hsts: self.hsts.map(|h| h.get()),
+        }))
     }
 
     /// The limits the API is served with.

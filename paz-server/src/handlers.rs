@@ -379,13 +379,23 @@ pub async fn status(
 ) -> ApiResult<Json<ServiceStatus>> {
     let service = state.paz.service(&name).await?;
     let deployment = state.paz.latest_deployment(&name).await?;
-    let (instances, problems) = match &state.reconciler {
+    let (instances, mut problems) = match &state.reconciler {
         Some(reconciler) => (reconciler.instances(&name), reconciler.problems(&name)),
         None => (
             instances_of(&state, &name).await?,
             vec!["this server runs no scheduler (--scheduler none)".to_owned()],
         ),
     };
+    if let Some(certificates) = &state.certificates {
+        let spec = &service.spec;
+        let names: Vec<String> = spec
+            .public
+            .then(|| format!("{}.{}", spec.name, state.paz.config().domain))
+            .into_iter()
+            .chain(spec.domains.iter().cloned())
+            .collect();
+        problems.extend(certificates.problems(&names));
+    }
     Ok(Json(ServiceStatus {
         service,
         deployment,

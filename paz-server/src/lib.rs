@@ -75,6 +75,8 @@ pub struct AppState {
     pub metrics: Option<MetricsSource>,
     /// The port the router takes public traffic on, when the server runs one.
     pub router_port: Option<u16>,
+    /// The ACME certificate manager, when the router gets certificates from a CA.
+    pub certificates: Option<paz::acme::CertManager>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             reconciler: None,
             metrics: None,
             router_port: None,
+            certificates: None,
         }
     }
 
@@ -221,6 +224,7 @@ pub async fn start(
             .with_runtime(started.runtime.reconciler().clone())
             .with_metrics(started.metrics.clone());
         state.router_port = Some(started.router_address.port());
+        state.certificates = started.certificates.clone();
     } else {
         registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
     }
@@ -242,6 +246,11 @@ pub async fn start(
 }
 
 impl Server {
+    /// Where the router serves HTTPS, when it does.
+    pub fn tls_address(&self) -> Option<std::net::SocketAddr> {
+        self.started.as_ref().and_then(|s| s.tls_address)
+    }
+
     /// Where the router takes public traffic, when there is one.
     pub fn router_address(&self) -> Option<std::net::SocketAddr> {
         self.started.as_ref().map(|s| s.router_address)

@@ -87,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
             println!("paz-server metrics listening on http://{metrics}/metrics");
         }
         println!("paz-server listening on http://{address}");
+        if let Some(tls) = server.tls_address() {
+            println!("paz-server router listening on https://{tls}");
+        }
         if let Some(router) = server.router_address() {
             println!("paz-server router listening on http://{router}");
         }
