@@ -811,3 +811,106 @@ async fn secrets_reach_instances_and_a_ci_token_only_deploys() -> Result<()> {
     assert_eq!(after.status.code(), Some(1), "a revoked token is refused");
     Ok(())
 }
+
+/// Removes a test network (and its containers) when dropped.
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        cleanup_network(&self.0);
+    }
+}
+
+/// HTTPS end to end: `paz-server --tls-listen … --acme-directory <pebble>`; a public service
+/// gets a certificate from the CA (HTTP-01 answered by the router), served over HTTP/2, and
+/// its plain-HTTP requests are redirected. Needs Docker and pebble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_service_is_served_over_https_with_a_certificate_from_acme() -> Result<()> {
+    let test = "a_public_service_is_served_over_https_with_a_certificate_from_acme";
+    if !require_docker(test) || !paz_acme::testing::pebble_available(test) {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let router_port = paz_acme::testing::free_port();
+    let pebble = paz_acme::testing::Pebble::start(router_port)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("paz-data");
+    let network = NetworkGuard(test_network("https"));
+    let server = Server::start_with(
+        &data,
+        &[
+            "--router-listen",
+            &format!("127.0.0.1:{router_port}"),
+            "--docker-network",
+            &network.0,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-ca-root",
+            pebble.api_ca.to_str().unwrap(),
+        ],
+    )?;
+    let tls: std::net::SocketAddr = server
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("paz-server router listening on https://"))
+        .expect("the HTTPS address is printed")
+        .parse()?;
+    let client = server.client(&data)?;
+    let service = client.create_service(&demo("web", 1)).await?;
+    let first = client
+        .deployments(&service.spec.name)
+        .await?
+        .last()
+        .map(|d| d.id.clone())
+        .unwrap();
+    let done = client
+        .wait_for_deployment(&first, Duration::from_secs(60))
+        .await?;
+    ensure!(done.status == DeploymentStatus::Succeeded, "{done:?}");
+    let healthy = Instant::now();
+
+    let root = pebble.issuing_root().await?;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes())?)
+        .resolve("web.localhost", tls)
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("https://web.localhost:{}/", tls.port());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let response = loop {
+        match https.get(&url).send().await {
+            Ok(response) => break response,
+            Err(error) => {
+                ensure!(Instant::now() < deadline, "no HTTPS within 60 s: {error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let served = healthy.elapsed();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(response.text().await?.trim(), "v1");
+    eprintln!("healthy → served over HTTPS with an ACME certificate in {served:?}");
+
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("http://127.0.0.1:{router_port}/path?q=1"))
+        .header("host", "web.localhost")
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 308);
+    assert_eq!(
+        plain.headers()["location"],
+        format!("https://web.localhost:{}/path?q=1", tls.port()).as_str()
+    );
+    let status = client.status("web").await?;
+    assert!(
+        !status.problems.iter().any(|p| p.contains("certificate")),
+        "{:?}",
+        status.problems
+    );
+    Ok(())
+}
