@@ -374,6 +374,20 @@ impl BuiltProxy {
             .set_certificates(&tls.files, port)
             .map_err(|e| ConfigError::Tls(e.to_string()))?;
         router.set_hsts(tls.hsts);
+        if let Some((host, api)) = &tls.api {
+            let mut routes = paz_core::RouteTable::default();
+            let mut route = paz_core::route::Route {
+                service: "paz-api".into(),
+                backends: Default::default(),
+            };
+            route
+                .backends
+                .insert(api.to_string(), paz_core::route::Backend::default());
+            routes.routes.insert(host.clone(), route);
+            router
+                .set_static_routes(&routes)
+                .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        }
         self.listeners.push(router.serve_tls(
             listener,
             paz_proxy::router::Scope::Public,
@@ -397,9 +411,12 @@ impl BuiltProxy {
                 }
             })
         };
+        let mut acme = acme.clone();
+        acme.extra_names
+            .extend(tls.api.iter().map(|(host, _)| host.clone()));
         let manager = paz_acme::CertManager::new(
             paz.clone(),
-            acme.clone(),
+            acme,
             Arc::new(RouterChallenges(router)),
             publish,
         );
@@ -448,6 +465,9 @@ pub struct TlsConfig {
     pub acme: Option<paz_acme::ManagerConfig>,
     /// `Strict-Transport-Security` max-age on HTTPS answers, if any.
     pub hsts: Option<std::time::Duration>,
+    /// The API served through the router under a host name of its own (`--api-domain`),
+    /// with a certificate like the services': (host name, the API's address).
+    pub api: Option<(String, SocketAddr)>,
 }
 
 /// The router answers the CA's HTTP-01 challenges.

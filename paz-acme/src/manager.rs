@@ -42,6 +42,8 @@ pub struct ManagerConfig {
     pub every: Duration,
     /// The first wait after a failure, doubled each time up to an hour (default 1 min).
     pub backoff: Duration,
+    /// Names wanted besides the services' (e.g. the API's own host name).
+    pub extra_names: Vec<String>,
 }
 
 impl ManagerConfig {
@@ -52,6 +54,7 @@ impl ManagerConfig {
             renew_before: Duration::from_secs(30 * 24 * 3600),
             every: Duration::from_secs(10),
             backoff: Duration::from_secs(60),
+            extra_names: Vec::new(),
         }
     }
 }
@@ -135,6 +138,7 @@ impl CertManager {
                 let default = s.spec.public.then(|| format!("{}.{domain}", s.spec.name));
                 default.into_iter().chain(s.spec.domains.iter().cloned())
             })
+            .chain(self.inner.config.extra_names.iter().cloned())
             .collect())
     }
 

@@ -39,6 +39,17 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
+    /// A PEM file of root certificates to trust for an `https://` server with a private CA
+    /// (certificates are always verified; the system's roots are trusted too).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PAZ_CA_FILE",
+        value_name = "PEM"
+    )]
+    pub ca_file: Option<PathBuf>,
+
     /// How to print data on stdout.
     #[arg(
         long,

@@ -25,7 +25,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         clap_complete::generate(shell, &mut Cli::command(), "paz", &mut script);
         return out.text(&String::from_utf8(script)?);
     }
-    let client = connect(&cli.server, cli.token)?;
+    let mut client = connect(&cli.server, cli.token)?;
+    if let Some(path) = &cli.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError(format!("cannot read the CA file {}: {e}", path.display())))?;
+        client = client
+            .with_root_certificates(&pem)
+            .with_context(|| format!("the CA file {}", path.display()))?;
+    }
     match cli.command {
         Command::Service(command) => service(&client, command, &out).await,
         Command::Deploy(args) => {

@@ -115,6 +115,11 @@ pub struct Config {
     /// A PEM root to trust for the ACME CA's own API (a private CA); default: the system's.
     #[arg(long, env = "PAZ_ACME_CA_ROOT")]
     pub acme_ca_root: Option<PathBuf>,
+    /// Serve the API (and later the UI) through the router under this host name, over
+    /// HTTPS with a certificate like the services' (needs `--tls-listen`): a CLI elsewhere
+    /// uses `--server https://<name>`.
+    #[arg(long, env = "PAZ_API_DOMAIN")]
+    pub api_domain: Option<String>,
     /// Send `Strict-Transport-Security` with this max-age on HTTPS answers (e.g. `8760h`).
     #[arg(long, env = "PAZ_HSTS")]
     pub hsts: Option<paz_core::HumanDuration>,
@@ -213,8 +218,13 @@ impl Config {
     /// The HTTPS settings, reading the `--tls-cert` files; `None` without `--tls-listen`.
     pub fn tls_config(&self) -> Result<Option<paz::config::TlsConfig>, String> {
         let Some(listen) = self.tls_listen else {
-            if !self.tls_certs.is_empty() || self.acme_directory.is_some() {
-                return Err("--tls-cert and --acme-directory need --tls-listen".into());
+            if !self.tls_certs.is_empty()
+                || self.acme_directory.is_some()
+                || self.api_domain.is_some()
+            {
+                return Err(
+                    "--tls-cert, --acme-directory and --api-domain need --tls-listen".into(),
+                );
             }
             return Ok(None);
         };
@@ -247,11 +257,19 @@ impl Config {
                 ca_root: self.acme_ca_root.clone(),
             })
         });
+        if let Some(domain) = &self.api_domain {
+            paz_core::names::check_domain(domain).map_err(|e| format!("--api-domain: {e}"))?;
+        }
         Ok(Some(paz::config::TlsConfig {
             listen,
             files,
             acme,
             hsts: self.hsts.map(|h| h.get()),
+            // The API's address is known once it listens (see `main`).
+            api: self
+                .api_domain
+                .clone()
+                .map(|domain| (domain.to_ascii_lowercase(), self.api_listen)),
         }))
     }
 

@@ -70,7 +70,17 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
-    let backends = config.runtime_config();
+    let mut backends = config.runtime_config();
+    if let Some(tls) = &mut backends.tls
+        && let Some((_, api)) = &mut tls.api
+    {
+        // The port it really listens on (`--api-listen …:0`), reached from the router.
+        *api = if address.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+        } else {
+            address
+        };
+    }
     let mut server = paz_server::start(&config, token, paz, listener, backends).await?;
     let mut metrics_address = None;
     if let Some(address) = config.metrics_listen {

@@ -134,6 +134,20 @@ impl Client {
         })
     }
 
+    /// The same client trusting the PEM root certificate(s) `ca_pem` for `https://` servers
+    /// (a private CA), besides the system's roots. Certificates are always verified.
+    pub fn with_root_certificates(mut self, ca_pem: &[u8]) -> Result<Client, Error> {
+        let roots = reqwest::Certificate::from_pem_bundle(ca_pem).map_err(Error::Http)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("paz-client/", env!("CARGO_PKG_VERSION")));
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        self.http = builder.build().map_err(Error::Http)?;
+        Ok(self)
+    }
+
     /// Sets how long each non-streaming request may take (default 30 s). The event stream
     /// has no overall timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {

@@ -849,6 +849,8 @@ async fn a_public_service_is_served_over_https_with_a_certificate_from_acme() ->
             &pebble.directory,
             "--acme-ca-root",
             pebble.api_ca.to_str().unwrap(),
+            "--api-domain",
+            "localhost",
         ],
     )?;
     let tls: std::net::SocketAddr = server
@@ -911,6 +913,40 @@ async fn a_public_service_is_served_over_https_with_a_certificate_from_acme() ->
         !status.problems.iter().any(|p| p.contains("certificate")),
         "{:?}",
         status.problems
+    );
+
+    // The API through the router under its own name (`--api-domain`), over HTTPS with a
+    // certificate from the CA: the CLI reaches it with --server https://… and --ca-file.
+    let root_file = dir.path().join("pebble-root.pem");
+    std::fs::write(&root_file, &root)?;
+    let token = std::fs::read_to_string(data.join("admin-token"))?;
+    let api_url = format!("https://localhost:{}", tls.port());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let output = std::process::Command::new(crate::support::bin("paz"))
+            .args(["--server", &api_url, "--ca-file"])
+            .arg(&root_file)
+            .args(["service", "list", "-o", "json"])
+            .env("PAZ_TOKEN", token.trim())
+            .output()?;
+        if output.status.success() {
+            break output;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the CLI never reached {api_url}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"web\""));
+    let untrusted = std::process::Command::new(crate::support::bin("paz"))
+        .args(["--server", &api_url, "service", "list"])
+        .env("PAZ_TOKEN", token.trim())
+        .output()?;
+    assert!(
+        !untrusted.status.success(),
+        "without the CA the certificate is refused"
     );
     Ok(())
 }

@@ -193,6 +193,18 @@ impl Router {
         self.shared.edge.store(Arc::new(edge));
     }
 
+    /// Routes served beside every applied table (a host name of the table wins), e.g. the
+    /// API under its own host name (`--api-domain`). Applies at once.
+    pub fn set_static_routes(&self, routes: &RouteTable) -> Result<()> {
+        let current = self.shared.state.load().table.clone();
+        self.registry().static_routes = routes.clone();
+        if let Err(error) = self.apply_table(&current) {
+            self.registry().static_routes = RouteTable::default();
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// Makes `table` the routing state (synchronously; [`Proxy::apply`] calls this).
     ///
     /// Backends keep their state across tables by address. A backend that is no longer
@@ -201,7 +213,7 @@ impl Router {
     pub fn apply_table(&self, table: &RouteTable) -> Result<()> {
         let mut registry = self.registry();
         // Validate before changing anything.
-        for (host, route) in &table.routes {
+        for (host, route) in table.routes.iter().chain(&registry.static_routes.routes) {
             for address in route.backends.keys() {
                 let valid = address
                     .rsplit_once(':')
@@ -214,13 +226,20 @@ impl Router {
                 }
             }
         }
+        let mut merged = table.clone();
+        for (host, route) in &registry.static_routes.routes {
+            merged
+                .routes
+                .entry(host.clone())
+                .or_insert_with(|| route.clone());
+        }
         let mut slots: HashMap<&str, Arc<BackendSlot>> = HashMap::new();
         let mut active: HashMap<&str, bool> = HashMap::new();
         let mut state = RoutingState {
             table: table.clone(),
             ..RoutingState::default()
         };
-        for (host, route) in &table.routes {
+        for (host, route) in &merged.routes {
             let service = registry
                 .services
                 .entry(route.service.clone())

@@ -17,6 +17,8 @@ pub(super) struct Registry {
     pub(super) slots: HashMap<Box<str>, Weak<BackendSlot>>,
     /// Metrics per service; kept after a service disappears (counters never go back).
     pub(super) services: BTreeMap<String, Arc<ServiceMetrics>>,
+    /// Routes served whatever table is applied (e.g. the API under its own host name).
+    pub(super) static_routes: paz_core::RouteTable,
     next_id: u64,
 }
 
