@@ -17,6 +17,10 @@ pub(crate) struct ConnCtx {
     pub scope: Scope,
     /// The client's IP, ready for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept and extended).
+    pub trusted: bool,
+    /// The scheme the client speaks (`X-Forwarded-Proto`).
+    pub proto: super::h1::Proto,
     /// The router's shutdown signal (tunnels close on it).
     pub shutdown: watch::Receiver<bool>,
     /// The accept loop's connections (a tunnel holds it open until it ends).

@@ -25,10 +25,11 @@ use tokio::sync::oneshot;
 use super::backend::{Conn, Failure, Mode, acquire};
 use super::config::Scope;
 use super::conn::ConnCtx;
+use super::h1::{self, ChunkScan, Framing};
 use super::host::route_host;
 use super::pool;
 use super::state::RouteEntry;
-use super::upstream::{ChunkScan, Framing, RawHead, Upstream, is_hop_by_hop_response};
+use super::upstream::{RawHead, Upstream};
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -104,26 +105,20 @@ fn error_response(out: &mut Vec<u8>, status: StatusCode, message: &str, close: b
     out.extend_from_slice(message.as_bytes());
 }
 
-fn is_hop_by_hop_request(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-for",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// What [`parse_simple`] made of the buffered bytes.
+enum Parsed {
+    /// An incomplete head.
+    Partial,
+    Simple(Simple),
+    /// Not for the fast path (or malformed: hyper answers it).
+    General,
+    /// Refused (the connection closes after the answer).
+    Refused(StatusCode, &'static str),
 }
 
-/// Parses the request head at the start of `data`: `Ok(None)` if incomplete,
-/// `Err(())` if the request is not for the fast path (or malformed: hyper answers it).
-/// On success, `out` holds the head to send upstream.
-#[allow(clippy::result_unit_err)]
-fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<Simple>, ()> {
+/// Parses the request head at the start of `data`. For a simple request, `out` holds the
+/// head to send upstream.
+fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -132,46 +127,68 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
         &mut headers,
     ) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::General,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return Err(());
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::General;
     };
-    if !path.starts_with('/') {
-        return Err(());
+    if method == "CONNECT" {
+        return Parsed::Refused(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
     }
+    let mut general = version != 1 || !path.starts_with('/');
+    let trusted = ctx.trusted;
     let mut host = None;
-    let mut close = false;
+    let mut framing = h1::FramingScan::default();
+    let mut forwarding = h1::Forwarding {
+        client_ip: ctx.client_ip.as_bytes(),
+        proto: ctx.proto,
+        ..h1::Forwarding::default()
+    };
     for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
             if host.is_some() {
-                return Err(());
+                return Parsed::Refused(StatusCode::BAD_REQUEST, "more than one Host header");
             }
             host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if h.value.trim_ascii() != b"0" {
-                return Err(());
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return Err(());
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    // Names other headers to drop: the general path handles it.
-                    return Err(());
-                }
-            }
+        } else if framing.header(name, h.value) {
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            general = true;
+        } else if trusted && h1::is_forwarding(name) {
+            let prior = if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                &mut forwarding.prior_for
+            } else if name.eq_ignore_ascii_case(b"forwarded") {
+                &mut forwarding.prior_forwarded
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+                &mut forwarding.prior_proto
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+                &mut forwarding.prior_host
+            } else {
+                continue;
+            };
+            // Several lines: the general path joins them.
+            general |= prior.is_some();
+            *prior = Some(h.value);
         }
     }
-    let Some(host) = host else { return Err(()) };
+    // HTTP/1.0 and odd forms: hyper's, with the handler's checks.
+    let Some(host) = host.filter(|_| version == 1) else {
+        return Parsed::General;
+    };
+    if !h1::valid_host(host) {
+        return Parsed::Refused(StatusCode::BAD_REQUEST, "invalid Host header");
+    }
+    match framing.request(version == 1) {
+        Err(refusal) => return Parsed::Refused(StatusCode::BAD_REQUEST, refusal),
+        Ok(Framing::Done) => {}
+        Ok(_) => return Parsed::General,
+    }
+    let connection = framing.connection();
+    // `Connection` naming other headers to drop, upgrades: the general path.
+    if general || connection.names || connection.upgrade {
+        return Parsed::General;
+    }
     let host_range = {
         let offset = host.as_ptr() as usize - data.as_ptr() as usize;
         (offset, offset + host.len())
@@ -182,42 +199,28 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Option<&[u8]> = None;
-    let mut more_forwarded_for = false;
     for h in req.headers.iter() {
-        if is_hop_by_hop_request(h.name) {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                if forwarded_for.is_some() {
-                    more_forwarded_for = true;
-                }
-                forwarded_for = Some(h.value);
-            }
+        let name = h.name.as_bytes();
+        if h1::is_hop_by_hop(name)
+            || (h1::is_forwarding(name) && !(trusted && name.eq_ignore_ascii_case(b"x-real-ip")))
+            || h1::is_underscore_alias(name)
+        {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if more_forwarded_for {
-        // Several X-Forwarded-For lines: the general path joins them.
-        return Err(());
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(previous) = forwarded_for {
-        out.extend_from_slice(previous);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(ctx.client_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
-    out.extend_from_slice(host);
-    out.extend_from_slice(b"\r\n\r\n");
-    Ok(Some(Simple {
+    forwarding.host = host;
+    forwarding.write_lines(out);
+    out.extend_from_slice(b"\r\n");
+    Parsed::Simple(Simple {
         head_len: len,
         head_request: method == "HEAD",
-        close,
+        close: connection.close,
         host: host_range,
-    }))
+    })
 }
 
 /// Sleeps until `deadline`; never ends without one.
@@ -247,9 +250,10 @@ pub(crate) async fn run(
         // A complete request head.
         let simple = loop {
             match parse_simple(inbuf.unread(), ctx, &mut out) {
-                Ok(Some(simple)) => break simple,
-                Ok(None) => {}
-                Err(()) => return Outcome::HandOff(inbuf.unread().to_vec()),
+                Parsed::Simple(simple) => break simple,
+                Parsed::Partial => {}
+                Parsed::General => return Outcome::HandOff(inbuf.unread().to_vec()),
+                Parsed::Refused(status, why) => return refuse(io, status, why).await,
             }
             let partial = inbuf.start != inbuf.end;
             let read = std::future::poll_fn(|cx| inbuf.poll_fill(io, cx));
@@ -275,9 +279,13 @@ pub(crate) async fn run(
             match filled {
                 Ok(0) => return Outcome::Done,
                 Ok(_) => {}
-                // Too large, reset…: hyper answers 431 or the connection just ends.
-                Err(_) if inbuf.start != inbuf.end => {
-                    return Outcome::HandOff(inbuf.unread().to_vec());
+                Err(_) if inbuf.end - inbuf.start >= MAX_HEAD => {
+                    return refuse(
+                        io,
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large",
+                    )
+                    .await;
                 }
                 Err(_) => return Outcome::Done,
             }
@@ -290,6 +298,17 @@ pub(crate) async fn run(
             return Outcome::Done;
         }
     }
+}
+
+/// Answers a refused request and closes the connection.
+#[cold]
+async fn refuse(io: &mut TcpStream, status: StatusCode, why: &str) -> Outcome {
+    let mut response = Vec::new();
+    error_response(&mut response, status, &format!("paz: {why}\n"), true);
+    if io.write_all(&response).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+    Outcome::Done
 }
 
 /// Proxies one simple request; returns whether the client connection can go on.
@@ -485,7 +504,7 @@ async fn forward(
                     };
                     Ok(k)
                 }
-                Framing::Chunked(_) => {
+                Framing::Chunked => {
                     let k = chunks.scan(unread).map_err(io::Error::other)?;
                     if chunks.is_done() {
                         *framing = Framing::Done;
@@ -530,7 +549,16 @@ async fn forward(
     Ok(head.framing != Framing::Eof)
 }
 
-/// Re-encodes a response head without its hop-by-hop headers.
+/// Whether a `Connection` header of `headers` names `name` (for removal).
+fn connection_named(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| h1::connection_names(h.value).any(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// Re-encodes a response head without its hop-by-hop headers (and those its `Connection`
+/// names).
 fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
     let mut parsed = httparse::Response::new(&mut []);
@@ -545,7 +573,9 @@ fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in parsed.headers.iter() {
-        if is_hop_by_hop_response(h.name) {
+        if h1::is_hop_by_hop_response(h.name.as_bytes())
+            || connection_named(parsed.headers, h.name.as_bytes())
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());

@@ -36,6 +36,7 @@ mod config;
 mod conn;
 mod connect;
 mod fast;
+mod h1;
 mod handler;
 mod host;
 mod metrics;

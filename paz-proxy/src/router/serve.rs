@@ -275,10 +275,13 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let trusted = self.shared.config.trusted_proxies.contains(&peer.ip());
         let ctx = Arc::new(ConnCtx {
             shared: self.shared,
             scope: self.scope,
             client_ip,
+            trusted,
+            proto: "http",
             shutdown: self.shutdown,
             connections: self.connections.clone(),
         });
