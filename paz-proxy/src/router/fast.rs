@@ -31,7 +31,8 @@ use super::pool;
 use super::state::RouteEntry;
 use super::upstream::{RawHead, Upstream};
 
-const MAX_HEAD: usize = 64 * 1024;
+/// The largest request head accepted (431 past it).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
 /// How the fast path left a connection.

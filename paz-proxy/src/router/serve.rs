@@ -148,6 +148,8 @@ impl Worker {
         pool::set_limits(limits);
         let mut builder = http1::Builder::new();
         builder.keep_alive(true);
+        // The fast path's head limit (431 past it): hyper's default is ~400 KiB.
+        builder.max_buf_size(fast::MAX_HEAD);
         if let Some(timeout) = shared.config.header_read_timeout {
             builder
                 .timer(TokioTimer::new())
