@@ -15,4 +15,4 @@ pub mod router;
 
 pub use error::{Error, Result};
 pub use health::HttpHealthChecker;
-pub use router::{Router, RouterConfig, Scope};
+pub use router::{Router, RouterConfig, Scope, raise_open_files_limit};

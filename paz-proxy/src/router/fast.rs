@@ -245,6 +245,12 @@ pub(crate) async fn run(
     };
     let mut out = Vec::with_capacity(1024);
     let header_timeout = ctx.shared.config.header_read_timeout;
+    let idle = ctx.shared.config.idle_timeout;
+    // One timer for the connection's idle waits (before a request's first byte), re-armed
+    // only when it fires: no timer per request.
+    let idle_timer = tokio::time::sleep(idle.unwrap_or_default());
+    tokio::pin!(idle_timer);
+    let mut idle_since = tokio::time::Instant::now();
     loop {
         // Slowloris guard: a started head must be complete by then (not reset per read).
         let mut head_deadline = None;
@@ -271,10 +277,20 @@ pub(crate) async fn run(
                     r = read => r,
                 }
             } else {
-                tokio::select! {
-                    biased;
-                    _ = &mut *stop => return Outcome::Done,
-                    r = read => r,
+                let mut read = std::pin::pin!(read);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut *stop => return Outcome::Done,
+                        r = &mut read => break r,
+                        () = idle_timer.as_mut(), if idle.is_some() => {
+                            let deadline = idle_since + idle.unwrap_or_default();
+                            if deadline <= tokio::time::Instant::now() {
+                                return Outcome::Done;
+                            }
+                            idle_timer.as_mut().reset(deadline);
+                        }
+                    }
                 }
             };
             match filled {
@@ -293,6 +309,9 @@ pub(crate) async fn run(
         };
         let started = Instant::now();
         let keep = proxy(ctx, io, &inbuf, &simple, &mut out, started).await;
+        if idle.is_some() {
+            idle_since = tokio::time::Instant::now();
+        }
         inbuf.start += simple.head_len;
         if !keep || simple.close {
             let _ = io.shutdown().await;

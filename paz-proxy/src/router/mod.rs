@@ -61,6 +61,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit, so
+/// the router can hold [`RouterConfig::max_connections`] connections (each needs a socket to
+/// the client and one to a backend). Call it once at start. Returns the new soft limit.
+pub fn raise_open_files_limit() -> Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).map_err(|source| Error::OpenFilesLimit { source })
+}
 pub use config::{RouterConfig, Scope};
 use metrics::ServiceMetrics;
 use shared::{Registry, Shared};
@@ -96,6 +103,7 @@ impl Router {
                 config,
                 state: ArcSwap::from_pointee(RoutingState::default()),
                 unmatched: AtomicU64::new(0),
+                limits: Arc::default(),
                 registry: Mutex::new(Registry::default()),
             }),
         })

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::body::ProxyBody;
 use super::config::Scope;
-use super::conn::{ConnCtx, Connections, Registration};
+use super::conn::{Admitted, ConnCtx, Connections, Registration};
 use super::fast;
 use super::handler::handle;
 use super::pool::{self, PoolLimits};
@@ -150,7 +150,14 @@ impl Worker {
         builder.keep_alive(true);
         // The fast path's head limit (431 past it): hyper's default is ~400 KiB.
         builder.max_buf_size(fast::MAX_HEAD);
-        if let Some(timeout) = shared.config.header_read_timeout {
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request: it is the general path's idle timeout too.
+        let config = &shared.config;
+        let head_or_idle = match (config.header_read_timeout, config.idle_timeout) {
+            (Some(head), Some(idle)) => Some(head.min(idle)),
+            (head, idle) => head.or(idle),
+        };
+        if let Some(timeout) = head_or_idle {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout);
@@ -165,6 +172,17 @@ impl Worker {
     }
 
     fn start(&self, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.shared.config;
+        let limits = &self.shared.limits;
+        let Some(admitted) = limits.admit(
+            peer.ip(),
+            config.max_connections,
+            config.max_connections_per_ip,
+        ) else {
+            // Past a cap: closed at once.
+            tracing::debug!(%peer, "connection cap reached: connection closed");
+            return;
+        };
         let (registration, stop) = self.connections.register();
         let id = registration.id();
         let task = Connection {
@@ -174,6 +192,7 @@ impl Worker {
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
             registration,
+            _admitted: admitted,
         };
         let task = tokio::spawn(task.run(stream, peer, stop));
         self.connections.track(id, task.abort_handle());
@@ -270,6 +289,8 @@ struct Connection {
     connections: Arc<Connections>,
     /// Counts the connection until it ends (or is aborted).
     registration: Registration,
+    /// Counts it against the connection caps.
+    _admitted: Admitted,
 }
 
 impl Connection {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use super::config::RouterConfig;
+use super::conn::ConnLimits;
 use super::metrics::ServiceMetrics;
 use super::state::{BackendSlot, RoutingState};
 
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     pub state: ArcSwap<RoutingState>,
     /// 404s for unknown hosts.
     pub unmatched: AtomicU64,
+    /// Client connections counted against the caps.
+    pub limits: Arc<ConnLimits>,
     pub(super) registry: Mutex<Registry>,
 }
 
