@@ -244,6 +244,18 @@ fn cases() -> Vec<Case> {
             Status(400, &[], &[]),
         ),
         case(
+            "bare LF in a chunked body",
+            &format!("POST /echo HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n2\nhi\n0\n\n"),
+            Status(400, &[], &[]),
+        ),
+        case(
+            "chunk extension with a bare CR",
+            &format!(
+                "POST /echo HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n2;a\rb\r\nhi\r\n0\r\n\r\n"
+            ),
+            Status(400, &[], &[]),
+        ),
+        case(
             "valid chunked body",
             &format!(
                 "POST /echo HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n2;x=y\r\nhi\r\n1\r\n!\r\n0\r\n\r\n"
@@ -455,4 +467,77 @@ async fn a_body_cut_short_is_the_clients_fault() {
     );
     let metrics = r.router.metrics_text();
     assert!(!metrics.contains("code=\"502\""), "{metrics}");
+}
+
+/// A raw backend: answers `/clte` with both `Content-Length` and `Transfer-Encoding`, and
+/// anything else with `ok`, on keep-alive connections.
+async fn raw_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for _ in 0..16 {
+                    // One request: its head, and its body by Content-Length.
+                    let (head_len, body_len, clte) = loop {
+                        let mut headers = [httparse::EMPTY_HEADER; 32];
+                        let mut req = httparse::Request::new(&mut headers);
+                        if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                            let length = req
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                                .unwrap_or(0usize);
+                            break (n, length, req.path == Some("/clte"));
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    };
+                    while buf.len() < head_len + body_len {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..head_len + body_len);
+                    let answer: &[u8] = if clte {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nsm\r\n0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_both_framings_is_refused_by_both_raw_readers() {
+    let (addr, backend) = raw_backend().await;
+    let r = TestRouter::default().await;
+    let entry = (addr.to_string(), 100, paz_core::route::BackendState::Active);
+    r.router
+        .apply(&table(&[("web.localhost", "web", vec![entry])]))
+        .await
+        .unwrap();
+    let get = format!("GET /clte HTTP/1.1\r\n{H}\r\n");
+    // The fast path's reader.
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    check(&mut s, &get, Status(502, &[], &[])).await.unwrap();
+    // The general path's raw reader (a bodiless request on a connection hyper serves).
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    check(&mut s, WARM_UP, Status(200, &["ok"], &[]))
+        .await
+        .unwrap();
+    check(&mut s, &get, Status(502, &[], &[])).await.unwrap();
+    backend.abort();
 }

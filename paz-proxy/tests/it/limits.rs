@@ -89,6 +89,29 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_at_the_header_deadline() {
     shut_down(r, Duration::from_secs(3)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_on_a_general_path_connection_is_cut_at_the_header_deadline() {
+    let (_b, r) = routed(RouterConfig {
+        header_read_timeout: Some(Duration::from_secs(1)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    // A request with a body: hyper serves the connection from now on.
+    assert!(served(&mut s, POST).await);
+    let started = Instant::now();
+    let (mut reader, writer) = s.into_split();
+    let writing = trickle(writer, HEAD.to_vec(), Duration::from_millis(300));
+    assert!(
+        closed_within(&mut reader, Duration::from_secs(4)).await,
+        "a trickling client was never disconnected"
+    );
+    writing.abort();
+    let lifetime = started.elapsed();
+    assert!(lifetime < Duration::from_millis(2500), "{lifetime:?}");
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
 async fn in_flight_body_and_idle_clients(r: &TestRouter, b: &TestBackend) -> Vec<JoinHandle<()>> {
     let public: SocketAddr = r.public;
     // A request in flight whose body never completes (the backend waits for all of it).
