@@ -117,9 +117,17 @@ enum Parsed {
     Refused(StatusCode, &'static str),
 }
 
+/// Who sent a request: what [`parse_simple`] needs of the connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    pub client_ip: &'a [u8],
+    pub trusted: bool,
+    pub proto: h1::Proto,
+}
+
 /// Parses the request head at the start of `data`. For a simple request, `out` holds the
 /// head to send upstream.
-fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
+fn parse_simple(data: &[u8], peer: Peer<'_>, out: &mut Vec<u8>) -> Parsed {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -138,12 +146,12 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         return Parsed::Refused(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
     }
     let mut general = version != 1 || !path.starts_with('/');
-    let trusted = ctx.trusted;
+    let trusted = peer.trusted;
     let mut host = None;
     let mut framing = h1::FramingScan::default();
     let mut forwarding = h1::Forwarding {
-        client_ip: ctx.client_ip.as_bytes(),
-        proto: ctx.proto,
+        client_ip: peer.client_ip,
+        proto: peer.proto,
         ..h1::Forwarding::default()
     };
     for h in req.headers.iter() {
@@ -244,6 +252,11 @@ pub(crate) async fn run(
         end: 0,
     };
     let mut out = Vec::with_capacity(1024);
+    let peer = Peer {
+        client_ip: ctx.client_ip.as_bytes(),
+        trusted: ctx.trusted,
+        proto: ctx.proto,
+    };
     let header_timeout = ctx.shared.config.header_read_timeout;
     let idle = ctx.shared.config.idle_timeout;
     // One timer for the connection's idle waits (before a request's first byte), re-armed
@@ -256,7 +269,7 @@ pub(crate) async fn run(
         let mut head_deadline = None;
         // A complete request head.
         let simple = loop {
-            match parse_simple(inbuf.unread(), ctx, &mut out) {
+            match parse_simple(inbuf.unread(), peer, &mut out) {
                 Parsed::Simple(simple) => break simple,
                 Parsed::Partial => {}
                 Parsed::General => return Outcome::HandOff(inbuf.unread().to_vec()),
@@ -605,6 +618,26 @@ fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// For fuzzing: parses a request head as the fast path does; the head sent upstream, if it
+/// is a simple request.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request_head(data: &[u8]) -> Option<Vec<u8>> {
+    let peer = Peer {
+        client_ip: b"192.0.2.1",
+        trusted: data.first().is_some_and(|b| b & 1 == 1),
+        proto: "http",
+    };
+    let mut out = Vec::new();
+    match parse_simple(data, peer, &mut out) {
+        Parsed::Simple(simple) => {
+            assert!(simple.head_len <= data.len());
+            assert!(simple.host.1 <= data.len());
+            Some(out)
+        }
+        Parsed::Partial | Parsed::General | Parsed::Refused(..) => None,
+    }
 }
 
 /// A stream that first yields bytes already read: hands a connection to hyper mid-way.
