@@ -22,6 +22,8 @@ pub(crate) struct ConnCtx {
     pub trusted: bool,
     /// The scheme the client speaks (`X-Forwarded-Proto`).
     pub proto: super::h1::Proto,
+    /// Counts the connection against the caps while its requests or tunnel live.
+    pub _admitted: Admitted,
     /// The router's shutdown signal (tunnels close on it).
     pub shutdown: watch::Receiver<bool>,
     /// The accept loop's connections (a tunnel holds it open until it ends).

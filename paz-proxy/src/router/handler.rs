@@ -457,6 +457,7 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
             backend: backend_upgrade,
             in_flight,
             hold,
+            conn: ctx.clone(),
             websocket,
             shutdown: ctx.shutdown.clone(),
             upgrade_drain_timeout: config.upgrade_drain_timeout,

@@ -14,6 +14,12 @@
 //!   hyper's server for the rest of its life; bodies go through hyper's client, upgrades
 //!   through hyper's upgrades and a tunnel.
 //!
+//! Both apply one HTTP/1 policy (`h1`): hop-by-hop headers, `X-Forwarded-*`/`Forwarded`
+//! (replaced at the edge unless the peer is a trusted proxy), strict `Host` and body framing
+//! (CL+TE, bad lengths → 400), and one response-head parser and chunked decoder for both raw
+//! upstream readers. Connections are capped (globally and per client IP) and closed when
+//! idle; [`raise_open_files_limit`] lets a server hold them.
+//!
 //! By default each listener is served by one single-threaded runtime per CPU; one of them
 //! accepts and deals connections to all in turn.
 //!

@@ -192,7 +192,7 @@ impl Worker {
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
             registration,
-            _admitted: admitted,
+            admitted,
         };
         let task = tokio::spawn(task.run(stream, peer, stop));
         self.connections.track(id, task.abort_handle());
@@ -289,8 +289,8 @@ struct Connection {
     connections: Arc<Connections>,
     /// Counts the connection until it ends (or is aborted).
     registration: Registration,
-    /// Counts it against the connection caps.
-    _admitted: Admitted,
+    /// Counts it against the connection caps (with its tunnel, if it upgrades).
+    admitted: Admitted,
 }
 
 impl Connection {
@@ -305,6 +305,7 @@ impl Connection {
             client_ip,
             trusted,
             proto: "http",
+            _admitted: self.admitted,
             shutdown: self.shutdown,
             connections: self.connections.clone(),
         });
