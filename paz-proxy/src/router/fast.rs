@@ -594,20 +594,25 @@ fn connection_named(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
 /// names).
 fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
-    let mut parsed = httparse::Response::new(&mut []);
-    httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut parsed, head, &mut headers)
-        .map_err(io::Error::other)?;
-    let code = parsed.code.unwrap_or(502);
+    // Already parsed once by `Upstream::exchange_raw`: this cannot fail.
+    let (status, reason, headers) = match h1::parse_response(head, false, &mut headers) {
+        Ok(h1::Head::Final(parsed, reason, headers)) => (parsed.status, reason, headers),
+        Ok(_) => return Err(io::Error::other("incomplete response head")),
+        Err(refusal) => return Err(io::Error::other(refusal)),
+    };
+    // Rare: `Connection` naming other headers.
+    let names = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection") && h1::connection_names(h.value).next().is_some()
+    });
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in parsed.headers.iter() {
+    for h in headers {
         if h1::is_hop_by_hop_response(h.name.as_bytes())
-            || connection_named(parsed.headers, h.name.as_bytes())
+            || (names && connection_named(headers, h.name.as_bytes()))
         {
             continue;
         }
@@ -704,5 +709,22 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_heads_lose_hop_by_hop_and_connection_named_headers_only() {
+        let head = b"HTTP/1.0 200 Fine\r\nConnection: keep-alive, x-secret, content-length\r\n\
+            X-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n";
+        let mut out = Vec::new();
+        encode_stripped_head(head, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n"
+        );
     }
 }

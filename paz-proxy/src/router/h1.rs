@@ -392,7 +392,8 @@ pub(crate) enum Head<'h, 'b> {
     Partial,
     /// A 1xx head other than 101, of this length: skipped.
     Informational(usize),
-    Final(ResponseHead, &'h [httparse::Header<'b>]),
+    /// The head, its reason phrase and its headers.
+    Final(ResponseHead, &'b str, &'h [httparse::Header<'b>]),
 }
 
 /// Parses a response head (a 101 is refused: the fast paths never ask for an upgrade).
@@ -439,6 +440,7 @@ pub(crate) fn parse_response<'h, 'b>(
             http10,
             hop,
         },
+        parsed.reason.unwrap_or(""),
         parsed.headers,
     ))
 }
@@ -686,7 +688,7 @@ mod tests {
         let mut headers = [const { MaybeUninit::uninit() }; 64];
         match parse_response(data, head, &mut headers)? {
             Head::Partial | Head::Informational(_) => Ok(None),
-            Head::Final(head, _) => Ok(Some(head)),
+            Head::Final(head, _, _) => Ok(Some(head)),
         }
     }
 

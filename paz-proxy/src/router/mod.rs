@@ -85,7 +85,7 @@ pub mod fuzzing {
     pub fn response_head(data: &[u8], head_request: bool) -> Option<(u16, usize, bool)> {
         let mut headers = [const { MaybeUninit::uninit() }; 128];
         match h1::parse_response(data, head_request, &mut headers) {
-            Ok(h1::Head::Final(head, _)) => {
+            Ok(h1::Head::Final(head, _, _)) => {
                 assert!(head.len <= data.len());
                 Some((head.status, head.len, head.reusable))
             }

@@ -175,7 +175,7 @@ impl Worker {
         let config = &self.shared.config;
         let limits = &self.shared.limits;
         let Some(admitted) = limits.admit(
-            peer.ip(),
+            peer.ip().to_canonical(),
             config.max_connections,
             config.max_connections_per_ip,
         ) else {
@@ -298,7 +298,11 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let trusted = self.shared.config.trusted_proxies.contains(&peer.ip());
+        let trusted = self
+            .shared
+            .config
+            .trusted_proxies
+            .contains(&peer.ip().to_canonical());
         let ctx = Arc::new(ConnCtx {
             shared: self.shared,
             scope: self.scope,

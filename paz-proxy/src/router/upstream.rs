@@ -222,7 +222,7 @@ impl Upstream {
                         self.start += len;
                         continue;
                     }
-                    Head::Final(head, parsed) => (head, parsed),
+                    Head::Final(head, _, parsed) => (head, parsed),
                 };
             let status = StatusCode::from_u16(head.status)
                 .map_err(|_| UpstreamError::Invalid("status code"))?;
@@ -294,7 +294,7 @@ impl Upstream {
             {
                 Head::Partial => return Ok(None),
                 Head::Informational(len) => self.start += len,
-                Head::Final(head, _) => {
+                Head::Final(head, _, _) => {
                     return Ok(Some(RawHead {
                         status: head.status,
                         len: head.len,
