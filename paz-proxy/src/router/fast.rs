@@ -715,6 +715,91 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const PEER: Peer<'static> = Peer {
+        client_ip: b"192.0.2.1",
+        trusted: false,
+        proto: "http",
+    };
+
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = prop_oneof![
+            Just("Host"),
+            Just("host"),
+            Just("Content-Length"),
+            Just("Transfer-Encoding"),
+            Just("Connection"),
+            Just("Keep-Alive"),
+            Just("TE"),
+            Just("Upgrade"),
+            Just("X-Forwarded-For"),
+            Just("Forwarded"),
+            Just("X-Real-IP"),
+            Just("Content_Length"),
+            Just("Transfer_Encoding"),
+            Just("X-Custom"),
+            Just("Accept"),
+        ];
+        let value = prop_oneof![
+            Just("0".to_owned()),
+            Just("5".to_owned()),
+            Just("+0".to_owned()),
+            Just("chunked".to_owned()),
+            Just("close".to_owned()),
+            Just("keep-alive, x-custom".to_owned()),
+            Just("web.localhost".to_owned()),
+            Just("web.localhost:@evil".to_owned()),
+            "[a-z0-9.:]{0,12}",
+        ];
+        (name.prop_map(str::to_owned), value)
+    }
+
+    proptest! {
+        #[test]
+        fn simple_requests_forward_one_clean_head(
+            method in prop_oneof![Just("GET"), Just("HEAD"), Just("POST"), Just("CONNECT")],
+            headers in proptest::collection::vec(header(), 0..8),
+        ) {
+            let mut head = format!("{method} /p HTTP/1.1\r\n");
+            for (n, v) in &headers {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let named = |name: &str| headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+            let mut out = Vec::new();
+            match parse_simple(head.as_bytes(), PEER, &mut out) {
+                Parsed::Partial => prop_assert!(false, "a complete head is partial"),
+                Parsed::Refused(status, _) => {
+                    let cl_te = named("content-length") > 0 && named("transfer-encoding") > 0;
+                    let bad_host = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("host") && !h1::valid_host(v.as_bytes()));
+                    prop_assert!(
+                        method == "CONNECT" || named("host") > 1 || cl_te || bad_host
+                            || headers.iter().any(|(n, v)| n == "Content-Length" && v.trim() != "0" && v.trim() != "5")
+                            || headers.iter().filter(|(n, _)| n == "Content-Length").map(|(_, v)| v).collect::<std::collections::BTreeSet<_>>().len() > 1
+                            || headers.iter().rev().find(|(n, _)| n == "Transfer-Encoding").is_some_and(|(_, v)| v != "chunked"),
+                        "refused {status}: {head:?}"
+                    );
+                }
+                Parsed::General => {}
+                Parsed::Simple(simple) => {
+                    prop_assert_eq!(simple.head_len, head.len());
+                    prop_assert_eq!(named("host"), 1);
+                    prop_assert_eq!(named("transfer-encoding"), 0);
+                    let mut parsed = [httparse::EMPTY_HEADER; 32];
+                    let mut req = httparse::Request::new(&mut parsed);
+                    prop_assert_eq!(req.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
+                    let up = |name: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec()).collect::<Vec<_>>();
+                    prop_assert_eq!(up("host").len(), 1);
+                    prop_assert_eq!(up("x-forwarded-for"), vec![b"192.0.2.1".to_vec()]);
+                    for gone in ["connection", "keep-alive", "te", "upgrade", "transfer-encoding", "x-real-ip", "content_length", "transfer_encoding"] {
+                        prop_assert!(up(gone).is_empty(), "{} forwarded", gone);
+                    }
+                    prop_assert_eq!(up("x-custom").len(), named("x-custom"));
+                }
+            }
+        }
+    }
 
     #[test]
     fn stripped_heads_lose_hop_by_hop_and_connection_named_headers_only() {
