@@ -9,7 +9,9 @@
 //! beyond the routing state's reference counts.
 //!
 //! Anything else (a body, an upgrade, HTTP/1.0, odd forms) hands the connection, with the
-//! bytes already read, to hyper's server for the rest of its life: the general path.
+//! bytes already read, to hyper's server for the rest of its life: the general path. Its
+//! stream ([`Rewind`]) still holds each request head back until it passes the same checks
+//! (hyper alone would drop a `Content-Length` sent with `Transfer-Encoding`, for one).
 
 use std::io;
 use std::pin::Pin;
@@ -645,20 +647,123 @@ pub(crate) fn fuzz_request_head(data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// A stream that first yields bytes already read: hands a connection to hyper mid-way.
+/// A request head hyper answers 400 to (and then closes): what hyper gets instead of a head
+/// the fast path would refuse.
+const POISON: &[u8] = b"REFUSED\x01 / HTTP/1.1\r\n\r\n";
+
+/// What a request head on a hyper-served connection says about the bytes after it.
+enum Verdict {
+    /// A head the fast path would refuse (CL+TE, bad lengths, two Hosts, bad Host).
+    Refuse,
+    /// An upgrade or CONNECT: nothing after it is tracked.
+    Through,
+    Body(Framing),
+}
+
+/// Checks a request head as the fast path does: its length and verdict, `Ok(None)` if
+/// incomplete, `Err` if malformed (hyper answers those itself).
+fn check_head(data: &[u8]) -> Result<Option<(usize, Verdict)>, ()> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        data,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let mut framing = h1::FramingScan::default();
+    let mut hosts = 0;
+    let mut upgrade = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 || !h1::valid_host(h.value) {
+                return Ok(Some((len, Verdict::Refuse)));
+            }
+        } else if !framing.header(name, h.value) && name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    Ok(Some(match framing.request(req.version == Some(1)) {
+        Err(_) => (len, Verdict::Refuse),
+        Ok(_) if upgrade => (len, Verdict::Through),
+        Ok(framing) => (len, Verdict::Body(framing)),
+    }))
+}
+
+/// Where a hyper-served connection's byte stream is.
+enum Track {
+    /// At a request head: held back until complete and checked.
+    Head,
+    /// In a body of this many more bytes.
+    Length(u64),
+    Chunked(ChunkScan),
+    /// No longer tracked: bytes pass as they come.
+    Through,
+    /// After the poison head: end of stream once it is read.
+    Refused,
+}
+
+/// The connection as hyper serves it after the hand-off: first the bytes already read, and
+/// every request head held back until it passes the fast path's checks (one that fails is
+/// replaced by [`POISON`], so hyper answers 400 and closes); bodies pass, tracked by their
+/// framing to find the next head.
 pub(crate) struct Rewind {
-    prefix: Vec<u8>,
-    pos: usize,
     inner: TcpStream,
+    /// Read but not yet given to hyper: `buf[start..end]`, of which `cleared` bytes may go.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    cleared: usize,
+    track: Track,
 }
 
 impl Rewind {
     pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        let end = prefix.len();
         Rewind {
-            prefix,
-            pos: 0,
             inner,
+            buf: prefix,
+            start: 0,
+            end,
+            cleared: 0,
+            track: Track::Head,
         }
+    }
+
+    /// Gives up to `n` pending bytes to hyper.
+    fn give(&mut self, out: &mut ReadBuf<'_>, n: usize) -> usize {
+        let n = n.min(self.end - self.start).min(out.remaining());
+        out.put_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        n
+    }
+
+    /// Reads more into the pending buffer; 0 at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buf.len() * 2).clamp(8 * 1024, 2 * MAX_HEAD);
+                self.buf.resize(grown, 0);
+            }
+        }
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -666,19 +771,98 @@ impl AsyncRead for Rewind {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = (self.prefix.len() - self.pos).min(buf.remaining());
-            buf.put_slice(&self.prefix[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
+        let this = &mut *self;
+        loop {
+            if this.cleared > 0 && this.start < this.end {
+                let n = this.give(out, this.cleared);
+                this.cleared -= n;
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
+            let pending = this.end - this.start;
+            match &mut this.track {
+                Track::Refused => return Poll::Ready(Ok(())),
+                Track::Through if pending > 0 => {
+                    this.give(out, pending);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Through => {
+                    if !this.buf.is_empty() {
+                        this.buf = Vec::new();
+                    }
+                    return Pin::new(&mut this.inner).poll_read(cx, out);
+                }
+                Track::Length(0) => this.track = Track::Head,
+                Track::Length(left) if pending > 0 => {
+                    let left = *left;
+                    let n = this.give(out, usize::try_from(left).unwrap_or(usize::MAX));
+                    this.track = Track::Length(left - n as u64);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Length(left) => {
+                    // Straight into hyper's buffer, never past the body's end.
+                    let left = *left;
+                    let room = out
+                        .remaining()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let mut limited = ReadBuf::new(out.initialize_unfilled_to(room));
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+                    let n = limited.filled().len();
+                    out.advance(n);
+                    this.track = Track::Length(left - n as u64);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Chunked(scan) if pending > 0 => {
+                    let window = pending.min(out.remaining());
+                    match scan.scan(&this.buf[this.start..this.start + window]) {
+                        Ok(n) => {
+                            if scan.is_done() {
+                                this.track = Track::Head;
+                            }
+                            this.give(out, n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        // hyper's decoder fails the body too.
+                        Err(_) => this.track = Track::Through,
+                    }
+                }
+                Track::Head if pending > 0 => match check_head(&this.buf[this.start..this.end]) {
+                    Ok(Some((len, Verdict::Body(framing)))) => {
+                        this.cleared = len;
+                        this.track = match framing {
+                            Framing::Length(n) => Track::Length(n),
+                            Framing::Chunked => Track::Chunked(ChunkScan::new()),
+                            Framing::Done | Framing::Eof => Track::Head,
+                        };
+                    }
+                    Ok(Some((len, Verdict::Through))) => {
+                        this.cleared = len;
+                        this.track = Track::Through;
+                    }
+                    Ok(Some((_, Verdict::Refuse))) => {
+                        this.buf = POISON.to_vec();
+                        this.start = 0;
+                        this.end = POISON.len();
+                        this.cleared = POISON.len();
+                        this.track = Track::Refused;
+                    }
+                    // Incomplete: read on (hyper's header timer runs meanwhile).
+                    Ok(None) if pending < MAX_HEAD => match ready!(this.poll_fill(cx)) {
+                        Ok(0) => this.track = Track::Through,
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    },
+                    // Malformed or too large: hyper answers it (400, 431).
+                    Ok(None) | Err(()) => this.track = Track::Through,
+                },
+                Track::Head | Track::Chunked(_) => match ready!(this.poll_fill(cx)) {
+                    Ok(0) => this.track = Track::Through,
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
