@@ -113,7 +113,7 @@ pub struct VolumeSpec {
     /// A named volume (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) or an absolute host path.
     #[cfg_attr(
         feature = "openapi",
-        schema(pattern = r"^(?:[a-zA-Z0-9][a-zA-Z0-9_.-]*|/[\s\S]*)$")
+        schema(pattern = r"^(?:[a-zA-Z0-9][a-zA-Z0-9_.-]*|/[^\x00]*)$")
     )]
     pub source: String,
     /// The absolute path inside the container.

@@ -56,7 +56,24 @@ fn main() -> anyhow::Result<()> {
         let listener = TcpListener::bind(&addr).await?;
         let local = listener.local_addr()?;
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let served = router.serve(listener, Scope::Public, shutdown);
+        // `PAZ_BENCH_TLS=CHAIN.pem:KEY.pem`: serve HTTPS (for `benches/https.sh`).
+        let served = match std::env::var("PAZ_BENCH_TLS") {
+            Ok(files) => {
+                let (chain, key) = files
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("PAZ_BENCH_TLS must be CHAIN.pem:KEY.pem"))?;
+                router.set_certificates(
+                    &[paz_proxy::CertificatePem {
+                        names: vec!["127.0.0.1".into()],
+                        chain_pem: std::fs::read_to_string(chain)?,
+                        key_pem: std::fs::read_to_string(key)?,
+                    }],
+                    None,
+                )?;
+                router.serve_tls(listener, Scope::Public, shutdown)
+            }
+            Err(_) => router.serve(listener, Scope::Public, shutdown),
+        };
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;
         out.flush()?;

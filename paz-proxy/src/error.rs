@@ -39,6 +39,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The limit on open files could not be raised.
+    #[error("cannot raise the open files limit (RLIMIT_NOFILE)")]
+    OpenFilesLimit {
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The result type of `paz-proxy`.
@@ -50,7 +57,9 @@ impl From<Error> for paz_core::Error {
             Error::InvalidBackend { .. } | Error::InvalidCertificate { .. } => {
                 paz_core::PortErrorKind::Invalid
             }
-            Error::Listener { .. } | Error::Worker { .. } => paz_core::PortErrorKind::Internal,
+            Error::Listener { .. } | Error::Worker { .. } | Error::OpenFilesLimit { .. } => {
+                paz_core::PortErrorKind::Internal
+            }
         };
         paz_core::Error::Proxy(paz_core::PortError::new(kind, error.to_string()).with_source(error))
     }

@@ -16,5 +16,5 @@ pub mod tls;
 
 pub use error::{Error, Result};
 pub use health::HttpHealthChecker;
-pub use router::{Router, RouterConfig, Scope};
+pub use router::{Router, RouterConfig, Scope, raise_open_files_limit};
 pub use tls::{CertificatePem, Certificates};

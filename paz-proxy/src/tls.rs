@@ -103,7 +103,17 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.lookup(hello.server_name()?)
+        match hello.server_name() {
+            Some(name) => self.lookup(name),
+            // No SNI (a client dialing an IP address): the one certificate, if there is
+            // exactly one; with several there is no telling which.
+            None => {
+                let map = self.by_name.load();
+                let mut keys = map.values();
+                let first = keys.next()?;
+                keys.all(|k| Arc::ptr_eq(k, first)).then(|| first.clone())
+            }
+        }
     }
 }
 

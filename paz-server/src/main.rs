@@ -32,6 +32,11 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(config.log_format);
+    // Every client connection is a file descriptor: take what the hard limit allows.
+    match paz::proxy::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
     if let Err(message) = config.validate() {
         eprintln!("error: {message}");
         std::process::exit(2);

@@ -1,5 +1,6 @@
 //! The router's settings: which hosts a listener serves ([`Scope`]), tuning ([`RouterConfig`]).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Which host names a listener serves.
@@ -41,6 +42,18 @@ pub struct RouterConfig {
     /// to end before those left are dropped: a client trickling bytes or a long tunnel cannot
     /// hold a restart open.
     pub shutdown_timeout: Duration,
+    /// How long a client connection may stay open without sending a byte: before its first
+    /// request and between keep-alive requests. `None` = no limit.
+    pub idle_timeout: Option<Duration>,
+    /// The most client connections a listener holds at once; past it, new ones are closed
+    /// at once. 0 = no limit.
+    pub max_connections: usize,
+    /// The most client connections from one IP address a listener holds at once; past it,
+    /// new ones from that address are closed at once. 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`/`-Host` and
+    /// `X-Real-IP` are kept (and extended); from any other peer they are replaced.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Threads serving each listener, each with its own single-threaded runtime; one of them
     /// accepts and deals connections to all in turn. 0 runs the listener on the caller's
     /// runtime instead. Default: the number of CPUs.
@@ -60,6 +73,10 @@ impl Default for RouterConfig {
             pool_idle_timeout: Duration::from_secs(4),
             header_read_timeout: Some(Duration::from_secs(30)),
             shutdown_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }

@@ -1,6 +1,7 @@
 //! Client connections: what their requests share ([`ConnCtx`]), the accept loop's registry.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,8 +18,12 @@ pub(crate) struct ConnCtx {
     pub scope: Scope,
     /// The client's IP, ready for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
-    /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
-    pub tls: bool,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept and extended).
+    pub trusted: bool,
+    /// The scheme the client speaks (`X-Forwarded-Proto`).
+    pub proto: super::h1::Proto,
+    /// Counts the connection against the caps while its requests or tunnel live.
+    pub _admitted: Admitted,
     /// The router's shutdown signal (tunnels close on it).
     pub shutdown: watch::Receiver<bool>,
     /// The accept loop's connections (a tunnel holds it open until it ends).
@@ -149,3 +154,95 @@ impl Drop for Registration {
 
 /// A tunnel's registration, see [`Connections::hold`].
 pub(crate) type Hold = Registration;
+
+/// The router's caps on client connections, over all listeners and workers:
+/// [`RouterConfig::max_connections`](super::RouterConfig::max_connections) and
+/// [`RouterConfig::max_connections_per_ip`](super::RouterConfig::max_connections_per_ip).
+#[derive(Default)]
+pub(crate) struct ConnLimits {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ConnLimits {
+    fn per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new connection from `ip`, or `None` if a cap (0 = none) is reached.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max: usize,
+        max_per_ip: usize,
+    ) -> Option<Admitted> {
+        let total = self.total.fetch_add(1, Ordering::Relaxed);
+        // Uncounts the total if refused.
+        let mut admitted = Admitted {
+            limits: self.clone(),
+            ip: None,
+        };
+        if max > 0 && total >= max {
+            return None;
+        }
+        if max_per_ip > 0 {
+            let mut per_ip = self.per_ip();
+            let count = per_ip.entry(ip).or_default();
+            if *count >= max_per_ip {
+                return None;
+            }
+            *count += 1;
+            admitted.ip = Some(ip);
+        }
+        Some(admitted)
+    }
+
+    /// Client connections counted now.
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection counted by [`ConnLimits::admit`], until dropped.
+pub(crate) struct Admitted {
+    limits: Arc<ConnLimits>,
+    /// Counted per IP too.
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.limits.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.limits.per_ip();
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_hold_and_release() {
+        let limits = Arc::new(ConnLimits::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a1 = limits.admit(a, 3, 2).unwrap();
+        let _a2 = limits.admit(a, 3, 2).unwrap();
+        assert!(limits.admit(a, 3, 2).is_none(), "per-IP cap");
+        let _b1 = limits.admit(b, 3, 2).unwrap();
+        assert!(limits.admit(b, 3, 2).is_none(), "global cap");
+        assert_eq!(limits.total(), 3);
+        drop(a1);
+        let _a3 = limits.admit(a, 3, 2).unwrap();
+        assert_eq!(limits.total(), 3);
+        assert!(limits.admit(a, 0, 0).is_some(), "no caps");
+    }
+}

@@ -9,7 +9,9 @@
 //! beyond the routing state's reference counts.
 //!
 //! Anything else (a body, an upgrade, HTTP/1.0, odd forms) hands the connection, with the
-//! bytes already read, to hyper's server for the rest of its life: the general path.
+//! bytes already read, to hyper's server for the rest of its life: the general path. Its
+//! stream ([`Rewind`]) still holds each request head back until it passes the same checks
+//! (hyper alone would drop a `Content-Length` sent with `Transfer-Encoding`, for one).
 
 use std::io;
 use std::pin::Pin;
@@ -25,12 +27,14 @@ use tokio::sync::oneshot;
 use super::backend::{Conn, Failure, Mode, acquire};
 use super::config::Scope;
 use super::conn::ConnCtx;
+use super::h1::{self, ChunkScan, Framing};
 use super::host::route_host;
 use super::pool;
 use super::state::RouteEntry;
-use super::upstream::{ChunkScan, Framing, RawHead, Upstream, is_hop_by_hop_response};
+use super::upstream::{RawHead, Upstream};
 
-const MAX_HEAD: usize = 64 * 1024;
+/// The largest request head accepted (431 past it).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
 /// How the fast path left a connection.
@@ -104,26 +108,46 @@ fn error_response(out: &mut Vec<u8>, status: StatusCode, message: &str, close: b
     out.extend_from_slice(message.as_bytes());
 }
 
-fn is_hop_by_hop_request(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-for",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// What [`parse_simple`] made of the buffered bytes.
+enum Parsed {
+    /// An incomplete head.
+    Partial,
+    Simple(Simple),
+    /// Not for the fast path (or malformed: hyper answers it).
+    General,
+    /// Refused (the connection closes after the answer).
+    Refused(StatusCode, &'static str),
 }
 
-/// Parses the request head at the start of `data`: `Ok(None)` if incomplete,
-/// `Err(())` if the request is not for the fast path (or malformed: hyper answers it).
-/// On success, `out` holds the head to send upstream.
-#[allow(clippy::result_unit_err)]
-fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<Simple>, ()> {
+/// Who sent a request: what [`parse_simple`] needs of the connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    pub client_ip: &'a [u8],
+    pub trusted: bool,
+    pub proto: h1::Proto,
+}
+
+/// Whether the router answers this simple request itself (see `edge`): only looked at when
+/// there is something to answer (one atomic load otherwise).
+fn edge_wants(ctx: &ConnCtx, data: &[u8], simple: &Simple) -> bool {
+    let edge = ctx.shared.edge.load();
+    if edge.is_empty() {
+        return false;
+    }
+    let target = data
+        .split(|b| *b == b' ')
+        .nth(1)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .unwrap_or("/");
+    std::str::from_utf8(&data[simple.host.0..simple.host.1])
+        .ok()
+        .and_then(super::host::route_host)
+        .is_some_and(|host| edge.wants(&host, target))
+}
+
+/// Parses the request head at the start of `data`. For a simple request, `out` holds the
+/// head to send upstream.
+fn parse_simple(data: &[u8], peer: Peer<'_>, out: &mut Vec<u8>) -> Parsed {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -132,55 +156,67 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
         &mut headers,
     ) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::General,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return Err(());
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::General;
     };
-    if !path.starts_with('/') {
-        return Err(());
+    if method == "CONNECT" {
+        return Parsed::Refused(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
     }
+    let mut general = version != 1 || !path.starts_with('/');
+    let trusted = peer.trusted;
     let mut host = None;
-    let mut close = false;
+    let mut framing = h1::FramingScan::default();
+    let mut forwarding = h1::Forwarding {
+        client_ip: peer.client_ip,
+        proto: peer.proto,
+        ..h1::Forwarding::default()
+    };
     for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
             if host.is_some() {
-                return Err(());
+                return Parsed::Refused(StatusCode::BAD_REQUEST, "more than one Host header");
             }
             host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if h.value.trim_ascii() != b"0" {
-                return Err(());
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return Err(());
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    // Names other headers to drop: the general path handles it.
-                    return Err(());
-                }
-            }
+        } else if framing.header(name, h.value) {
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            general = true;
+        } else if trusted && h1::is_forwarding(name) {
+            let prior = if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                &mut forwarding.prior_for
+            } else if name.eq_ignore_ascii_case(b"forwarded") {
+                &mut forwarding.prior_forwarded
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+                &mut forwarding.prior_proto
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+                &mut forwarding.prior_host
+            } else {
+                continue;
+            };
+            // Several lines: the general path joins them.
+            general |= prior.is_some();
+            *prior = Some(h.value);
         }
     }
-    let Some(host) = host else { return Err(()) };
-    // The router's own answers (ACME challenges, HTTPS redirects) are the general path's.
-    let edge = ctx.shared.edge.load();
-    if !edge.is_empty()
-        && std::str::from_utf8(host)
-            .ok()
-            .and_then(super::host::route_host)
-            .is_some_and(|h| edge.wants(&h, path))
-    {
-        return Err(());
+    // HTTP/1.0 and odd forms: hyper's, with the handler's checks.
+    let Some(host) = host.filter(|_| version == 1) else {
+        return Parsed::General;
+    };
+    if !h1::valid_host(host) {
+        return Parsed::Refused(StatusCode::BAD_REQUEST, "invalid Host header");
+    }
+    match framing.request(version == 1) {
+        Err(refusal) => return Parsed::Refused(StatusCode::BAD_REQUEST, refusal),
+        Ok(Framing::Done) => {}
+        Ok(_) => return Parsed::General,
+    }
+    let connection = framing.connection();
+    // `Connection` naming other headers to drop, upgrades: the general path.
+    if general || connection.names || connection.upgrade {
+        return Parsed::General;
     }
     let host_range = {
         let offset = host.as_ptr() as usize - data.as_ptr() as usize;
@@ -192,42 +228,28 @@ fn parse_simple(data: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Result<Option<
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Option<&[u8]> = None;
-    let mut more_forwarded_for = false;
     for h in req.headers.iter() {
-        if is_hop_by_hop_request(h.name) {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                if forwarded_for.is_some() {
-                    more_forwarded_for = true;
-                }
-                forwarded_for = Some(h.value);
-            }
+        let name = h.name.as_bytes();
+        if h1::is_hop_by_hop(name)
+            || (h1::is_forwarding(name) && !(trusted && name.eq_ignore_ascii_case(b"x-real-ip")))
+            || h1::is_underscore_alias(name)
+        {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if more_forwarded_for {
-        // Several X-Forwarded-For lines: the general path joins them.
-        return Err(());
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(previous) = forwarded_for {
-        out.extend_from_slice(previous);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(ctx.client_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
-    out.extend_from_slice(host);
-    out.extend_from_slice(b"\r\n\r\n");
-    Ok(Some(Simple {
+    forwarding.host = host;
+    forwarding.write_lines(out);
+    out.extend_from_slice(b"\r\n");
+    Parsed::Simple(Simple {
         head_len: len,
         head_request: method == "HEAD",
-        close,
+        close: connection.close,
         host: host_range,
-    }))
+    })
 }
 
 /// Sleeps until `deadline`; never ends without one.
@@ -250,16 +272,33 @@ pub(crate) async fn run(
         end: 0,
     };
     let mut out = Vec::with_capacity(1024);
+    let peer = Peer {
+        client_ip: ctx.client_ip.as_bytes(),
+        trusted: ctx.trusted,
+        proto: ctx.proto,
+    };
     let header_timeout = ctx.shared.config.header_read_timeout;
+    let idle = ctx.shared.config.idle_timeout;
+    // One timer for the connection's idle waits (before a request's first byte), re-armed
+    // only when it fires: no timer per request.
+    let idle_timer = tokio::time::sleep(idle.unwrap_or_default());
+    tokio::pin!(idle_timer);
+    let mut idle_since = tokio::time::Instant::now();
     loop {
         // Slowloris guard: a started head must be complete by then (not reset per read).
         let mut head_deadline = None;
         // A complete request head.
         let simple = loop {
-            match parse_simple(inbuf.unread(), ctx, &mut out) {
-                Ok(Some(simple)) => break simple,
-                Ok(None) => {}
-                Err(()) => return Outcome::HandOff(inbuf.unread().to_vec()),
+            match parse_simple(inbuf.unread(), peer, &mut out) {
+                // The router's own answers (ACME challenges, HTTPS redirects) are the
+                // general path's.
+                Parsed::Simple(simple) if edge_wants(ctx, inbuf.unread(), &simple) => {
+                    return Outcome::HandOff(inbuf.unread().to_vec());
+                }
+                Parsed::Simple(simple) => break simple,
+                Parsed::Partial => {}
+                Parsed::General => return Outcome::HandOff(inbuf.unread().to_vec()),
+                Parsed::Refused(status, why) => return refuse(io, status, why).await,
             }
             let partial = inbuf.start != inbuf.end;
             let read = std::future::poll_fn(|cx| inbuf.poll_fill(io, cx));
@@ -276,30 +315,58 @@ pub(crate) async fn run(
                     r = read => r,
                 }
             } else {
-                tokio::select! {
-                    biased;
-                    _ = &mut *stop => return Outcome::Done,
-                    r = read => r,
+                let mut read = std::pin::pin!(read);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut *stop => return Outcome::Done,
+                        r = &mut read => break r,
+                        () = idle_timer.as_mut(), if idle.is_some() => {
+                            let deadline = idle_since + idle.unwrap_or_default();
+                            if deadline <= tokio::time::Instant::now() {
+                                return Outcome::Done;
+                            }
+                            idle_timer.as_mut().reset(deadline);
+                        }
+                    }
                 }
             };
             match filled {
                 Ok(0) => return Outcome::Done,
                 Ok(_) => {}
-                // Too large, reset…: hyper answers 431 or the connection just ends.
-                Err(_) if inbuf.start != inbuf.end => {
-                    return Outcome::HandOff(inbuf.unread().to_vec());
+                Err(_) if inbuf.end - inbuf.start >= MAX_HEAD => {
+                    return refuse(
+                        io,
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large",
+                    )
+                    .await;
                 }
                 Err(_) => return Outcome::Done,
             }
         };
         let started = Instant::now();
         let keep = proxy(ctx, io, &inbuf, &simple, &mut out, started).await;
+        if idle.is_some() {
+            idle_since = tokio::time::Instant::now();
+        }
         inbuf.start += simple.head_len;
         if !keep || simple.close {
             let _ = io.shutdown().await;
             return Outcome::Done;
         }
     }
+}
+
+/// Answers a refused request and closes the connection.
+#[cold]
+async fn refuse(io: &mut TcpStream, status: StatusCode, why: &str) -> Outcome {
+    let mut response = Vec::new();
+    error_response(&mut response, status, &format!("paz: {why}\n"), true);
+    if io.write_all(&response).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+    Outcome::Done
 }
 
 /// Proxies one simple request; returns whether the client connection can go on.
@@ -495,7 +562,7 @@ async fn forward(
                     };
                     Ok(k)
                 }
-                Framing::Chunked(_) => {
+                Framing::Chunked => {
                     let k = chunks.scan(unread).map_err(io::Error::other)?;
                     if chunks.is_done() {
                         *framing = Framing::Done;
@@ -540,22 +607,38 @@ async fn forward(
     Ok(head.framing != Framing::Eof)
 }
 
-/// Re-encodes a response head without its hop-by-hop headers.
+/// Whether a `Connection` header of `headers` names `name` (for removal).
+fn connection_named(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| h1::connection_names(h.value).any(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// Re-encodes a response head without its hop-by-hop headers (and those its `Connection`
+/// names).
 fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
-    let mut parsed = httparse::Response::new(&mut []);
-    httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut parsed, head, &mut headers)
-        .map_err(io::Error::other)?;
-    let code = parsed.code.unwrap_or(502);
+    // Already parsed once by `Upstream::exchange_raw`: this cannot fail.
+    let (status, reason, headers) = match h1::parse_response(head, false, &mut headers) {
+        Ok(h1::Head::Final(parsed, reason, headers)) => (parsed.status, reason, headers),
+        Ok(_) => return Err(io::Error::other("incomplete response head")),
+        Err(refusal) => return Err(io::Error::other(refusal)),
+    };
+    // Rare: `Connection` naming other headers.
+    let names = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection") && h1::connection_names(h.value).next().is_some()
+    });
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in parsed.headers.iter() {
-        if is_hop_by_hop_response(h.name) {
+    for h in headers {
+        if h1::is_hop_by_hop_response(h.name.as_bytes())
+            || (names && connection_named(headers, h.name.as_bytes()))
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -567,20 +650,143 @@ fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// A stream that first yields bytes already read: hands a connection to hyper mid-way.
+/// For fuzzing: parses a request head as the fast path does; the head sent upstream, if it
+/// is a simple request.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request_head(data: &[u8]) -> Option<Vec<u8>> {
+    let peer = Peer {
+        client_ip: b"192.0.2.1",
+        trusted: data.first().is_some_and(|b| b & 1 == 1),
+        proto: "http",
+    };
+    let mut out = Vec::new();
+    match parse_simple(data, peer, &mut out) {
+        Parsed::Simple(simple) => {
+            assert!(simple.head_len <= data.len());
+            assert!(simple.host.1 <= data.len());
+            Some(out)
+        }
+        Parsed::Partial | Parsed::General | Parsed::Refused(..) => None,
+    }
+}
+
+/// A request head hyper answers 400 to (and then closes): what hyper gets instead of a head
+/// the fast path would refuse.
+const POISON: &[u8] = b"REFUSED\x01 / HTTP/1.1\r\n\r\n";
+
+/// What a request head on a hyper-served connection says about the bytes after it.
+enum Verdict {
+    /// A head the fast path would refuse (CL+TE, bad lengths, two Hosts, bad Host).
+    Refuse,
+    /// An upgrade or CONNECT: nothing after it is tracked.
+    Through,
+    Body(Framing),
+}
+
+/// Checks a request head as the fast path does: its length and verdict, `Ok(None)` if
+/// incomplete, `Err` if malformed (hyper answers those itself).
+fn check_head(data: &[u8]) -> Result<Option<(usize, Verdict)>, ()> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        data,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let mut framing = h1::FramingScan::default();
+    let mut hosts = 0;
+    let mut upgrade = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 || !h1::valid_host(h.value) {
+                return Ok(Some((len, Verdict::Refuse)));
+            }
+        } else if !framing.header(name, h.value) && name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    Ok(Some(match framing.request(req.version == Some(1)) {
+        Err(_) => (len, Verdict::Refuse),
+        Ok(_) if upgrade => (len, Verdict::Through),
+        Ok(framing) => (len, Verdict::Body(framing)),
+    }))
+}
+
+/// Where a hyper-served connection's byte stream is.
+enum Track {
+    /// At a request head: held back until complete and checked.
+    Head,
+    /// In a body of this many more bytes.
+    Length(u64),
+    Chunked(ChunkScan),
+    /// No longer tracked: bytes pass as they come.
+    Through,
+    /// After the poison head: end of stream once it is read.
+    Refused,
+}
+
+/// The connection as hyper serves it after the hand-off: first the bytes already read, and
+/// every request head held back until it passes the fast path's checks (one that fails is
+/// replaced by [`POISON`], so hyper answers 400 and closes); bodies pass, tracked by their
+/// framing to find the next head.
 pub(crate) struct Rewind {
-    prefix: Vec<u8>,
-    pos: usize,
     inner: TcpStream,
+    /// Read but not yet given to hyper: `buf[start..end]`, of which `cleared` bytes may go.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    cleared: usize,
+    track: Track,
 }
 
 impl Rewind {
     pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        let end = prefix.len();
         Rewind {
-            prefix,
-            pos: 0,
             inner,
+            buf: prefix,
+            start: 0,
+            end,
+            cleared: 0,
+            track: Track::Head,
         }
+    }
+
+    /// Gives up to `n` pending bytes to hyper.
+    fn give(&mut self, out: &mut ReadBuf<'_>, n: usize) -> usize {
+        let n = n.min(self.end - self.start).min(out.remaining());
+        out.put_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        n
+    }
+
+    /// Reads more into the pending buffer; 0 at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buf.len() * 2).clamp(8 * 1024, 2 * MAX_HEAD);
+                self.buf.resize(grown, 0);
+            }
+        }
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -588,19 +794,98 @@ impl AsyncRead for Rewind {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = (self.prefix.len() - self.pos).min(buf.remaining());
-            buf.put_slice(&self.prefix[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
+        let this = &mut *self;
+        loop {
+            if this.cleared > 0 && this.start < this.end {
+                let n = this.give(out, this.cleared);
+                this.cleared -= n;
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
+            let pending = this.end - this.start;
+            match &mut this.track {
+                Track::Refused => return Poll::Ready(Ok(())),
+                Track::Through if pending > 0 => {
+                    this.give(out, pending);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Through => {
+                    if !this.buf.is_empty() {
+                        this.buf = Vec::new();
+                    }
+                    return Pin::new(&mut this.inner).poll_read(cx, out);
+                }
+                Track::Length(0) => this.track = Track::Head,
+                Track::Length(left) if pending > 0 => {
+                    let left = *left;
+                    let n = this.give(out, usize::try_from(left).unwrap_or(usize::MAX));
+                    this.track = Track::Length(left - n as u64);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Length(left) => {
+                    // Straight into hyper's buffer, never past the body's end.
+                    let left = *left;
+                    let room = out
+                        .remaining()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let mut limited = ReadBuf::new(out.initialize_unfilled_to(room));
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+                    let n = limited.filled().len();
+                    out.advance(n);
+                    this.track = Track::Length(left - n as u64);
+                    return Poll::Ready(Ok(()));
+                }
+                Track::Chunked(scan) if pending > 0 => {
+                    let window = pending.min(out.remaining());
+                    match scan.scan(&this.buf[this.start..this.start + window]) {
+                        Ok(n) => {
+                            if scan.is_done() {
+                                this.track = Track::Head;
+                            }
+                            this.give(out, n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        // hyper's decoder fails the body too.
+                        Err(_) => this.track = Track::Through,
+                    }
+                }
+                Track::Head if pending > 0 => match check_head(&this.buf[this.start..this.end]) {
+                    Ok(Some((len, Verdict::Body(framing)))) => {
+                        this.cleared = len;
+                        this.track = match framing {
+                            Framing::Length(n) => Track::Length(n),
+                            Framing::Chunked => Track::Chunked(ChunkScan::new()),
+                            Framing::Done | Framing::Eof => Track::Head,
+                        };
+                    }
+                    Ok(Some((len, Verdict::Through))) => {
+                        this.cleared = len;
+                        this.track = Track::Through;
+                    }
+                    Ok(Some((_, Verdict::Refuse))) => {
+                        this.buf = POISON.to_vec();
+                        this.start = 0;
+                        this.end = POISON.len();
+                        this.cleared = POISON.len();
+                        this.track = Track::Refused;
+                    }
+                    // Incomplete: read on (hyper's header timer runs meanwhile).
+                    Ok(None) if pending < MAX_HEAD => match ready!(this.poll_fill(cx)) {
+                        Ok(0) => this.track = Track::Through,
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    },
+                    // Malformed or too large: hyper answers it (400, 431).
+                    Ok(None) | Err(()) => this.track = Track::Through,
+                },
+                Track::Head | Track::Chunked(_) => match ready!(this.poll_fill(cx)) {
+                    Ok(0) => this.track = Track::Through,
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -631,5 +916,107 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PEER: Peer<'static> = Peer {
+        client_ip: b"192.0.2.1",
+        trusted: false,
+        proto: "http",
+    };
+
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = prop_oneof![
+            Just("Host"),
+            Just("host"),
+            Just("Content-Length"),
+            Just("Transfer-Encoding"),
+            Just("Connection"),
+            Just("Keep-Alive"),
+            Just("TE"),
+            Just("Upgrade"),
+            Just("X-Forwarded-For"),
+            Just("Forwarded"),
+            Just("X-Real-IP"),
+            Just("Content_Length"),
+            Just("Transfer_Encoding"),
+            Just("X-Custom"),
+            Just("Accept"),
+        ];
+        let value = prop_oneof![
+            Just("0".to_owned()),
+            Just("5".to_owned()),
+            Just("+0".to_owned()),
+            Just("chunked".to_owned()),
+            Just("close".to_owned()),
+            Just("keep-alive, x-custom".to_owned()),
+            Just("web.localhost".to_owned()),
+            Just("web.localhost:@evil".to_owned()),
+            "[a-z0-9.:]{0,12}",
+        ];
+        (name.prop_map(str::to_owned), value)
+    }
+
+    proptest! {
+        #[test]
+        fn simple_requests_forward_one_clean_head(
+            method in prop_oneof![Just("GET"), Just("HEAD"), Just("POST"), Just("CONNECT")],
+            headers in proptest::collection::vec(header(), 0..8),
+        ) {
+            let mut head = format!("{method} /p HTTP/1.1\r\n");
+            for (n, v) in &headers {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let named = |name: &str| headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+            let mut out = Vec::new();
+            match parse_simple(head.as_bytes(), PEER, &mut out) {
+                Parsed::Partial => prop_assert!(false, "a complete head is partial"),
+                Parsed::Refused(status, _) => {
+                    let cl_te = named("content-length") > 0 && named("transfer-encoding") > 0;
+                    let bad_host = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("host") && !h1::valid_host(v.as_bytes()));
+                    prop_assert!(
+                        method == "CONNECT" || named("host") > 1 || cl_te || bad_host
+                            || headers.iter().any(|(n, v)| n == "Content-Length" && v.trim() != "0" && v.trim() != "5")
+                            || headers.iter().filter(|(n, _)| n == "Content-Length").map(|(_, v)| v).collect::<std::collections::BTreeSet<_>>().len() > 1
+                            || headers.iter().rev().find(|(n, _)| n == "Transfer-Encoding").is_some_and(|(_, v)| v != "chunked"),
+                        "refused {status}: {head:?}"
+                    );
+                }
+                Parsed::General => {}
+                Parsed::Simple(simple) => {
+                    prop_assert_eq!(simple.head_len, head.len());
+                    prop_assert_eq!(named("host"), 1);
+                    prop_assert_eq!(named("transfer-encoding"), 0);
+                    let mut parsed = [httparse::EMPTY_HEADER; 32];
+                    let mut req = httparse::Request::new(&mut parsed);
+                    prop_assert_eq!(req.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
+                    let up = |name: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec()).collect::<Vec<_>>();
+                    prop_assert_eq!(up("host").len(), 1);
+                    prop_assert_eq!(up("x-forwarded-for"), vec![b"192.0.2.1".to_vec()]);
+                    for gone in ["connection", "keep-alive", "te", "upgrade", "transfer-encoding", "x-real-ip", "content_length", "transfer_encoding"] {
+                        prop_assert!(up(gone).is_empty(), "{} forwarded", gone);
+                    }
+                    prop_assert_eq!(up("x-custom").len(), named("x-custom"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stripped_heads_lose_hop_by_hop_and_connection_named_headers_only() {
+        let head = b"HTTP/1.0 200 Fine\r\nConnection: keep-alive, x-secret, content-length\r\n\
+            X-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n";
+        let mut out = Vec::new();
+        encode_stripped_head(head, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +16,7 @@ use super::backend::{Conn, Failure, Mode, acquire};
 use super::body::{Guard, InFlight, ProxyBody};
 use super::config::{RouterConfig, Scope};
 use super::conn::ConnCtx;
+use super::h1;
 use super::host::route_host;
 use super::state::RouteEntry;
 use super::upstream::Upstream;
@@ -24,8 +25,7 @@ use super::{pool, tunnel};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 pub(crate) fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(Bytes::from(message)));
@@ -51,13 +51,19 @@ fn fail(
 }
 
 /// The host a request is for: `Host` header (or the absolute URI's authority), without port,
-/// lower case, without a trailing dot.
-fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+/// lower case, without a trailing dot. `Err` if it is not `host[:port]`.
+fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, ()> {
     let raw = match req.headers().get(header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => req.uri().authority()?.as_str(),
+        Some(value) => value.as_bytes(),
+        None => match req.uri().authority() {
+            Some(authority) => authority.as_str().as_bytes(),
+            None => return Ok(None),
+        },
     };
-    route_host(raw)
+    if !h1::valid_host(raw) {
+        return Err(());
+    }
+    Ok(std::str::from_utf8(raw).ok().and_then(route_host))
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {
@@ -77,58 +83,107 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<bool> {
     has_token(connection, "upgrade").then(|| upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header
-/// names, and `Expect`. `keep_upgrade` keeps `Upgrade` (and sets `Connection: upgrade`).
+/// Removes hop-by-hop headers ([`h1::HOP_BY_HOP`]), including those the `Connection`
+/// header names (never `Host` or framing headers), and `Expect`. `keep_upgrade` keeps
+/// `Upgrade` (and sets `Connection: upgrade`).
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) names first: most messages carry none of these, and a scan is
-    // cheaper than eight hash lookups.
-    let hop = |name: &HeaderName| {
-        name == header::CONNECTION
-            || name == header::TE
-            || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-    };
+    // One pass over the (few) names first: most messages carry none of these.
+    let hop = |name: &HeaderName| name == header::EXPECT || h1::is_hop_by_hop(name.as_ref());
     if !keep_upgrade && !headers.keys().any(hop) {
         return;
     }
     // The router answers `Expect: 100-continue` itself when it reads the body.
     headers.remove(header::EXPECT);
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        // Rare: `Connection` naming other headers (besides the usual options).
-        let named: Vec<HeaderName> = connection
-            .as_bytes()
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| {
-                !t.is_empty()
-                    && !t.eq_ignore_ascii_case(b"keep-alive")
-                    && !t.eq_ignore_ascii_case(b"close")
-                    && !t.eq_ignore_ascii_case(b"upgrade")
-            })
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
-        for name in named {
+    // Rare: `Connection` naming other headers (besides the usual options).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| h1::connection_names(value.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in h1::HOP_BY_HOP {
+        if !(keep_upgrade && name == "upgrade") {
             headers.remove(name);
         }
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Prepares the request for the backend: hop-by-hop headers out, `X-Forwarded-*` in,
-/// origin-form URI, HTTP/1.1.
+/// All values of `name`, joined with `, ` (borrowed when there is one).
+fn joined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, [u8]>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.as_bytes();
+    let mut out = Cow::Borrowed(first);
+    for value in values {
+        let out = out.to_mut();
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    Some(out)
+}
+
+fn header_value(bytes: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(bytes)).ok()
+}
+
+/// Sets `X-Forwarded-For`/`-Proto`/`-Host` and `Forwarded` ([`h1::Forwarding`]): the
+/// client's own are replaced unless the peer is a trusted proxy.
+fn set_forwarding(headers: &mut HeaderMap, ctx: &ConnCtx) {
+    let (xff, xfp, xfh, forwarded) = {
+        let prior = |name: &HeaderName| joined(headers, name).filter(|_| ctx.trusted);
+        let (prior_for, prior_forwarded) = (prior(&X_FORWARDED_FOR), prior(&FORWARDED));
+        let (prior_proto, prior_host) = (prior(&X_FORWARDED_PROTO), prior(&X_FORWARDED_HOST));
+        let f = h1::Forwarding {
+            client_ip: ctx.client_ip.as_bytes(),
+            host: headers
+                .get(header::HOST)
+                .map_or(&[][..], HeaderValue::as_bytes),
+            proto: ctx.proto,
+            prior_for: prior_for.as_deref(),
+            prior_forwarded: prior_forwarded.as_deref(),
+            prior_proto: prior_proto.as_deref(),
+            prior_host: prior_host.as_deref(),
+        };
+        let xff = if f.prior_for.is_none() {
+            ctx.client_ip.clone()
+        } else {
+            let mut xff = Vec::new();
+            f.write_for(&mut xff);
+            header_value(xff).unwrap_or_else(|| ctx.client_ip.clone())
+        };
+        let mut forwarded = Vec::with_capacity(64);
+        f.write_forwarded(&mut forwarded);
+        (
+            xff,
+            HeaderValue::from_bytes(f.proto()).ok(),
+            HeaderValue::from_bytes(f.forwarded_host()).ok(),
+            header_value(forwarded),
+        )
+    };
+    for name in h1::FORWARDING {
+        if !(ctx.trusted && name == "x-real-ip") {
+            headers.remove(name);
+        }
+    }
+    headers.insert(&X_FORWARDED_FOR, xff);
+    for (name, value) in [
+        (&X_FORWARDED_PROTO, xfp),
+        (&X_FORWARDED_HOST, xfh),
+        (&FORWARDED, forwarded),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Prepares the request for the backend: hop-by-hop headers and `_` aliases of the router's
+/// headers out, forwarding headers in, origin-form URI, HTTP/1.1.
 fn prepare(req: &mut Request<Incoming>, ctx: &ConnCtx, upgrade: bool) {
     if req.uri().scheme().is_some() {
         if !req.headers().contains_key(header::HOST)
@@ -148,23 +203,23 @@ fn prepare(req: &mut Request<Incoming>, ctx: &ConnCtx, upgrade: bool) {
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
-    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut joined = BytesMut::new();
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            joined.put_slice(value.as_bytes());
-            joined.put_slice(b", ");
+    let alias = |name: &HeaderName| h1::is_underscore_alias(name.as_ref());
+    if headers.keys().any(alias) {
+        let aliases: Vec<HeaderName> = headers.keys().filter(|n| alias(n)).cloned().collect();
+        for name in aliases {
+            headers.remove(name);
         }
-        joined.put_slice(ctx.client_ip.as_bytes());
-        HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| ctx.client_ip.clone())
-    } else {
-        ctx.client_ip.clone()
-    };
-    headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    let proto = if ctx.tls { "https" } else { "http" };
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(&X_FORWARDED_HOST, host);
     }
+    set_forwarding(headers, ctx);
+}
+
+/// A refused request (400, 405…), answered with `Connection: close`.
+fn refuse(status: StatusCode, why: &str) -> Response<ProxyBody> {
+    let mut response = text(status, format!("paz: {why}\n"));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -177,6 +232,8 @@ fn is_idempotent(method: &Method) -> bool {
 /// How the upstream send ended.
 enum Sent {
     Response(Response<Incoming>, SendRequest<Incoming>),
+    /// The client's request body was malformed or cut short.
+    ClientBody,
     Failed(String),
     TimedOut,
 }
@@ -219,6 +276,8 @@ async fn send(
                     Ok(Err(error)) => return Sent::Failed(error.to_string()),
                 }
             }
+            // Reading the request body failed: the client's fault, not the backend's.
+            Ok(Err((_, error))) if error.is_user() => return Sent::ClientBody,
             Ok(Err((_, error))) => return Sent::Failed(error.to_string()),
         }
     }
@@ -296,13 +355,23 @@ fn failure_response(entry: &RouteEntry, started: Instant, failure: Failure) -> R
 pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let shared = &*ctx.shared;
-    let Some(host) = request_host(&req) else {
+    if req.method() == Method::CONNECT {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return refuse(StatusCode::BAD_REQUEST, "more than one Host header");
+    }
+    let Ok(host) = request_host(&req) else {
+        return refuse(StatusCode::BAD_REQUEST, "invalid Host header");
+    };
+    let Some(host) = host else {
         return text(
             StatusCode::BAD_REQUEST,
             "paz: the request has no Host header\n".into(),
         );
     };
-    if !ctx.tls {
+    if ctx.proto != "https" {
         let edge = shared.edge.load();
         if !edge.is_empty() {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
@@ -355,7 +424,12 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
     let acquired = acquire(
         shared,
         &mut entry,
-        || request_host(&req).and_then(|host| lookup(&host)),
+        || {
+            request_host(&req)
+                .ok()
+                .flatten()
+                .and_then(|host| lookup(&host))
+        },
         mode,
         retryable,
     )
@@ -382,6 +456,13 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
                 return backend_failed(&entry, &in_flight.slot().address, started, &error);
             }
             Sent::TimedOut => return timed_out(&entry, started, config.backend_timeout),
+            Sent::ClientBody => {
+                entry.service.record(400, started.elapsed());
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "malformed or incomplete request body",
+                );
+            }
         };
 
     let status = response.status();
@@ -398,6 +479,7 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
             backend: backend_upgrade,
             in_flight,
             hold,
+            conn: ctx.clone(),
             websocket,
             shutdown: ctx.shutdown.clone(),
             upgrade_drain_timeout: config.upgrade_drain_timeout,

@@ -14,6 +14,12 @@
 //!   hyper's server for the rest of its life; bodies go through hyper's client, upgrades
 //!   through hyper's upgrades and a tunnel.
 //!
+//! Both apply one HTTP/1 policy (`h1`): hop-by-hop headers, `X-Forwarded-*`/`Forwarded`
+//! (replaced at the edge unless the peer is a trusted proxy), strict `Host` and body framing
+//! (CL+TE, bad lengths → 400), and one response-head parser and chunked decoder for both raw
+//! upstream readers. Connections are capped (globally and per client IP) and closed when
+//! idle; [`raise_open_files_limit`] lets a server hold them.
+//!
 //! By default each listener is served by one single-threaded runtime per CPU; one of them
 //! accepts and deals connections to all in turn.
 //!
@@ -37,6 +43,7 @@ mod conn;
 mod connect;
 mod edge;
 mod fast;
+mod h1;
 mod handler;
 mod host;
 mod metrics;
@@ -61,6 +68,74 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+
+/// Entry points for the fuzz targets (`paz-proxy/fuzz`); not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::mem::MaybeUninit;
+
+    use super::h1;
+
+    /// The fast path's request-head policy; the head it would send upstream.
+    pub fn request_head(data: &[u8]) -> Option<Vec<u8>> {
+        super::fast::fuzz_request_head(data)
+    }
+
+    /// The response-head parser of both raw upstream readers: (status, length, reusable).
+    pub fn response_head(data: &[u8], head_request: bool) -> Option<(u16, usize, bool)> {
+        let mut headers = [const { MaybeUninit::uninit() }; 128];
+        match h1::parse_response(data, head_request, &mut headers) {
+            Ok(h1::Head::Final(head, _, _)) => {
+                assert!(head.len <= data.len());
+                Some((head.status, head.len, head.reusable))
+            }
+            Ok(h1::Head::Informational(len)) => {
+                assert!(len <= data.len());
+                None
+            }
+            Ok(h1::Head::Partial) | Err(_) => None,
+        }
+    }
+
+    /// The chunked decoder, fed `data` in pieces of `step` bytes: (payload, body length).
+    pub fn chunked(data: &[u8], step: usize) -> Option<(Vec<u8>, usize)> {
+        let mut scan = h1::ChunkScan::new();
+        let mut payload = Vec::new();
+        let mut used = 0;
+        for piece in data.chunks(step.max(1)) {
+            let mut at = 0;
+            while at < piece.len() && !scan.is_done() {
+                let (framing, n) = scan.next(&piece[at..]).ok()?;
+                payload.extend_from_slice(&piece[at + framing..at + framing + n]);
+                at += framing + n;
+            }
+            used += at;
+            if scan.is_done() {
+                break;
+            }
+        }
+        // The verbatim scanner agrees on where the body ends.
+        let mut verbatim = h1::ChunkScan::new();
+        if scan.is_done() {
+            assert_eq!(verbatim.scan(&data[..used]).ok(), Some(used));
+            assert!(verbatim.is_done());
+        }
+        Some((payload, used))
+    }
+
+    /// Host and Content-Length syntax.
+    pub fn values(data: &[u8]) -> (bool, Option<u64>) {
+        (h1::valid_host(data), h1::parse_content_length(data))
+    }
+}
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit, so
+/// the router can hold [`RouterConfig::max_connections`] connections (each needs a socket to
+/// the client and one to a backend). Call it once at start. Returns the new soft limit.
+pub fn raise_open_files_limit() -> Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).map_err(|source| Error::OpenFilesLimit { source })
+}
 pub use config::{RouterConfig, Scope};
 use metrics::ServiceMetrics;
 use shared::{Registry, Shared};
@@ -98,6 +173,7 @@ impl Router {
                 edge: ArcSwap::from_pointee(edge::Edge::default()),
                 certificates: Arc::default(),
                 unmatched: AtomicU64::new(0),
+                limits: Arc::default(),
                 registry: Mutex::new(Registry::default()),
             }),
         })

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::body::ProxyBody;
 use super::config::Scope;
-use super::conn::{ConnCtx, Connections, Registration};
+use super::conn::{Admitted, ConnCtx, Connections, Registration};
 use super::fast;
 use super::handler::handle;
 use super::pool::{self, PoolLimits};
@@ -167,7 +167,16 @@ impl Worker {
         pool::set_limits(limits);
         let mut builder = http1::Builder::new();
         builder.keep_alive(true);
-        if let Some(timeout) = shared.config.header_read_timeout {
+        // The fast path's head limit (431 past it): hyper's default is ~400 KiB.
+        builder.max_buf_size(fast::MAX_HEAD);
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request: it is the general path's idle timeout too.
+        let config = &shared.config;
+        let head_or_idle = match (config.header_read_timeout, config.idle_timeout) {
+            (Some(head), Some(idle)) => Some(head.min(idle)),
+            (head, idle) => head.or(idle),
+        };
+        if let Some(timeout) = head_or_idle {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout);
@@ -183,6 +192,17 @@ impl Worker {
     }
 
     fn start(&self, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.shared.config;
+        let limits = &self.shared.limits;
+        let Some(admitted) = limits.admit(
+            peer.ip().to_canonical(),
+            config.max_connections,
+            config.max_connections_per_ip,
+        ) else {
+            // Past a cap: closed at once.
+            tracing::debug!(%peer, "connection cap reached: connection closed");
+            return;
+        };
         let (registration, stop) = self.connections.register();
         let id = registration.id();
         let task = Connection {
@@ -192,6 +212,7 @@ impl Worker {
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
             registration,
+            admitted: Some(admitted),
         };
         let task = match &self.tls {
             Some(acceptor) => tokio::spawn(task.run_tls(acceptor.clone(), stream, peer, stop)),
@@ -295,12 +316,20 @@ struct Connection {
     connections: Arc<Connections>,
     /// Counts the connection until it ends (or is aborted).
     registration: Registration,
+    /// Counts it against the connection caps (with its tunnel, if it upgrades); moves into
+    /// the connection's context.
+    admitted: Option<Admitted>,
 }
 
 impl Connection {
-    async fn run(self, mut stream: TcpStream, peer: SocketAddr, mut stop: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         let _ = stream.set_nodelay(true);
-        let ctx = self.context(peer, false);
+        let ctx = self.context(peer, "http");
         // Simple requests first; the connection moves to hyper for anything else.
         if let fast::Outcome::HandOff(prefix) = fast::run(&ctx, &mut stream, &mut stop).await {
             let conn = self
@@ -326,14 +355,25 @@ impl Connection {
 }
 
 impl Connection {
-    fn context(&self, peer: SocketAddr, tls: bool) -> Arc<ConnCtx> {
+    /// What the connection's requests share; `proto` is the client's scheme.
+    fn context(&mut self, peer: SocketAddr, proto: super::h1::Proto) -> Arc<ConnCtx> {
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let trusted = self
+            .shared
+            .config
+            .trusted_proxies
+            .contains(&peer.ip().to_canonical());
         Arc::new(ConnCtx {
             shared: self.shared.clone(),
             scope: self.scope,
             client_ip,
-            tls,
+            trusted,
+            proto,
+            _admitted: self
+                .admitted
+                .take()
+                .expect("a connection's context is made once"),
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
         })
@@ -342,7 +382,7 @@ impl Connection {
     /// A TLS client: the handshake, then HTTP/2 or HTTP/1.1 as ALPN chose, through the
     /// general path.
     async fn run_tls(
-        self,
+        mut self,
         acceptor: tokio_rustls::TlsAcceptor,
         stream: TcpStream,
         peer: SocketAddr,
@@ -362,7 +402,7 @@ impl Connection {
             }
             Err(_) => return,
         };
-        let ctx = self.context(peer, true);
+        let ctx = self.context(peer, "https");
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         builder.http1().keep_alive(true).timer(TokioTimer::new());
@@ -395,7 +435,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let ctx = self.0.clone();
         Box::pin(async move {
-            let tls = ctx.tls;
+            let tls = ctx.proto == "https";
             let hsts = tls.then(|| ctx.shared.edge.load().hsts.clone()).flatten();
             let mut response = handle(ctx, req).await;
             if let Some(hsts) = hsts.and_then(|h| HeaderValue::from_str(&h).ok()) {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use super::config::RouterConfig;
+use super::conn::ConnLimits;
 use super::metrics::ServiceMetrics;
 use super::state::{BackendSlot, RoutingState};
 
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub certificates: Arc<crate::tls::Certificates>,
     /// 404s for unknown hosts.
     pub unmatched: AtomicU64,
+    /// Client connections counted against the caps.
+    pub limits: Arc<ConnLimits>,
     pub(super) registry: Mutex<Registry>,
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct Tunnel {
     pub in_flight: InFlight,
     /// Keeps the router's accept loop waiting for this tunnel at shutdown.
     pub hold: Hold,
+    /// Keeps the client connection counted against the connection caps.
+    pub conn: std::sync::Arc<super::conn::ConnCtx>,
     pub websocket: bool,
     pub shutdown: watch::Receiver<bool>,
     pub upgrade_drain_timeout: Duration,
@@ -187,6 +189,8 @@ pub(crate) async fn run(tunnel: Tunnel) {
         backend,
         in_flight,
         hold,
+        // Held until the tunnel ends.
+        conn: _conn,
         websocket,
         shutdown,
         upgrade_drain_timeout,

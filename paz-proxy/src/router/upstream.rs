@@ -13,20 +13,20 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::connect::ConnectError;
+pub(crate) use super::h1::Framing;
+use super::h1::{self, ChunkScan, Head};
 use super::state::BackendSlot;
 
 const READ_BUF: usize = 16 * 1024;
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
-/// The longest chunk-size line (with extensions) or trailer line accepted.
-const MAX_LINE: usize = 4 * 1024;
 
 /// Why an upstream exchange failed.
 #[derive(Debug)]
@@ -65,25 +65,6 @@ pub(crate) struct Upstream {
     end: usize,
     /// Request head being written (reused).
     head: Vec<u8>,
-}
-
-/// How the response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the backend closes the connection.
-    Eof,
-    Done,
-}
-
-/// Where a chunked decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
 }
 
 impl Upstream {
@@ -138,6 +119,7 @@ impl Upstream {
                         RawBody {
                             conn: self,
                             framing,
+                            chunks: ChunkScan::new(),
                             reusable,
                         },
                     ));
@@ -210,10 +192,6 @@ impl Upstream {
         Poll::Ready(Ok(n))
     }
 
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
     /// Takes up to `max` buffered bytes.
     fn take(&mut self, max: u64) -> Bytes {
         let n = usize::try_from(max)
@@ -222,20 +200,6 @@ impl Upstream {
         let bytes = Bytes::copy_from_slice(&self.buf[self.start..self.start + n]);
         self.start += n;
         bytes
-    }
-
-    /// Takes a CRLF-terminated line (without the CRLF) if complete.
-    fn take_line(&mut self) -> Result<Option<(usize, usize)>, UpstreamError> {
-        let data = self.buffered();
-        match data.windows(2).position(|w| w == b"\r\n") {
-            Some(i) => {
-                let line = (self.start, self.start + i);
-                self.start += i + 2;
-                Ok(Some(line))
-            }
-            None if data.len() > MAX_LINE => Err(UpstreamError::Invalid("line too long")),
-            None => Ok(None),
-        }
     }
 
     /// Parses a complete response head in the buffer (skipping 1xx), or `None` if more bytes
@@ -247,40 +211,25 @@ impl Upstream {
     ) -> Result<Option<(Response<()>, Framing, bool)>, UpstreamError> {
         loop {
             let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
             let data = &self.buf[self.start..self.end];
-            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                data,
-                &mut headers,
-            ) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(UpstreamError::Invalid("too many headers"));
-                }
-                Err(_) => return Err(UpstreamError::Invalid("malformed head")),
-            };
-            let code = parsed.code.unwrap_or(0);
-            if (100..200).contains(&code) {
-                if code == 101 {
-                    return Err(UpstreamError::Invalid("unrequested protocol switch"));
-                }
-                // 100 Continue, 103 Early Hints…: informational, skipped.
-                self.start += len;
-                continue;
-            }
-            let status =
-                StatusCode::from_u16(code).map_err(|_| UpstreamError::Invalid("status code"))?;
-            let http10 = parsed.version == Some(0);
+            let (head, parsed) =
+                match h1::parse_response(data, *method == Method::HEAD, &mut headers)
+                    .map_err(UpstreamError::Invalid)?
+                {
+                    Head::Partial => return Ok(None),
+                    Head::Informational(len) => {
+                        // 100 Continue, 103 Early Hints…: skipped.
+                        self.start += len;
+                        continue;
+                    }
+                    Head::Final(head, _, parsed) => (head, parsed),
+                };
+            let status = StatusCode::from_u16(head.status)
+                .map_err(|_| UpstreamError::Invalid("status code"))?;
             // Header values are slices of one copy of the head: no copy per header.
-            let raw = Bytes::copy_from_slice(&data[..len]);
-            let mut map = HeaderMap::with_capacity(parsed.headers.len());
-            let mut content_length: Option<u64> = None;
-            let mut chunked = false;
-            let mut has_te = false;
-            let mut close = http10;
-            for h in parsed.headers.iter() {
+            let raw = Bytes::copy_from_slice(&data[..head.len]);
+            let mut map = HeaderMap::with_capacity(parsed.len());
+            for h in parsed {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| UpstreamError::Invalid("header name"))?;
                 // `h.value` points into `data`; `raw` is a copy of `data[..len]`.
@@ -288,66 +237,14 @@ impl Upstream {
                 let value =
                     HeaderValue::from_maybe_shared(raw.slice(offset..offset + h.value.len()))
                         .map_err(|_| UpstreamError::Invalid("header value"))?;
-                if name == header::CONTENT_LENGTH {
-                    let n = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .ok_or(UpstreamError::Invalid("content-length"))?;
-                    if content_length.is_some_and(|c| c != n) {
-                        return Err(UpstreamError::Invalid("conflicting content-length"));
-                    }
-                    content_length = Some(n);
-                } else if name == header::TRANSFER_ENCODING {
-                    has_te = true;
-                    // Chunked must be the last coding.
-                    chunked = h
-                        .value
-                        .rsplit(|b| *b == b',')
-                        .next()
-                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                } else if name == header::CONNECTION {
-                    for token in h.value.split(|b| *b == b',') {
-                        let token = token.trim_ascii();
-                        if token.eq_ignore_ascii_case(b"close") {
-                            close = true;
-                        } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                            close = false;
-                        }
-                    }
-                }
                 map.append(name, value);
             }
-            self.start += len;
-            let framing = if *method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Framing::Done
-            } else if has_te {
-                if chunked {
-                    Framing::Chunked(Chunk::Size)
-                } else {
-                    Framing::Eof
-                }
-            } else if let Some(n) = content_length {
-                if n == 0 {
-                    Framing::Done
-                } else {
-                    Framing::Length(n)
-                }
-            } else {
-                Framing::Eof
-            };
-            if has_te {
-                // Framing is the router's business towards the client.
-                map.remove(header::CONTENT_LENGTH);
-            }
+            self.start += head.len;
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.version_mut() = Version::HTTP_11;
             *response.headers_mut() = map;
-            let reusable = !close && framing != Framing::Eof;
-            return Ok(Some((response, framing, reusable)));
+            return Ok(Some((response, head.framing, head.reusable)));
         }
     }
 }
@@ -363,21 +260,6 @@ pub(crate) struct RawHead {
     pub reusable: bool,
     /// Whether the head has hop-by-hop headers to remove before forwarding.
     pub strip: bool,
-}
-
-/// Response header names that are not forwarded (hop-by-hop). `Transfer-Encoding` is kept:
-/// the fast path forwards chunked bodies as they are.
-pub(crate) fn is_hop_by_hop_response(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 impl Upstream {
@@ -406,49 +288,24 @@ impl Upstream {
     fn scan_head(&mut self, head_request: bool) -> Result<Option<RawHead>, UpstreamError> {
         loop {
             let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
             let data = &self.buf[self.start..self.end];
-            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                data,
-                &mut headers,
-            ) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(_) => return Err(UpstreamError::Invalid("malformed head")),
-            };
-            let code = parsed.code.unwrap_or(0);
-            if (100..200).contains(&code) {
-                if code == 101 {
-                    return Err(UpstreamError::Invalid("unrequested protocol switch"));
+            match h1::parse_response(data, head_request, &mut headers)
+                .map_err(UpstreamError::Invalid)?
+            {
+                Head::Partial => return Ok(None),
+                Head::Informational(len) => self.start += len,
+                Head::Final(head, _, _) => {
+                    return Ok(Some(RawHead {
+                        status: head.status,
+                        len: head.len,
+                        framing: head.framing,
+                        reusable: head.reusable,
+                        // An HTTP/1.0 status line is rewritten as HTTP/1.1 (framing stays
+                        // explicit).
+                        strip: head.hop || head.http10,
+                    }));
                 }
-                self.start += len;
-                continue;
             }
-            if !(200..=999).contains(&code) {
-                return Err(UpstreamError::Invalid("status code"));
-            }
-            let http10 = parsed.version == Some(0);
-            let mut scan = FramingScan::new(http10);
-            // An HTTP/1.0 status line is rewritten as HTTP/1.1 (framing stays explicit).
-            let mut strip = http10;
-            for h in parsed.headers.iter() {
-                scan.header(h.name, h.value)?;
-                strip |= is_hop_by_hop_response(h.name);
-            }
-            if scan.has_te && scan.content_length.is_some() {
-                return Err(UpstreamError::Invalid(
-                    "both content-length and transfer-encoding",
-                ));
-            }
-            let framing = scan.framing(head_request, code);
-            return Ok(Some(RawHead {
-                status: code,
-                len,
-                framing,
-                reusable: !scan.close && framing != Framing::Eof,
-                strip,
-            }));
         }
     }
 
@@ -473,182 +330,11 @@ impl Upstream {
     }
 }
 
-/// What the framing headers of a response say.
-struct FramingScan {
-    content_length: Option<u64>,
-    chunked: bool,
-    has_te: bool,
-    close: bool,
-    http10: bool,
-}
-
-impl FramingScan {
-    fn new(http10: bool) -> Self {
-        FramingScan {
-            content_length: None,
-            chunked: false,
-            has_te: false,
-            close: http10,
-            http10,
-        }
-    }
-
-    fn header(&mut self, name: &str, value: &[u8]) -> Result<(), UpstreamError> {
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(UpstreamError::Invalid("content-length"))?;
-            if self.content_length.is_some_and(|c| c != n) {
-                return Err(UpstreamError::Invalid("conflicting content-length"));
-            }
-            self.content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            self.has_te = true;
-            // Chunked must be the last coding.
-            self.chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if self.http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.close = false;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn framing(&self, head_request: bool, status: u16) -> Framing {
-        if head_request || status == 204 || status == 304 {
-            Framing::Done
-        } else if self.has_te {
-            if self.chunked {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                Framing::Eof
-            }
-        } else if let Some(n) = self.content_length {
-            if n == 0 {
-                Framing::Done
-            } else {
-                Framing::Length(n)
-            }
-        } else {
-            Framing::Eof
-        }
-    }
-}
-
-/// Finds where a chunked body ends in a byte stream without decoding it (the fast path
-/// forwards chunked bodies verbatim).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChunkScan {
-    Size { value: u64, digits: u8, ext: bool },
-    SizeLf { value: u64 },
-    Data(u64),
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    TrailerLf,
-    EndLf,
-    Done,
-}
-
-impl ChunkScan {
-    pub fn new() -> Self {
-        ChunkScan::Size {
-            value: 0,
-            digits: 0,
-            ext: false,
-        }
-    }
-
-    /// Consumes body bytes of `data`; returns how many belong to the body (all of them unless
-    /// the body ends inside `data`).
-    pub fn scan(&mut self, data: &[u8]) -> Result<usize, UpstreamError> {
-        let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
-            *self = match *self {
-                ChunkScan::Done => return Ok(i),
-                ChunkScan::Data(n) => {
-                    let take = n.min((data.len() - i) as u64);
-                    i += usize::try_from(take).unwrap_or(0);
-                    *self = if take == n {
-                        ChunkScan::DataCr
-                    } else {
-                        ChunkScan::Data(n - take)
-                    };
-                    continue;
-                }
-                ChunkScan::Size { value, digits, ext } => match b {
-                    b'\r' if digits > 0 => ChunkScan::SizeLf { value },
-                    b';' | b' ' | b'\t' if digits > 0 => ChunkScan::Size {
-                        value,
-                        digits,
-                        ext: true,
-                    },
-                    _ if ext && b != b'\n' && b != b'\r' => ChunkScan::Size { value, digits, ext },
-                    _ if !ext && b.is_ascii_hexdigit() && digits < 16 => {
-                        let d = u64::from((b as char).to_digit(16).unwrap_or(0));
-                        ChunkScan::Size {
-                            value: value * 16 + d,
-                            digits: digits + 1,
-                            ext,
-                        }
-                    }
-                    _ => return Err(UpstreamError::Invalid("chunk size")),
-                },
-                ChunkScan::SizeLf { value } => match b {
-                    b'\n' if value == 0 => ChunkScan::TrailerStart,
-                    b'\n' => ChunkScan::Data(value),
-                    _ => return Err(UpstreamError::Invalid("chunk size line")),
-                },
-                ChunkScan::DataCr => match b {
-                    b'\r' => ChunkScan::DataLf,
-                    _ => return Err(UpstreamError::Invalid("chunk end")),
-                },
-                ChunkScan::DataLf => match b {
-                    b'\n' => ChunkScan::new(),
-                    _ => return Err(UpstreamError::Invalid("chunk end")),
-                },
-                ChunkScan::TrailerStart => match b {
-                    b'\r' => ChunkScan::EndLf,
-                    _ => ChunkScan::TrailerLine,
-                },
-                ChunkScan::TrailerLine => match b {
-                    b'\r' => ChunkScan::TrailerLf,
-                    _ => ChunkScan::TrailerLine,
-                },
-                ChunkScan::TrailerLf => match b {
-                    b'\n' => ChunkScan::TrailerStart,
-                    _ => return Err(UpstreamError::Invalid("trailer line")),
-                },
-                ChunkScan::EndLf => match b {
-                    b'\n' => ChunkScan::Done,
-                    _ => return Err(UpstreamError::Invalid("body end")),
-                },
-            };
-            i += 1;
-        }
-        Ok(i)
-    }
-
-    pub fn is_done(&self) -> bool {
-        *self == ChunkScan::Done
-    }
-}
-
 /// A response body read straight from the backend connection.
 pub(crate) struct RawBody {
     conn: Upstream,
     framing: Framing,
+    chunks: ChunkScan,
     reusable: bool,
 }
 
@@ -710,12 +396,22 @@ impl RawBody {
                         return Poll::Ready(Some(Ok(self.conn.take(u64::MAX))));
                     }
                 }
-                Framing::Chunked(chunk) => match self.chunk_step(chunk) {
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                    Ok(Some(Some(bytes))) => return Poll::Ready(Some(Ok(bytes))),
-                    Ok(Some(None)) => continue,
-                    Ok(None) => {}
-                },
+                Framing::Chunked => {
+                    let conn = &mut self.conn;
+                    let (skip, n) = match self.chunks.next(&conn.buf[conn.start..conn.end]) {
+                        Ok(step) => step,
+                        Err(e) => return Poll::Ready(Some(Err(UpstreamError::Invalid(e)))),
+                    };
+                    conn.start += skip;
+                    if n > 0 {
+                        // Trailer fields are dropped (hyper re-frames the body).
+                        return Poll::Ready(Some(Ok(conn.take(n as u64))));
+                    }
+                    if self.chunks.is_done() {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                }
             }
             // More bytes needed.
             let n = match ready!(self.conn.poll_read_more(cx)) {
@@ -728,71 +424,6 @@ impl RawBody {
                     return Poll::Ready(None);
                 }
                 return Poll::Ready(Some(Err(UpstreamError::Closed)));
-            }
-        }
-    }
-
-    /// One step of the chunked decoder on buffered bytes: `Ok(Some(Some(data)))` yields data,
-    /// `Ok(Some(None))` made progress, `Ok(None)` needs more bytes.
-    #[allow(clippy::option_option)]
-    fn chunk_step(&mut self, chunk: Chunk) -> Result<Option<Option<Bytes>>, UpstreamError> {
-        let conn = &mut self.conn;
-        match chunk {
-            Chunk::Size => {
-                let Some((from, to)) = conn.take_line()? else {
-                    return Ok(None);
-                };
-                let line = &conn.buf[from..to];
-                let digits = line
-                    .split(|b| *b == b';')
-                    .next()
-                    .unwrap_or(&[])
-                    .trim_ascii();
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .filter(|d| !d.is_empty() && d.len() <= 16)
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or(UpstreamError::Invalid("chunk size"))?;
-                self.framing = Framing::Chunked(if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                });
-                Ok(Some(None))
-            }
-            Chunk::Data(left) => {
-                if conn.start == conn.end {
-                    return Ok(None);
-                }
-                let bytes = conn.take(left);
-                let left = left - bytes.len() as u64;
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                Ok(Some(Some(bytes)))
-            }
-            Chunk::DataEnd => {
-                if conn.end - conn.start < 2 {
-                    return Ok(None);
-                }
-                if conn.buffered()[..2] != *b"\r\n" {
-                    return Err(UpstreamError::Invalid("chunk end"));
-                }
-                conn.start += 2;
-                self.framing = Framing::Chunked(Chunk::Size);
-                Ok(Some(None))
-            }
-            Chunk::Trailers => {
-                // Trailer fields are dropped; an empty line ends the body.
-                let Some((from, to)) = conn.take_line()? else {
-                    return Ok(None);
-                };
-                if from == to {
-                    self.framing = Framing::Done;
-                }
-                Ok(Some(None))
             }
         }
     }

@@ -74,10 +74,15 @@ async fn forwarded_headers_are_set_and_hop_by_hop_removed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_for_is_appended() {
+/// The client's `X-Forwarded-For` (and `Forwarded`, `X-Real-IP`) as seen by the backend,
+/// from a router that trusts `trusted`.
+async fn forwarded_seen(trusted: Vec<std::net::IpAddr>) -> Vec<(String, String)> {
     let b = TestBackend::start("b").await;
-    let r = TestRouter::default().await;
+    let r = TestRouter::start(paz_proxy::RouterConfig {
+        trusted_proxies: trusted,
+        ..paz_proxy::RouterConfig::default()
+    })
+    .await;
     r.router
         .apply(&table(&[("web.localhost", "web", vec![active(&b)])]))
         .await
@@ -87,12 +92,39 @@ async fn forwarded_for_is_appended() {
         .uri("/headers")
         .header("host", "web.localhost")
         .header("x-forwarded-for", "203.0.113.7")
+        .header("forwarded", "for=203.0.113.7")
+        .header("x-real-ip", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let answer = client.send(req).await.unwrap();
-    let lines = header_lines(&answer.body);
+    header_lines(&answer.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_replaced_at_the_edge() {
+    // Was `forwarded_for_is_appended`: a client's forged chain is no longer kept.
+    let lines = forwarded_seen(Vec::new()).await;
+    assert_eq!(value(&lines, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(value(&lines, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        value(&lines, "forwarded"),
+        Some("for=127.0.0.1;host=\"web.localhost\";proto=http")
+    );
+    assert_eq!(value(&lines, "x-real-ip"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_appended_from_a_trusted_proxy() {
+    let lines = forwarded_seen(vec!["127.0.0.1".parse().unwrap()]).await;
     assert_eq!(
         value(&lines, "x-forwarded-for"),
         Some("203.0.113.7, 127.0.0.1")
     );
+    assert_eq!(
+        value(&lines, "forwarded"),
+        Some("for=203.0.113.7, for=127.0.0.1;host=\"web.localhost\";proto=http")
+    );
+    assert_eq!(value(&lines, "x-forwarded-proto"), Some("https"));
+    assert_eq!(value(&lines, "x-real-ip"), Some("203.0.113.7"));
 }

@@ -89,6 +89,29 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_at_the_header_deadline() {
     shut_down(r, Duration::from_secs(3)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_on_a_general_path_connection_is_cut_at_the_header_deadline() {
+    let (_b, r) = routed(RouterConfig {
+        header_read_timeout: Some(Duration::from_secs(1)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    // A request with a body: hyper serves the connection from now on.
+    assert!(served(&mut s, POST).await);
+    let started = Instant::now();
+    let (mut reader, writer) = s.into_split();
+    let writing = trickle(writer, HEAD.to_vec(), Duration::from_millis(300));
+    assert!(
+        closed_within(&mut reader, Duration::from_secs(4)).await,
+        "a trickling client was never disconnected"
+    );
+    writing.abort();
+    let lifetime = started.elapsed();
+    assert!(lifetime < Duration::from_millis(2500), "{lifetime:?}");
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
 async fn in_flight_body_and_idle_clients(r: &TestRouter, b: &TestBackend) -> Vec<JoinHandle<()>> {
     let public: SocketAddr = r.public;
     // A request in flight whose body never completes (the backend waits for all of it).
@@ -166,4 +189,147 @@ async fn shutdown_does_not_wait_for_a_half_sent_head() {
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert!(closed_within(&mut reader, Duration::from_secs(1)).await);
     writing.abort();
+}
+
+/// A request on `s` answered (status line read).
+async fn served(s: &mut TcpStream, request: &[u8]) -> bool {
+    if s.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await,
+        Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200")
+    )
+}
+
+const POST: &[u8] = b"POST /echo HTTP/1.1\r\nHost: b.localhost\r\nContent-Length: 2\r\n\r\nhi";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout_on_both_paths() {
+    let idle = Duration::from_millis(500);
+    let (_b, r) = routed(RouterConfig {
+        idle_timeout: Some(idle),
+        header_read_timeout: Some(Duration::from_secs(30)),
+        ..RouterConfig::default()
+    })
+    .await;
+    // Silent from the start, idle after a fast-path request, idle after a general-path one.
+    let mut silent = TcpStream::connect(r.public).await.unwrap();
+    let mut fast = TcpStream::connect(r.public).await.unwrap();
+    assert!(served(&mut fast, HEAD).await);
+    let mut general = TcpStream::connect(r.public).await.unwrap();
+    assert!(served(&mut general, POST).await);
+    let started = Instant::now();
+    for (name, s) in [
+        ("silent", &mut silent),
+        ("fast", &mut fast),
+        ("general", &mut general),
+    ] {
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await,
+            "{name}: an idle connection was never closed"
+        );
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    // Keep-alive requests well within the timeout of each other keep the connection.
+    let mut busy = TcpStream::connect(r.public).await.unwrap();
+    for _ in 0..4 {
+        sleep(Duration::from_millis(250)).await;
+        assert!(served(&mut busy, HEAD).await, "a busy connection was cut");
+    }
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flood_is_closed_after_the_idle_timeout() {
+    let (_b, r) = routed(RouterConfig {
+        idle_timeout: Some(Duration::from_millis(500)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(TcpStream::connect(r.public).await.unwrap());
+    }
+    let deadline = Duration::from_secs(4);
+    for (i, s) in flood.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, deadline).await,
+            "connection {i} still open"
+        );
+    }
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+/// A connection from `ip` (any of 127.0.0.0/8 on Linux).
+async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_ip_cap_are_closed_at_once() {
+    let (_b, r) = routed(RouterConfig {
+        max_connections_per_ip: 3,
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(r.public).await.unwrap();
+        assert!(served(&mut s, HEAD).await);
+        held.push(s);
+    }
+    let mut over = TcpStream::connect(r.public).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(1)).await);
+    // Other addresses are not held back (Linux routes all of 127/8 to loopback).
+    if cfg!(target_os = "linux") {
+        let mut other = connect_from("127.0.0.2", r.public).await;
+        assert!(served(&mut other, HEAD).await, "another IP was refused");
+    }
+    // A slot frees when a connection ends.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = TcpStream::connect(r.public).await.unwrap();
+        if served(&mut s, HEAD).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        sleep(Duration::from_millis(50)).await;
+    }
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_global_cap_are_closed_at_once() {
+    let (_b, r) = routed(RouterConfig {
+        max_connections: 2,
+        max_connections_per_ip: 0,
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut a = TcpStream::connect(r.public).await.unwrap();
+    assert!(served(&mut a, HEAD).await);
+    let mut b = TcpStream::connect(r.public).await.unwrap();
+    assert!(served(&mut b, POST).await);
+    let mut over = TcpStream::connect(r.public).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(1)).await);
+    if cfg!(target_os = "linux") {
+        let mut other = connect_from("127.0.0.2", r.public).await;
+        assert!(closed_within(&mut other, Duration::from_secs(1)).await);
+    }
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let soft = paz_proxy::raise_open_files_limit().unwrap();
+    let (now, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    assert_eq!(soft, now);
+    assert!(now == hard || cfg!(target_os = "macos"), "{now} < {hard}");
 }

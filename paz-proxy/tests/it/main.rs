@@ -1,6 +1,7 @@
 //! Integration tests of paz-proxy: the router and the health checker against real hyper
 //! servers on 127.0.0.1:0.
 
+mod bad_input;
 mod balancing;
 mod contract;
 mod draining;

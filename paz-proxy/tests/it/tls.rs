@@ -188,3 +188,39 @@ async fn the_plain_listener_redirects_and_answers_acme_challenges() {
         "max-age=3600"
     );
 }
+
+#[tokio::test]
+async fn without_sni_the_only_certificate_is_served() {
+    let router = TestRouter::default().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .router
+        .apply_table(&table(&[("127.0.0.1", "web", vec![active(&backend)])]))
+        .unwrap();
+    let ip = pki(&["127.0.0.1"]);
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&ip.leaf), None)
+        .unwrap();
+    let address = tls_listener(&router).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ip.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/", address.port());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "an IP address sends no SNI");
+
+    // With two certificates there is no telling which: the handshake fails.
+    let other = pki(&["api.example.test"]);
+    router
+        .router
+        .set_certificates(&[ip.leaf.clone(), other.leaf.clone()], None)
+        .unwrap();
+    let fresh = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ip.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert!(fresh.get(&url).send().await.is_err());
+}

@@ -177,3 +177,44 @@ async fn non_websocket_upgrade_is_cut_at_the_drain_timeout() {
     );
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_counts_against_the_connection_cap_until_it_ends() {
+    let b = TestBackend::start("ws").await;
+    let r = TestRouter::start(RouterConfig {
+        max_connections_per_ip: 1,
+        ..RouterConfig::default()
+    })
+    .await;
+    r.router
+        .apply(&table(&[("ws.localhost", "ws", vec![active(&b)])]))
+        .await
+        .unwrap();
+    let mut ws = open(r.public, "ws.localhost", "/ws").await;
+    ws.write_all(&frame(0x1, b"hi", Some(MASK))).await.unwrap();
+    assert_eq!(read_frame(&mut ws).await.unwrap().0, 0x1);
+    // The tunnel holds the only slot.
+    let mut over = TcpStream::connect(r.public).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(1), over.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+    drop(ws);
+    eventually(Duration::from_secs(3), || {
+        r.router.in_flight_now(&b.address()) == 0
+    })
+    .await
+    .unwrap();
+    let mut again = TcpStream::connect(r.public).await.unwrap();
+    again
+        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), again.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the slot was not freed"
+    );
+}
