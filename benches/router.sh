@@ -4,6 +4,8 @@
 #   benches/router.sh                # 5 alternating runs of 10 s each, wrk -t2 -c64
 #   RUNS=3 DURATION=5s WORKERS=1 benches/router.sh
 #   HAPROXY=1 benches/router.sh      # also HAProxy (nbthread 1, http-reuse always), if installed
+#   BASELINE=path/to/bench_router benches/router.sh   # also another build of the router
+#                                    # (e.g. an older commit's), to measure a change's cost
 #
 # Builds the release examples of paz-proxy (bench_backend, bench_router), starts one backend
 # and one router in front of it on 127.0.0.1 ports the kernel picks, then runs wrk against
@@ -63,6 +65,15 @@ else
 fi
 ROUTER="$ADDR"; ROUTER_PID="$PID"
 TARGETS=(direct router)
+if [ -n "${BASELINE:-}" ]; then
+  if [ -n "$WORKERS" ]; then
+    start baseline "$BASELINE" "$BACKEND" 127.0.0.1:0 "$WORKERS"
+  else
+    start baseline "$BASELINE" "$BACKEND" 127.0.0.1:0
+  fi
+  BASELINE_ADDR="$ADDR"; BASELINE_PID="$PID"
+  TARGETS+=(baseline)
+fi
 if [ "${HAPROXY:-0}" = 1 ]; then
   command -v haproxy >/dev/null || { echo "HAPROXY=1 needs haproxy (apt-get install haproxy)" >&2; exit 1; }
   HAPROXY_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -114,8 +125,8 @@ parse() {
   '
 }
 
-addr_of() { case "$1" in direct) echo "$BACKEND" ;; router) echo "$ROUTER" ;; haproxy) echo "127.0.0.1:$HAPROXY_PORT" ;; esac; }
-pid_of() { case "$1" in haproxy) echo "$HAPROXY_PID" ;; *) echo "$ROUTER_PID" ;; esac; }
+addr_of() { case "$1" in direct) echo "$BACKEND" ;; router) echo "$ROUTER" ;; baseline) echo "$BASELINE_ADDR" ;; haproxy) echo "127.0.0.1:$HAPROXY_PORT" ;; esac; }
+pid_of() { case "$1" in haproxy) echo "$HAPROXY_PID" ;; baseline) echo "$BASELINE_PID" ;; *) echo "$ROUTER_PID" ;; esac; }
 
 # Warm up (connections, pools, caches).
 for target in "${TARGETS[@]}"; do wrk -t2 -c64 -d2s "http://$(addr_of "$target")/" >/dev/null; done
@@ -149,6 +160,11 @@ if [ "${HAPROXY:-0}" = 1 ]; then
   H_RPS="$(col haproxy 1)"; H_P50="$(col haproxy 2)"; H_P99="$(col haproxy 3)"
   printf '%-8s %12.0f %10.0f %10.0f   (%.2fx req/s, %.2fx p99 of direct; %s CPU-us/req)\n' haproxy "$H_RPS" "$H_P50" "$H_P99" \
     "$(awk -v a="$H_RPS" -v b="$D_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$H_P99" -v b="$D_P99" 'BEGIN { print a / b }')" "$(col haproxy 6)"
+fi
+if [ -n "${BASELINE:-}" ]; then
+  B_RPS="$(col baseline 1)"; B_P50="$(col baseline 2)"; B_P99="$(col baseline 3)"
+  printf '%-8s %12.0f %10.0f %10.0f   (router/baseline: %.3fx req/s, %.3fx p99)\n' baseline "$B_RPS" "$B_P50" "$B_P99" \
+    "$(awk -v a="$R_RPS" -v b="$B_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$R_P99" -v b="$B_P99" 'BEGIN { print a / b }')"
 fi
 awk -v dr="$D_RPS" -v rr="$R_RPS" -v d99="$D_P99" -v r99="$R_P99" -v d50="$D_P50" -v r50="$R_P50" 'BEGIN {
   printf "ratio    %12.2fx %9.2fx %9.2fx   (router/direct; goal: req/s >= 0.50x, p99 <= 1.50x)\n", rr / dr, r50 / d50, r99 / d99
