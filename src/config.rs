@@ -420,7 +420,7 @@ impl BuiltProxy {
             Arc::new(RouterChallenges(router)),
             publish,
         );
-        tokio::spawn(manager.clone().run(shutdown.clone()));
+        tokio::spawn(supervise_certificates(manager.clone(), shutdown.clone()));
         Ok((Some(address), Some(manager)))
     }
 
@@ -595,6 +595,21 @@ impl RuntimeConfig {
             tls_address,
             certificates,
         }))
+    }
+}
+
+/// Runs the certificate manager until shutdown; a panic is logged and the manager started
+/// again a second later (it resumes from the store), never silently lost.
+async fn supervise_certificates(manager: paz_acme::CertManager, shutdown: watch::Receiver<bool>) {
+    loop {
+        let run = tokio::spawn(manager.clone().run(shutdown.clone()));
+        match run.await {
+            Err(error) if error.is_panic() => {
+                tracing::error!(%error, "the certificate manager panicked; restarting it");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
     }
 }
 

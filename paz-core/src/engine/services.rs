@@ -182,7 +182,7 @@ impl Paz {
         loop {
             let current = self.load(name).await?;
             expect_revision(name, expected_revision, current.mod_revision)?;
-            let planned = change(&current.service)?;
+            let mut planned = change(&current.service)?;
             let key = service_key(name);
             let mut txn =
                 Txn::new().when(key.clone(), Condition::ModRevision(current.mod_revision));
@@ -194,16 +194,23 @@ impl Paz {
                     .claim_domains(&planned.service.spec, Some(&current.service.spec), txn)
                     .await?;
             }
-            let mut planned = planned;
+            // The deployment in progress, if any: a new release keeps its releases, a new
+            // deployment supersedes it. Read once for both.
+            let running = if planned.release.is_some() || planned.deployment.is_some() {
+                self.latest_deployment_of(&current.service)
+                    .await?
+                    .filter(|d| !d.status.is_final())
+            } else {
+                None
+            };
             if let Some(release) = &planned.release {
-                let previous = self.latest_deployment_of(&current.service).await?;
                 let mut protected: BTreeSet<u64> = [release.version]
                     .into_iter()
                     .chain(current.service.current_release)
                     .chain(planned.service.current_release)
                     .chain(planned.deployment.as_ref().and_then(|d| d.previous_release))
                     .collect();
-                if let Some(running) = previous.filter(|d| !d.status.is_final()) {
+                if let Some(running) = &running {
                     protected.insert(running.release);
                     protected.extend(running.previous_release);
                 }
@@ -255,9 +262,7 @@ impl Paz {
                 });
             }
             if let Some(deployment) = &planned.deployment {
-                if let Some(mut previous) = self.latest_deployment_of(&current.service).await?
-                    && !previous.status.is_final()
-                {
+                if let Some(mut previous) = running {
                     crate::deploy::lifecycle::cancel(
                         &mut previous,
                         format!("superseded by deployment {}", deployment.id),
