@@ -42,6 +42,12 @@ pub struct RouterConfig {
     /// to end before those left are dropped: a client trickling bytes or a long tunnel cannot
     /// hold a restart open.
     pub shutdown_timeout: Duration,
+    /// At shutdown, how long an idle keep-alive connection is kept for one more request
+    /// (answered with `Connection: close`) before it is closed. Closing an idle connection
+    /// races with a request the client is sending on it, which the client sees fail; during
+    /// an upgrade (`paz-server --upgrade`) the grace lets busy clients move to the new
+    /// process without one failed request.
+    pub drain_grace: Duration,
     /// How long a client connection may stay open without sending a byte: before its first
     /// request and between keep-alive requests. `None` = no limit.
     pub idle_timeout: Option<Duration>,
@@ -73,6 +79,7 @@ impl Default for RouterConfig {
             pool_idle_timeout: Duration::from_secs(4),
             header_read_timeout: Some(Duration::from_secs(30)),
             shutdown_timeout: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(60)),
             max_connections: 10_000,
             max_connections_per_ip: 256,

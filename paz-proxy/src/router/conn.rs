@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::header::HeaderValue;
@@ -28,6 +28,20 @@ pub(crate) struct ConnCtx {
     pub shutdown: watch::Receiver<bool>,
     /// The accept loop's connections (a tunnel holds it open until it ends).
     pub connections: Arc<Connections>,
+    /// Requests seen on the connection (its idle timer on HTTP/2).
+    pub requests: AtomicU64,
+}
+
+impl ConnCtx {
+    /// Counts a request on the connection.
+    pub(crate) fn note_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests seen so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 /// The client connections (and tunnels) of one accept loop: each gets a one-shot stop
@@ -39,6 +53,8 @@ pub(crate) struct Connections {
     tasks: Mutex<HashMap<u64, Task>>,
     active: AtomicUsize,
     idle: Notify,
+    /// Set by [`Connections::stop_all`]: answers say `Connection: close`.
+    draining: AtomicBool,
 }
 
 /// What the accept loop keeps of a connection or tunnel task.
@@ -89,8 +105,17 @@ impl Connections {
         }
     }
 
-    /// Tells every connection to finish its current request and close.
+    /// Whether the accept loop is draining: every answer from now on carries
+    /// `Connection: close` and ends its connection.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tells every connection to finish: the request in flight, or the next one if it
+    /// comes within [`RouterConfig::drain_grace`](super::RouterConfig::drain_grace), is
+    /// answered with `Connection: close`; then it closes.
     pub(crate) fn stop_all(&self) {
+        self.draining.store(true, Ordering::Relaxed);
         let stops: Vec<_> = self
             .tasks()
             .values_mut()

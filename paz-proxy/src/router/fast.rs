@@ -252,6 +252,11 @@ fn parse_simple(data: &[u8], peer: Peer<'_>, out: &mut Vec<u8>) -> Parsed {
     })
 }
 
+/// When a connection told to stop while waiting for a request closes.
+fn draining_until(ctx: &ConnCtx) -> tokio::time::Instant {
+    tokio::time::Instant::now() + ctx.shared.config.drain_grace
+}
+
 /// Sleeps until `deadline`; never ends without one.
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -284,6 +289,8 @@ pub(crate) async fn run(
     let idle_timer = tokio::time::sleep(idle.unwrap_or_default());
     tokio::pin!(idle_timer);
     let mut idle_since = tokio::time::Instant::now();
+    // Once told to stop: a request must start before this, or the connection closes.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         // Slowloris guard: a started head must be complete by then (not reset per read).
         let mut head_deadline = None;
@@ -307,9 +314,14 @@ pub(crate) async fn run(
                     .map(|t| *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + t));
                 tokio::select! {
                     biased;
-                    // Half a head is no request in flight: at shutdown it is not waited for.
-                    _ = &mut *stop => return Outcome::Done,
+                    _ = &mut *stop, if drain_deadline.is_none() => {
+                        drain_deadline = Some(draining_until(ctx));
+                        continue;
+                    }
                     () = sleep_until_some(deadline), if deadline.is_some() => {
+                        return Outcome::Done;
+                    }
+                    () = sleep_until_some(drain_deadline), if drain_deadline.is_some() => {
                         return Outcome::Done;
                     }
                     r = read => r,
@@ -319,7 +331,14 @@ pub(crate) async fn run(
                 loop {
                     tokio::select! {
                         biased;
-                        _ = &mut *stop => return Outcome::Done,
+                        // Told to stop while idle: one more request may come in the grace
+                        // (closing now could cut one the client is sending).
+                        _ = &mut *stop, if drain_deadline.is_none() => {
+                            drain_deadline = Some(draining_until(ctx));
+                        }
+                        () = sleep_until_some(drain_deadline), if drain_deadline.is_some() => {
+                            return Outcome::Done;
+                        }
                         r = &mut read => break r,
                         () = idle_timer.as_mut(), if idle.is_some() => {
                             let deadline = idle_since + idle.unwrap_or_default();
@@ -346,12 +365,14 @@ pub(crate) async fn run(
             }
         };
         let started = Instant::now();
-        let keep = proxy(ctx, io, &inbuf, &simple, &mut out, started).await;
+        // Draining: this answer says `Connection: close` and is the connection's last.
+        let close = simple.close || ctx.connections.is_draining();
+        let keep = proxy(ctx, io, &inbuf, &simple, close, &mut out, started).await;
         if idle.is_some() {
             idle_since = tokio::time::Instant::now();
         }
         inbuf.start += simple.head_len;
-        if !keep || simple.close {
+        if !keep || close {
             let _ = io.shutdown().await;
             return Outcome::Done;
         }
@@ -375,6 +396,7 @@ async fn proxy(
     io: &mut TcpStream,
     inbuf: &InBuf,
     simple: &Simple,
+    close: bool,
     out: &mut Vec<u8>,
     started: Instant,
 ) -> bool {
@@ -397,7 +419,7 @@ async fn proxy(
             route_host(raw_host).unwrap_or_default()
         );
         let mut response = Vec::new();
-        error_response(&mut response, StatusCode::NOT_FOUND, &message, simple.close);
+        error_response(&mut response, StatusCode::NOT_FOUND, &message, close);
         return io.write_all(&response).await.is_ok();
     };
     // GET, HEAD, OPTIONS, DELETE, PUT without a body: idempotent.
@@ -410,7 +432,7 @@ async fn proxy(
             let (status, message) = failure_text(&entry, &failure);
             entry.service.record(status.as_u16(), started.elapsed());
             let mut response = Vec::new();
-            error_response(&mut response, status, &message, simple.close);
+            error_response(&mut response, status, &message, close);
             return io.write_all(&response).await.is_ok();
         }
     };
@@ -429,7 +451,7 @@ async fn proxy(
                         "paz: a backend of service {:?} did not answer within {:?}\n",
                         &*entry.service.name, config.backend_timeout
                     ),
-                    simple.close,
+                    close,
                 )
                 .await;
             }
@@ -451,7 +473,7 @@ async fn proxy(
                             started,
                             StatusCode::BAD_GATEWAY,
                             &failed_text(&entry),
-                            simple.close,
+                            close,
                         )
                         .await;
                     }
@@ -468,13 +490,13 @@ async fn proxy(
                     started,
                     StatusCode::BAD_GATEWAY,
                     &failed_text(&entry),
-                    simple.close,
+                    close,
                 )
                 .await;
             }
         }
     };
-    let forwarded = forward(io, &mut conn, head, out).await;
+    let forwarded = forward(io, &mut conn, head, close, out).await;
     entry.service.record(head.status, started.elapsed());
     drop(in_flight);
     match forwarded {
@@ -543,6 +565,7 @@ async fn forward(
     io: &mut TcpStream,
     conn: &mut Upstream,
     head: RawHead,
+    close: bool,
     scratch: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let mut framing = head.framing;
@@ -574,8 +597,8 @@ async fn forward(
         };
 
     // The head, and the body bytes that came with it, in one write.
-    if head.strip {
-        encode_stripped_head(&conn.unread()[..head.len], scratch)?;
+    if head.strip || close {
+        encode_stripped_head(&conn.unread()[..head.len], close, scratch)?;
         conn.consume(head.len);
         let k = take_body(conn.unread(), &mut framing, &mut chunks)?;
         scratch.extend_from_slice(&conn.unread()[..k]);
@@ -616,8 +639,8 @@ fn connection_named(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
 }
 
 /// Re-encodes a response head without its hop-by-hop headers (and those its `Connection`
-/// names).
-fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+/// names), with `Connection: close` if `close`.
+fn encode_stripped_head(head: &[u8], close: bool, out: &mut Vec<u8>) -> io::Result<()> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
     // Already parsed once by `Upstream::exchange_raw`: this cannot fail.
     let (status, reason, headers) = match h1::parse_response(head, false, &mut headers) {
@@ -645,6 +668,9 @@ fn encode_stripped_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
@@ -1013,7 +1039,7 @@ mod tests {
         let head = b"HTTP/1.0 200 Fine\r\nConnection: keep-alive, x-secret, content-length\r\n\
             X-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n";
         let mut out = Vec::new();
-        encode_stripped_head(head, &mut out).unwrap();
+        encode_stripped_head(head, false, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-Kept: y\r\n\r\n"

@@ -220,6 +220,7 @@ impl Router {
         https_port: Option<u16>,
     ) -> Result<()> {
         self.shared.certificates.replace(certificates)?;
+        self.registry().certificates = certificates.to_vec();
         self.update_edge(|edge| {
             edge.redirect = certificates
                 .iter()
@@ -238,6 +239,16 @@ impl Router {
         self.update_edge(|edge| {
             edge.hsts = max_age.map(|age| format!("max-age={}", age.as_secs()));
         });
+    }
+
+    /// The certificates TLS listeners serve, as last [set](Router::set_certificates).
+    pub fn certificates(&self) -> Vec<crate::tls::CertificatePem> {
+        self.registry().certificates.clone()
+    }
+
+    /// The route table applied last (without the static routes).
+    pub fn route_table(&self) -> RouteTable {
+        self.shared.state.load().table.clone()
     }
 
     /// The names TLS listeners have a certificate for.

@@ -171,12 +171,7 @@ impl Worker {
         builder.max_buf_size(fast::MAX_HEAD);
         // hyper's header timer also runs while a keep-alive connection waits for its next
         // request: it is the general path's idle timeout too.
-        let config = &shared.config;
-        let head_or_idle = match (config.header_read_timeout, config.idle_timeout) {
-            (Some(head), Some(idle)) => Some(head.min(idle)),
-            (head, idle) => head.or(idle),
-        };
-        if let Some(timeout) = head_or_idle {
+        if let Some(timeout) = head_or_idle(&shared.config) {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout);
@@ -251,20 +246,17 @@ impl Worker {
     }
 }
 
+/// Serves the connections the acceptor deals until it stops (at shutdown): connections it
+/// accepted before are served too (in drain mode), not dropped, since a connection dropped
+/// unanswered is a failed request (during an upgrade, the next process would have taken it).
 async fn worker_loop(
     shared: Arc<Shared>,
     mut accepted: mpsc::UnboundedReceiver<Accepted>,
     scope: Scope,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let worker = Worker::new(shared, scope, shutdown.clone());
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = stop_requested(&mut shutdown) => break,
-            next = accepted.recv() => next,
-        };
-        let Some((stream, peer)) = next else { break };
+    let worker = Worker::new(shared, scope, shutdown);
+    while let Some((stream, peer)) = accepted.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => worker.start(stream, peer),
             Err(error) => tracing::warn!(%error, "cannot register a connection"),
@@ -346,8 +338,13 @@ impl Connection {
                 _ = &mut stop => false,
             };
             if !finished {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                // Answers say `Connection: close` now (see `Service`): a busy connection
+                // ends after its next one; an idle one is closed after the grace.
+                let grace = self.shared.config.drain_grace;
+                if tokio::time::timeout(grace, conn.as_mut()).await.is_err() {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
         }
         drop(self.registration);
@@ -376,6 +373,7 @@ impl Connection {
                 .expect("a connection's context is made once"),
             shutdown: self.shutdown.clone(),
             connections: self.connections.clone(),
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -402,26 +400,64 @@ impl Connection {
             }
             Err(_) => return,
         };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let ctx = self.context(peer, "https");
+        let config = &self.shared.config;
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         builder.http1().keep_alive(true).timer(TokioTimer::new());
-        if let Some(timeout) = self.shared.config.header_read_timeout {
+        // As on plain HTTP/1, hyper's header timer is also the keep-alive idle timeout.
+        if let Some(timeout) = head_or_idle(config) {
             builder.http1().header_read_timeout(timeout);
         }
         builder.http2().timer(TokioTimer::new());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), Service(ctx));
+        let service = Service(ctx);
+        let activity = service.0.clone();
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        let finished = tokio::select! {
-            biased;
-            _ = conn.as_mut() => true,
-            _ = &mut stop => false,
+        // HTTP/2 has no idle timer of its own: a connection without a new stream for the
+        // idle timeout is shut down gracefully (streams still open finish first).
+        let idle = config.idle_timeout.filter(|_| h2);
+        let mut ticks = tokio::time::interval(idle.map_or(Duration::from_secs(3600), |i| i / 4));
+        ticks.tick().await;
+        let mut seen = activity.requests();
+        let mut quiet_since = tokio::time::Instant::now();
+        let finished = loop {
+            tokio::select! {
+                biased;
+                _ = conn.as_mut() => break true,
+                _ = &mut stop => break false,
+                _ = ticks.tick(), if idle.is_some() => {
+                    let now = activity.requests();
+                    if now != seen {
+                        seen = now;
+                        quiet_since = tokio::time::Instant::now();
+                    } else if quiet_since.elapsed() >= idle.unwrap_or_default() {
+                        break false;
+                    }
+                }
+            }
         };
         if !finished {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            // HTTP/2 ends with GOAWAY (clients retry what it did not take); HTTP/1.1 as on
+            // plain connections: answers say `Connection: close`, an idle one gets the grace.
+            let grace = config.drain_grace;
+            let stopping = activity.connections.is_draining();
+            if h2 || !stopping || tokio::time::timeout(grace, conn.as_mut()).await.is_err() {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
         drop(self.registration);
+    }
+}
+
+/// hyper's HTTP/1 header timer, which also runs while a keep-alive connection waits for its
+/// next request: the shorter of the head deadline and the idle timeout.
+fn head_or_idle(config: &super::config::RouterConfig) -> Option<Duration> {
+    match (config.header_read_timeout, config.idle_timeout) {
+        (Some(head), Some(idle)) => Some(head.min(idle)),
+        (head, idle) => head.or(idle),
     }
 }
 
@@ -435,13 +471,26 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let ctx = self.0.clone();
         Box::pin(async move {
+            ctx.note_request();
             let tls = ctx.proto == "https";
             let hsts = tls.then(|| ctx.shared.edge.load().hsts.clone()).flatten();
+            let http1 = req.version() <= hyper::Version::HTTP_11;
+            let connections = ctx.connections.clone();
             let mut response = handle(ctx, req).await;
             if let Some(hsts) = hsts.and_then(|h| HeaderValue::from_str(&h).ok()) {
                 response
                     .headers_mut()
                     .insert(hyper::header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+            // Draining: the connection's last answer (hyper closes after it). Not on an
+            // upgrade, whose `Connection: upgrade` must stay.
+            if http1
+                && connections.is_draining()
+                && response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+            {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
             Ok(response)
         })

@@ -20,6 +20,8 @@ pub(super) struct Registry {
     pub(super) services: BTreeMap<String, Arc<ServiceMetrics>>,
     /// Routes served whatever table is applied (e.g. the API under its own host name).
     pub(super) static_routes: paz_core::RouteTable,
+    /// The certificates last set, as given (handed to a successor at an upgrade).
+    pub(super) certificates: Vec<crate::tls::CertificatePem>,
     next_id: u64,
 }
 

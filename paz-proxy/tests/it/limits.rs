@@ -176,9 +176,10 @@ async fn shutdown_ends_within_the_drain_deadline_while_a_body_trickles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_does_not_wait_for_a_half_sent_head() {
+async fn shutdown_waits_for_a_half_sent_head_only_the_drain_grace() {
     let (_b, r) = routed(RouterConfig {
         header_read_timeout: Some(Duration::from_secs(30)),
+        drain_grace: Duration::from_millis(200),
         ..RouterConfig::default()
     })
     .await;
@@ -332,4 +333,102 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     let (now, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert_eq!(soft, now);
     assert!(now == hard || cfg!(target_os = "macos"), "{now} < {hard}");
+}
+
+/// Reads one answer (head and `Content-Length` body) from `s`: its head, lowercase.
+async fn answer(s: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while data.len() < end + 4 + length {
+                let n = timeout(Duration::from_secs(3), s.read(&mut buf))
+                    .await
+                    .expect("the body in time")
+                    .unwrap();
+                assert!(n > 0, "the body was cut: {head}");
+                data.extend_from_slice(&buf[..n]);
+            }
+            return head;
+        }
+        let n = timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_keep_alive_client_gets_its_next_answer_with_connection_close() {
+    // A client that sends its next request just after the shutdown signal is answered (with
+    // `Connection: close`), not cut: on the fast path (GET) and on hyper's path (POST).
+    for request in [HEAD, POST] {
+        let (b, r) = routed(RouterConfig {
+            drain_grace: Duration::from_secs(2),
+            ..RouterConfig::default()
+        })
+        .await;
+        let mut client = TcpStream::connect(r.public).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let first = answer(&mut client).await;
+        assert!(first.starts_with("http/1.1 200"), "{first}");
+        assert!(!first.contains("connection: close"), "{first}");
+        let public = r.public;
+        let stopping = tokio::spawn(shut_down(r, Duration::from_secs(5)));
+        sleep(Duration::from_millis(200)).await;
+        assert!(
+            TcpStream::connect(public).await.is_err(),
+            "the listener is closed at once"
+        );
+        client.write_all(request).await.unwrap();
+        let last = answer(&mut client).await;
+        assert!(last.starts_with("http/1.1 200"), "{last}");
+        assert!(last.contains("connection: close"), "{last}");
+        assert!(closed_within(&mut client, Duration::from_secs(1)).await);
+        let took = stopping.await.unwrap();
+        assert!(
+            took < Duration::from_secs(2),
+            "the drain ended with the connection: {took:?}"
+        );
+        drop(b);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_an_idle_keep_alive_connection_is_closed_after_the_drain_grace() {
+    for request in [HEAD, POST] {
+        let (_b, r) = routed(RouterConfig {
+            drain_grace: Duration::from_millis(400),
+            ..RouterConfig::default()
+        })
+        .await;
+        let mut client = TcpStream::connect(r.public).await.unwrap();
+        client.write_all(request).await.unwrap();
+        answer(&mut client).await;
+        let started = Instant::now();
+        r.stop.send(true).unwrap();
+        assert!(closed_within(&mut client, Duration::from_secs(2)).await);
+        let open = started.elapsed();
+        assert!(
+            open >= Duration::from_millis(300) && open < Duration::from_millis(1500),
+            "closed after {open:?}, not after the grace"
+        );
+        for served in r.served {
+            timeout(Duration::from_secs(2), served)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
 }
