@@ -230,6 +230,12 @@ impl RuntimeHandle {
         self.reconciler.wake(service);
     }
 
+    /// Waits until the routes are restored after start-up (see
+    /// [`Reconciler::wait_restored`]), for at most `timeout`.
+    pub async fn wait_restored(&self, timeout: std::time::Duration) -> bool {
+        self.reconciler.wait_restored(timeout).await
+    }
+
     /// Waits until every task has stopped (after shutdown was signalled).
     pub async fn join(self) {
         for task in self.tasks {

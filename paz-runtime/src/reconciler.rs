@@ -66,12 +66,16 @@ struct Tracked {
     healthy_at: Option<Instant>,
     next_check: Instant,
     checking: bool,
+    /// Whether a check has finished (or none applies): until every instance seen at
+    /// start-up has one, the first route table is held back.
+    checked: bool,
 }
 
 impl Tracked {
     /// A newly seen instance: checked at once; one without a check is healthy once running.
     fn new(instance: &Instance, check: Option<HealthCheck>, host: String) -> Self {
         let now = Instant::now();
+        let checked = check.is_none() || instance.address.is_none();
         Tracked {
             service: instance.service.clone(),
             address: instance.address.clone(),
@@ -85,6 +89,7 @@ impl Tracked {
             healthy_at: None,
             next_check: now,
             checking: false,
+            checked,
         }
     }
 }
@@ -127,6 +132,8 @@ struct Shared {
     pending_drains: Vec<DrainJob>,
     /// Whether a full pass has listed the instances once (start-up is over).
     listed_once: bool,
+    /// Whether the first full pass has tracked every instance it listed.
+    first_pass_done: bool,
     /// Services unknown to the store whose instances were found at start-up, too many to
     /// be ordinary orphans: never touched (until a service of that name is created), with
     /// how many instances each had.
@@ -156,6 +163,11 @@ struct Inner {
     /// Serializes computing and applying route tables, so an older table never replaces a
     /// newer one.
     routes: tokio::sync::Mutex<()>,
+    /// Whether the routes are restored: the first full pass listed the instances and each
+    /// of them was checked once (or [`Reconciler::finish_restore`] gave up waiting). Until
+    /// then no route table is applied, so a restarted router keeps the table it was given
+    /// (or serves nothing yet) instead of a table missing instances not checked so far.
+    restored: AtomicBool,
 }
 
 impl Reconciler {
@@ -192,6 +204,7 @@ impl Reconciler {
                 panics: Default::default(),
                 resync,
                 routes: tokio::sync::Mutex::new(()),
+                restored: AtomicBool::new(false),
             }),
         }
     }
@@ -488,8 +501,16 @@ impl Reconciler {
                 batch.entry(name.clone()).or_insert(None);
             }
         }
-        self.reconcile_batch(batch, group_by_service(instances))
-            .await
+        let result = self
+            .reconcile_batch(batch, group_by_service(instances))
+            .await;
+        // Every instance is tracked now: once each has had a check, routes are restored.
+        if !std::mem::replace(&mut self.shared().first_pass_done, true)
+            && let Err(error) = self.refresh_routes().await
+        {
+            tracing::warn!(%error, "route refresh failed");
+        }
+        result
     }
 
     /// On the first full pass only: when more than [`MAX_UNKNOWN_AT_START`] instances belong
@@ -1007,8 +1028,64 @@ impl Reconciler {
         Ok((plan.weights, action))
     }
 
-    /// Recomputes the route table from the latest state and applies it if it changed.
+    /// Whether the routes are restored after start-up: the first full pass listed the
+    /// instances and every one of them has had its first health check. Until then no route
+    /// table is applied.
+    pub fn is_restored(&self) -> bool {
+        if self.inner.restored.load(Ordering::SeqCst) {
+            return true;
+        }
+        let shared = self.shared();
+        let done = shared.first_pass_done
+            && shared
+                .tracked
+                .iter()
+                .all(|(id, t)| t.checked || shared.draining.contains_key(id));
+        drop(shared);
+        if done {
+            self.inner.restored.store(true, Ordering::SeqCst);
+        }
+        done
+    }
+
+    /// Stops waiting for the first checks: route tables are applied from now on, and the
+    /// current one at once.
+    pub async fn finish_restore(&self) -> paz_core::Result<()> {
+        self.inner.restored.store(true, Ordering::SeqCst);
+        self.refresh_routes().await
+    }
+
+    /// Waits until the routes are [restored](Reconciler::is_restored) and applied, for at
+    /// most `timeout` (then applies what it has); returns whether they were restored in
+    /// time. A server calls it before it accepts traffic, so a restart never answers 404 for
+    /// a service whose instances are running.
+    pub async fn wait_restored(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let restored = loop {
+            if self.is_restored() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    ?timeout,
+                    "routes not restored in time (instances not checked yet): routing what is known"
+                );
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if let Err(error) = self.finish_restore().await {
+            tracing::warn!(%error, "cannot apply the restored routes");
+        }
+        restored
+    }
+
+    /// Recomputes the route table from the latest state and applies it if it changed
+    /// (once the routes are [restored](Reconciler::is_restored); before, it does nothing).
     pub async fn refresh_routes(&self) -> paz_core::Result<()> {
+        if !self.is_restored() {
+            return Ok(());
+        }
         let _one_at_a_time = self.inner.routes.lock().await;
         let (table, drains) = {
             let mut shared = self.shared();
@@ -1159,6 +1236,7 @@ impl Reconciler {
                         match shared.tracked.get_mut(&id) {
                             Some(t) => {
                                 t.checking = false;
+                                t.checked = true;
                                 let transition = t.health.observe(
                                     report.healthy,
                                     t.started.elapsed(),
@@ -1181,11 +1259,15 @@ impl Reconciler {
                             None => None,
                         }
                     };
+                    // Route a newly healthy instance now, not at the next reconcile; during
+                    // start-up, the last first check applies the restored table.
+                    let restoring = !this.inner.restored.load(Ordering::SeqCst);
+                    if (transition.is_some() || restoring)
+                        && let Err(error) = this.refresh_routes().await
+                    {
+                        tracing::warn!(%error, "route refresh failed");
+                    }
                     if let Some(service) = transition {
-                        // Route a newly healthy instance now, not at the next reconcile.
-                        if let Err(error) = this.refresh_routes().await {
-                            tracing::warn!(%error, "route refresh failed");
-                        }
                         this.wake(&service);
                     }
                 });

@@ -44,6 +44,17 @@ impl HealthChecker for PortHealth {
     }
 }
 
+/// A checker whose every check takes a while.
+struct SlowHealth(Arc<PortHealth>, Duration);
+
+#[async_trait]
+impl HealthChecker for SlowHealth {
+    async fn check(&self, target: &HealthTarget) -> HealthReport {
+        tokio::time::sleep(self.1).await;
+        self.0.check(target).await
+    }
+}
+
 struct World {
     paz: Paz,
     scheduler: Arc<FakeScheduler>,
@@ -65,13 +76,23 @@ impl World {
     }
 
     fn with(paz: Paz, scheduler: Arc<FakeScheduler>, proxy: Arc<FakeProxy>) -> Self {
+        Self::with_checker(paz, scheduler, proxy, Duration::ZERO)
+    }
+
+    /// A world whose health checks each take `check_time`.
+    fn with_checker(
+        paz: Paz,
+        scheduler: Arc<FakeScheduler>,
+        proxy: Arc<FakeProxy>,
+        check_time: Duration,
+    ) -> Self {
         let health = Arc::new(PortHealth::default());
-        let reconciler = Reconciler::new(
-            paz.clone(),
-            scheduler.clone(),
-            proxy.clone(),
-            health.clone(),
-        );
+        let checker: Arc<dyn HealthChecker> = if check_time.is_zero() {
+            health.clone()
+        } else {
+            Arc::new(SlowHealth(health.clone(), check_time))
+        };
+        let reconciler = Reconciler::new(paz.clone(), scheduler.clone(), proxy.clone(), checker);
         let (stop, receiver) = watch::channel(false);
         let task = tokio::spawn(reconciler.clone().run(receiver));
         World {
@@ -683,5 +704,49 @@ async fn a_few_orphans_at_start_up_are_removed() {
         })
         .await;
     assert!(world.reconciler.warnings().is_empty());
+    world.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_reconciler_keeps_the_routes_until_the_running_instances_are_checked() {
+    let world = World::new();
+    world.web_running(3, Strategy::Rolling).await;
+    let table = world.proxy.routes().await.unwrap();
+    let (paz, scheduler, _) = world.shut_down().await;
+    // The router of the new process got the old one's table (an upgrade hands it over).
+    let proxy = Arc::new(FakeProxy::new());
+    proxy.apply(&table).await.unwrap();
+    // Checks take 800 ms (within the 1 s health timeout): meanwhile no table replaces the
+    // one handed over (a table built now would have no backend: none has passed a check).
+    let world = World::with_checker(paz, scheduler, proxy, Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!world.reconciler.is_restored());
+    assert_eq!(world.backends("web.localhost").await, 3);
+    assert!(
+        world
+            .reconciler
+            .wait_restored(Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(world.backends("web.localhost").await, 3);
+    assert_eq!(world.proxy.routes().await.unwrap(), table);
+    world.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restoring_gives_up_after_its_timeout_and_routes_what_is_known() {
+    let world = World::new();
+    world.web_running(2, Strategy::Rolling).await;
+    let (paz, scheduler, proxy) = world.shut_down().await;
+    let world = World::with_checker(paz, scheduler, proxy, Duration::from_secs(60));
+    assert!(
+        !world
+            .reconciler
+            .wait_restored(Duration::from_millis(500))
+            .await
+    );
+    // Routes apply from then on: the instances are not checked yet, so none is routed.
+    assert!(world.reconciler.is_restored());
+    assert_eq!(world.backends("web.localhost").await, 0);
     world.shut_down().await;
 }
