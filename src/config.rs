@@ -15,11 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use paz_core::proxy::Proxy;
 use paz_core::scheduler::Scheduler;
 use paz_core::{Host, MemoryStore, Paz, Store};
 use paz_runtime::{NameServer, Runtime, RuntimeHandle};
 use tokio::sync::watch;
+
+use crate::handover::{self, Sockets};
 
 /// What can go wrong turning config into running backends.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,48 @@ pub enum ConfigError {
     /// The runtime cannot be built.
     #[error(transparent)]
     Runtime(#[from] paz_runtime::Error),
+    /// `--upgrade`, but no server answers on the upgrade socket.
+    #[error(
+        "no running paz-server to take over at {path} (is one running with this --data-dir?): {source}"
+    )]
+    NoServerToTakeOver {
+        /// The upgrade socket.
+        path: PathBuf,
+        /// Why connecting failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another server already serves this data dir.
+    #[error(
+        "another paz-server is running with this data dir (its upgrade socket {path} answers); \
+         stop it, or start this one with --upgrade to take over from it"
+    )]
+    AlreadyRunning {
+        /// The upgrade socket.
+        path: PathBuf,
+    },
+    /// The running server and its successor do not agree.
+    #[error("upgrade refused: {0}")]
+    UpgradeRefused(String),
+    /// A socket handed over is not where this server is set to listen.
+    #[error(
+        "the running server listens on {running} for {setting}, this one is set to {wanted}: \
+         upgrade with the same settings"
+    )]
+    SocketMismatch {
+        /// The setting of the socket, e.g. `--router-listen`.
+        setting: String,
+        /// Where the running server listens.
+        running: String,
+        /// What this one was given.
+        wanted: SocketAddr,
+    },
+    /// The upgrade exchange broke.
+    #[error("upgrade exchange failed: {0}")]
+    Upgrade(#[from] std::io::Error),
+    /// An upgrade message did not parse.
+    #[error("upgrade message unreadable: {0}")]
+    UpgradeMessage(#[from] serde_json::Error),
 }
 
 /// The transport of a claimed port.
@@ -221,6 +264,25 @@ impl StoreConfig {
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
         }
     }
+
+    /// Opens the store, trying again for up to `timeout` while another process still holds
+    /// it (the server an upgrade takes over, finishing its last requests).
+    pub async fn build_when_free(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<dyn Store>, ConfigError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.build() {
+                Ok(store) => return Ok(store),
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "the store is still held; waiting");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
 }
 
 /// What runs the instances.
@@ -302,78 +364,143 @@ impl ProxyConfig {
         }
     }
 
-    /// Starts the proxy: binds its public listener and serves it until `shutdown`.
-    pub async fn build(&self, shutdown: &watch::Receiver<bool>) -> Result<BuiltProxy, ConfigError> {
+    /// Builds the proxy on its public listener (bound, or taken from `sockets` at an
+    /// upgrade); it accepts nothing until [`Edge::serve`].
+    pub async fn build(&self, sockets: &Sockets) -> Result<Edge, ConfigError> {
         match self {
             ProxyConfig::Builtin { listen } => {
-                let listen_error = |source| ConfigError::Listen {
-                    setting: "--router-listen".into(),
-                    address: *listen,
-                    source,
-                };
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(listen_error)?;
-                let address = listener.local_addr().map_err(listen_error)?;
+                let listener = sockets.tcp(handover::ROUTER, *listen).await?;
+                let address = listener
+                    .local_addr()
+                    .map_err(|source| ConfigError::Listen {
+                        setting: "--router-listen".into(),
+                        address: *listen,
+                        source,
+                    })?;
                 let router = paz_proxy::router::Router::new(Default::default());
-                let listeners = vec![router.serve(
-                    listener,
-                    paz_proxy::router::Scope::Public,
-                    shutdown.clone(),
-                )];
-                let metrics = router.clone();
-                Ok(BuiltProxy {
-                    proxy: router.clone(),
+                let mut edge = Edge {
                     health: Arc::new(paz_proxy::health::HttpHealthChecker::new()),
                     address,
-                    metrics: Arc::new(move || metrics.metrics_text()),
-                    listeners,
+                    tls_address: None,
+                    https_port: None,
+                    pending: vec![Pending {
+                        listener,
+                        scope: paz_proxy::router::Scope::Public,
+                        tls: false,
+                    }],
+                    listeners: Vec::new(),
+                    internal: false,
                     router,
-                })
+                };
+                // `<service>.paz` traffic taken over at an upgrade is served from the start.
+                if let Some(internal) = sockets.inherited_tcp(handover::INTERNAL_HTTP)? {
+                    edge.add_internal(internal);
+                }
+                Ok(edge)
             }
         }
     }
 }
 
-/// A started proxy.
-pub struct BuiltProxy {
-    /// The proxy the runtime routes through.
-    pub proxy: Arc<dyn Proxy>,
-    /// The health checker that checks instances the way this proxy reaches them.
-    pub health: Arc<dyn paz_core::health::HealthChecker>,
-    /// Where it takes public traffic.
-    pub address: SocketAddr,
-    /// Its metrics in the Prometheus text format.
-    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
-    /// Its listener tasks (they end after shutdown, once in-flight requests are done).
-    pub listeners: Vec<tokio::task::JoinHandle<()>>,
-    router: Arc<paz_proxy::router::Router>,
+/// A listener of the edge not served yet.
+struct Pending {
+    listener: tokio::net::TcpListener,
+    scope: paz_proxy::router::Scope,
+    tls: bool,
 }
 
-impl BuiltProxy {
-    /// Serves HTTPS as `tls` says: the listener, the file certificates and, with ACME, a
-    /// certificate manager (spawned) that keeps the others.
-    async fn serve_tls(
-        &mut self,
-        tls: &TlsConfig,
-        paz: &Paz,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(Option<SocketAddr>, Option<paz_acme::CertManager>), ConfigError> {
-        let listen_error = |source| ConfigError::Listen {
-            setting: "--tls-listen".into(),
-            address: tls.listen,
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(tls.listen)
-            .await
-            .map_err(listen_error)?;
-        let address = listener.local_addr().map_err(listen_error)?;
-        let router = self.router.clone();
-        let port = Some(address.port());
-        router
-            .set_certificates(&tls.files, port)
-            .map_err(|e| ConfigError::Tls(e.to_string()))?;
-        router.set_hsts(tls.hsts);
+/// The built-in router with its listeners: built first (before the store, at an upgrade),
+/// served once its route table is known ([`Edge::serve`]).
+pub struct Edge {
+    router: Arc<paz_proxy::router::Router>,
+    health: Arc<dyn paz_core::health::HealthChecker>,
+    address: SocketAddr,
+    tls_address: Option<SocketAddr>,
+    https_port: Option<u16>,
+    pending: Vec<Pending>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether it has a listener for `<service>.paz`.
+    internal: bool,
+}
+
+impl fmt::Debug for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edge")
+            .field("address", &self.address)
+            .field("tls_address", &self.tls_address)
+            .field("serving", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// The router.
+    pub fn router(&self) -> &Arc<paz_proxy::router::Router> {
+        &self.router
+    }
+
+    /// Where it takes public traffic.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Where it serves HTTPS, when it does.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        self.tls_address
+    }
+
+    /// Starts accepting on every listener not served yet; they serve until `shutdown`.
+    pub fn serve(&mut self, shutdown: &watch::Receiver<bool>) {
+        for pending in self.pending.drain(..) {
+            let task = if pending.tls {
+                self.router
+                    .serve_tls(pending.listener, pending.scope, shutdown.clone())
+            } else {
+                self.router
+                    .serve(pending.listener, pending.scope, shutdown.clone())
+            };
+            self.listeners.push(task);
+        }
+    }
+
+    /// Serves the certificates of an upgrade's predecessor until the store's are loaded.
+    pub fn set_certificates(
+        &self,
+        certificates: &[paz_proxy::CertificatePem],
+    ) -> Result<(), ConfigError> {
+        self.router
+            .set_certificates(certificates, self.https_port)
+            .map_err(|e| ConfigError::Tls(e.to_string()))
+    }
+
+    fn add_internal(&mut self, listener: tokio::net::TcpListener) {
+        self.internal = true;
+        self.pending.push(Pending {
+            listener,
+            scope: paz_proxy::router::Scope::Internal,
+            tls: false,
+        });
+    }
+
+    fn serves_internal(&self) -> bool {
+        self.internal
+    }
+
+    /// Adds the HTTPS listener as `tls` says, with the file certificates, HSTS and the
+    /// API's host name.
+    async fn add_tls(&mut self, tls: &TlsConfig, sockets: &Sockets) -> Result<(), ConfigError> {
+        let listener = sockets.tcp(handover::TLS, tls.listen).await?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| ConfigError::Listen {
+                setting: "--tls-listen".into(),
+                address: tls.listen,
+                source,
+            })?;
+        self.https_port = Some(address.port());
+        self.tls_address = Some(address);
+        self.set_certificates(&tls.files)?;
+        self.router.set_hsts(tls.hsts);
         if let Some((host, api)) = &tls.api {
             let mut routes = paz_core::RouteTable::default();
             let mut route = paz_core::route::Route {
@@ -384,21 +511,31 @@ impl BuiltProxy {
                 .backends
                 .insert(api.to_string(), paz_core::route::Backend::default());
             routes.routes.insert(host.clone(), route);
-            router
+            self.router
                 .set_static_routes(&routes)
                 .map_err(|e| ConfigError::Tls(e.to_string()))?;
         }
-        self.listeners.push(router.serve_tls(
+        self.pending.push(Pending {
             listener,
-            paz_proxy::router::Scope::Public,
-            shutdown.clone(),
-        ));
-        let Some(acme) = &tls.acme else {
-            return Ok((Some(address), None));
-        };
+            scope: paz_proxy::router::Scope::Public,
+            tls: true,
+        });
+        Ok(())
+    }
+
+    /// With ACME: a certificate manager (spawned) that keeps the certificates of every
+    /// public name, served beside the file certificates.
+    fn manage_certificates(
+        &self,
+        tls: &TlsConfig,
+        paz: &Paz,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Option<paz_acme::CertManager> {
+        let acme = tls.acme.as_ref()?;
         let files = tls.files.clone();
+        let port = self.https_port;
         let publish: paz_acme::Publish = {
-            let router = router.clone();
+            let router = self.router.clone();
             Arc::new(move |managed: &[paz_core::engine::Certificate]| {
                 let mut all = files.clone();
                 all.extend(managed.iter().map(|c| paz_proxy::CertificatePem {
@@ -417,24 +554,11 @@ impl BuiltProxy {
         let manager = paz_acme::CertManager::new(
             paz.clone(),
             acme,
-            Arc::new(RouterChallenges(router)),
+            Arc::new(RouterChallenges(self.router.clone())),
             publish,
         );
         tokio::spawn(supervise_certificates(manager.clone(), shutdown.clone()));
-        Ok((Some(address), Some(manager)))
-    }
-
-    /// Serves `<service>.paz` host names to instances on `listener` (internal traffic only).
-    pub fn serve_internal(
-        &mut self,
-        listener: tokio::net::TcpListener,
-        shutdown: &watch::Receiver<bool>,
-    ) {
-        self.listeners.push(self.router.serve(
-            listener,
-            paz_proxy::router::Scope::Internal,
-            shutdown.clone(),
-        ));
+        Some(manager)
     }
 }
 
@@ -498,7 +622,13 @@ pub struct Started {
     /// The ACME certificate manager, when certificates come from a CA (its problems show
     /// in `paz status`).
     pub certificates: Option<paz_acme::CertManager>,
+    /// The router (what an upgrade hands over: its route table and certificates).
+    pub router: Arc<paz_proxy::router::Router>,
 }
+
+/// How long a starting server waits for the first health checks of the running instances
+/// before it serves the routes it has.
+pub const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RuntimeConfig {
     /// What it claims.
@@ -524,7 +654,8 @@ impl RuntimeConfig {
     }
 
     /// Builds the scheduler and the proxy, serves the `<service>.paz` names on the
-    /// scheduler's gateway (when asked and possible), and spawns the runtime; `None` with
+    /// scheduler's gateway (when asked and possible), spawns the runtime and, once the
+    /// routes of the running instances are restored, serves the router; `None` with
     /// [`SchedulerConfig::None`].
     pub async fn start(
         &self,
@@ -532,69 +663,111 @@ impl RuntimeConfig {
         host: Option<Host>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Option<Started>, ConfigError> {
+        let sockets = Sockets::new();
+        let Some(edge) = self.edge(&sockets).await? else {
+            return Ok(None);
+        };
+        self.start_on(edge, paz, host, &sockets, shutdown)
+            .await
+            .map(Some)
+    }
+
+    /// The router and its listeners (bound, or taken from `sockets` at an upgrade), HTTPS
+    /// included; nothing is accepted yet. `None` with [`SchedulerConfig::None`].
+    pub async fn edge(&self, sockets: &Sockets) -> Result<Option<Edge>, ConfigError> {
         if matches!(self.scheduler, SchedulerConfig::None) {
             return Ok(None);
         }
+        let mut edge = self.proxy.build(sockets).await?;
+        if let Some(tls) = &self.tls {
+            edge.add_tls(tls, sockets).await?;
+        }
+        Ok(Some(edge))
+    }
+
+    /// [`RuntimeConfig::start`] on an `edge` built by [`RuntimeConfig::edge`] (and perhaps
+    /// serving already, at an upgrade): the runtime takes the routes over once every running
+    /// instance has been checked, for at most [`RESTORE_TIMEOUT`]; then the edge serves.
+    pub async fn start_on(
+        &self,
+        mut edge: Edge,
+        paz: Paz,
+        host: Option<Host>,
+        sockets: &Sockets,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Started, ConfigError> {
         let cluster = paz
             .claim_cluster_id(&new_cluster_id())
             .await
             .map_err(ConfigError::Store)?;
         tracing::info!(%cluster, "this Paz cluster's id (containers are labelled paz.cluster={cluster})");
         let Some(probe) = self.scheduler.build(&[], &cluster).await? else {
-            return Ok(None);
+            return Err(ConfigError::Scheduler(paz_core::Error::scheduler(
+                paz_core::PortErrorKind::Invalid,
+                "no scheduler is configured",
+            )));
         };
         let mut names = None;
         let mut scheduler = probe.scheduler;
-        let mut internal = None;
         if self.internal_names {
             match probe.gateway {
-                Some(IpAddr::V4(ip)) => match internal_names(ip, probe.subnet).await {
-                    Ok((server, listener)) => {
-                        // Instances resolve through the gateway from now on.
-                        if let Some(with_dns) =
-                            self.scheduler.build(&[ip.to_string()], &cluster).await?
-                        {
-                            scheduler = with_dns.scheduler;
+                Some(IpAddr::V4(ip)) => {
+                    match internal_names(ip, probe.subnet, sockets, &edge).await {
+                        Ok((server, listener)) => {
+                            // Instances resolve through the gateway from now on.
+                            if let Some(with_dns) =
+                                self.scheduler.build(&[ip.to_string()], &cluster).await?
+                            {
+                                scheduler = with_dns.scheduler;
+                            }
+                            names = Some(server);
+                            if let Some(listener) = listener {
+                                edge.add_internal(listener);
+                            }
+                            tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
                         }
-                        names = Some(server);
-                        internal = Some(listener);
-                        tracing::info!(%ip, "internal names: <service>.paz resolves to the router on the Paz network");
+                        Err(error) => tracing::warn!(%error, %ip, "internal names disabled"),
                     }
-                    Err(error) => tracing::warn!(%error, %ip, "internal names disabled"),
-                },
+                }
                 _ => tracing::warn!(
                     "internal names disabled: the instances' network has no IPv4 gateway"
                 ),
             }
         }
-        // The proxy starts serving last, once nothing else can fail.
-        let mut proxy = self.proxy.build(&shutdown).await?;
-        if let Some(listener) = internal {
-            proxy.serve_internal(listener, &shutdown);
-        }
-        let (tls_address, certificates) = match &self.tls {
-            Some(tls) => proxy.serve_tls(tls, &paz, &shutdown).await?,
-            None => (None, None),
+        let certificates = match &self.tls {
+            Some(tls) => edge.manage_certificates(tls, &paz, &shutdown),
+            None => None,
         };
         let mut builder = Runtime::builder(paz)
             .scheduler(scheduler)
-            .proxy(proxy.proxy)
-            .health(proxy.health);
+            .proxy(edge.router.clone())
+            .health(edge.health.clone());
         if let Some(host) = host {
             builder = builder.host(host);
         }
         if let Some(names) = names {
             builder = builder.name_server(names);
         }
-        let runtime = builder.build()?.spawn(shutdown);
-        Ok(Some(Started {
+        let runtime = builder.build()?.spawn(shutdown.clone());
+        // Routes for what runs before the first request: no 404 for a running service.
+        let started = std::time::Instant::now();
+        if runtime.wait_restored(RESTORE_TIMEOUT).await {
+            tracing::info!(
+                after_ms = started.elapsed().as_millis() as u64,
+                "routes restored from the running instances"
+            );
+        }
+        edge.serve(&shutdown);
+        let metrics = edge.router.clone();
+        Ok(Started {
             runtime,
-            router_address: proxy.address,
-            metrics: proxy.metrics,
-            listeners: proxy.listeners,
-            tls_address,
+            router_address: edge.address,
+            metrics: Arc::new(move || metrics.metrics_text()),
+            listeners: edge.listeners,
+            tls_address: edge.tls_address,
             certificates,
-        }))
+            router: edge.router,
+        })
     }
 }
 
@@ -627,14 +800,26 @@ fn new_cluster_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// The sockets of the internal names on `ip`: the name server (port 53) and the proxy's
-/// internal listener (port 80).
+/// The sockets of the internal names on `ip`: the name server (port 53) and, unless the
+/// edge serves one taken over at an upgrade, the proxy's internal listener (port 80).
 async fn internal_names(
     ip: Ipv4Addr,
     subnet: Option<(Ipv4Addr, u8)>,
-) -> std::io::Result<(NameServer, tokio::net::TcpListener)> {
-    let listener = tokio::net::TcpListener::bind((ip, 80)).await?;
-    let socket = tokio::net::UdpSocket::bind((ip, 53)).await?;
+    sockets: &Sockets,
+    edge: &Edge,
+) -> Result<(NameServer, Option<tokio::net::TcpListener>), ConfigError> {
+    let listener = if edge.serves_internal() {
+        None
+    } else {
+        Some(
+            sockets
+                .tcp(handover::INTERNAL_HTTP, SocketAddr::from((ip, 80)))
+                .await?,
+        )
+    };
+    let socket = sockets
+        .udp(handover::INTERNAL_DNS, SocketAddr::from((ip, 53)))
+        .await?;
     let mut names = NameServer::new(socket, ip, NameServer::system_upstream());
     // Containers of the Paz network only (without a known subnet: the gateway's /16).
     let (network, prefix) = subnet.unwrap_or((ip, 16));

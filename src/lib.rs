@@ -71,6 +71,8 @@ pub use paz_core::{
 
 #[cfg(feature = "router")]
 pub mod config;
+#[cfg(feature = "router")]
+pub mod handover;
 /// The Docker Engine scheduler.
 #[cfg(feature = "docker")]
 pub use paz_docker as docker;

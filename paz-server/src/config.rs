@@ -142,6 +142,11 @@ pub struct Config {
     /// connections are dropped.
     #[arg(long, env = "PAZ_SHUTDOWN_TIMEOUT", default_value = "10s")]
     pub shutdown_timeout: HumanDuration,
+    /// Take over from the paz-server running with this data dir (started with the same
+    /// settings): its listening sockets and routes pass to this process, which serves at
+    /// once, while the old one finishes its requests and exits. No request fails.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 impl Config {
@@ -158,6 +163,13 @@ impl Config {
         }
         self.host_labels()?;
         self.tls_config()?;
+        if self.upgrade && self.store == StoreKind::Memory {
+            return Err(
+                "--upgrade with --store memory would lose every service: the state moves \
+                 through the store, so upgrade servers with a persistent store"
+                    .into(),
+            );
+        }
         let mut claims = vec![(
             "the API (--api-listen)".to_owned(),
             paz::config::Claim::tcp(self.api_listen),

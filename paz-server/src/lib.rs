@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use paz::config::{ConfigError, RuntimeConfig};
+use paz::handover::Sockets;
 use paz_core::Paz;
 use paz_runtime::Reconciler;
 use tokio::sync::watch;
@@ -184,6 +185,111 @@ async fn method_not_allowed() -> ApiError {
 
 pub use paz_runtime::{keep_host_registered, local_host};
 
+/// What a server starts on besides its settings: its sockets (bound here, or handed over
+/// by the server it takes over from with `--upgrade`), its router when built early, and
+/// its upgrade socket.
+pub struct Launch {
+    sockets: Arc<Sockets>,
+    predecessor: Option<paz::handover::Predecessor>,
+    edge: Option<paz::config::Edge>,
+    stop: watch::Sender<bool>,
+    upgrades: Option<std::os::unix::net::UnixListener>,
+}
+
+/// How long a successor waits for the server it takes over to finish and exit.
+const PREDECESSOR_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Launch {
+    /// Sockets bound as they are asked for, and no upgrade socket (tests, embedding).
+    pub fn new() -> Launch {
+        Launch {
+            sockets: Sockets::new(),
+            predecessor: None,
+            edge: None,
+            stop: watch::channel(false).0,
+            upgrades: None,
+        }
+    }
+
+    /// A fresh start with the data dir's upgrade socket (so a later `--upgrade` can take
+    /// over); fails if a server already runs with this data dir.
+    pub fn fresh(data_dir: &std::path::Path) -> Result<Launch, ServerError> {
+        let mut launch = Launch::new();
+        let path = paz::handover::socket_path(data_dir);
+        launch.upgrades = Some(launch.sockets.upgrade_listener(&path)?);
+        Ok(launch)
+    }
+
+    /// Takes over from the server running with this data dir: its sockets, route table and
+    /// certificates. It goes on serving until [`Launch::prepare`].
+    pub async fn take_over(data_dir: &std::path::Path) -> Result<Launch, ServerError> {
+        let path = paz::handover::socket_path(data_dir);
+        let predecessor = paz::handover::take_over(&path).await?;
+        let sockets = predecessor.sockets.clone();
+        let upgrades = Some(sockets.upgrade_listener(&path)?);
+        Ok(Launch {
+            sockets,
+            predecessor: Some(predecessor),
+            edge: None,
+            stop: watch::channel(false).0,
+            upgrades,
+        })
+    }
+
+    /// The sockets (for the API's and the metrics' listeners).
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
+    }
+
+    /// Builds the router on its sockets. Taking over: serves the predecessor's routes and
+    /// certificates at once, tells it, and waits until it has exited (its store is free
+    /// then; the API's connections wait in the shared listen queue meanwhile).
+    pub async fn prepare(&mut self, backends: &RuntimeConfig) -> Result<(), ServerError> {
+        self.edge = backends.edge(&self.sockets).await?;
+        let Some(predecessor) = self.predecessor.take() else {
+            return Ok(());
+        };
+        if let Some(edge) = &mut self.edge {
+            let mut certificates = backends
+                .tls
+                .as_ref()
+                .map(|tls| tls.files.clone())
+                .unwrap_or_default();
+            let given: std::collections::HashSet<String> =
+                certificates.iter().flat_map(|c| c.names.clone()).collect();
+            certificates.extend(
+                predecessor
+                    .certificates
+                    .iter()
+                    .filter(|c| !c.names.iter().any(|n| given.contains(n)))
+                    .cloned(),
+            );
+            edge.set_certificates(&certificates)?;
+            edge.router()
+                .apply_table(&predecessor.routes)
+                .map_err(|e| ServerError::Config(format!("the predecessor's routes: {e}")))?;
+            edge.serve(&self.stop.subscribe());
+            tracing::info!(
+                routes = predecessor.routes.routes.len(),
+                "serving the predecessor's routes; it finishes its requests and exits"
+            );
+        }
+        if !predecessor.routing(PREDECESSOR_EXIT).await? {
+            tracing::warn!(
+                timeout = ?PREDECESSOR_EXIT,
+                "the server taken over has not exited yet; opening the store anyway"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch::new()
+    }
+}
+
 /// A server whose backends are running, ready to [`serve`](Server::serve) the API.
 pub struct Server {
     app: Router,
@@ -196,6 +302,9 @@ pub struct Server {
     /// `/metrics` alone, unauthenticated, for a listener of its own.
     metrics_app: Router,
     metrics_listener: Option<tokio::net::TcpListener>,
+    /// Where a successor asks to take over, and what it is given.
+    upgrades: Option<std::os::unix::net::UnixListener>,
+    sockets: Arc<Sockets>,
 }
 
 /// Starts the backends of `backends` (with a scheduler: the router, the runtime and the
@@ -208,7 +317,21 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     backends: RuntimeConfig,
 ) -> Result<Server, ServerError> {
-    let (stop, stop_rx) = watch::channel(false);
+    start_with(config, token, paz, listener, backends, Launch::new()).await
+}
+
+/// [`start`] on a [`Launch`]: the sockets and router it prepared (at an upgrade, serving
+/// already), and its upgrade socket, served by [`Server::serve`].
+pub async fn start_with(
+    config: &Config,
+    token: String,
+    paz: Paz,
+    listener: tokio::net::TcpListener,
+    backends: RuntimeConfig,
+    mut launch: Launch,
+) -> Result<Server, ServerError> {
+    let stop = launch.stop;
+    let stop_rx = stop.subscribe();
     let address = listener.local_addr()?;
     let host = local_host(
         &address.ip().to_string(),
@@ -216,9 +339,24 @@ pub async fn start(
     );
     let mut state = AppState::new(paz.clone(), token, stop_rx.clone());
     let mut registration = None;
-    let started = backends
-        .start(paz.clone(), Some(host.clone()), stop_rx.clone())
-        .await?;
+    let edge = match launch.edge.take() {
+        Some(edge) => Some(edge),
+        None => backends.edge(&launch.sockets).await?,
+    };
+    let started = match edge {
+        Some(edge) => Some(
+            backends
+                .start_on(
+                    edge,
+                    paz.clone(),
+                    Some(host.clone()),
+                    &launch.sockets,
+                    stop_rx.clone(),
+                )
+                .await?,
+        ),
+        None => None,
+    };
     if let Some(started) = &started {
         state = state
             .with_runtime(started.runtime.reconciler().clone())
@@ -242,6 +380,8 @@ pub async fn start(
         started,
         registration,
         limits: config.serve_limits(),
+        upgrades: launch.upgrades,
+        sockets: launch.sockets,
     })
 }
 
@@ -297,6 +437,27 @@ impl Server {
                 || {},
             ))
         });
+        // A successor that takes over is a shutdown too.
+        let (taken_tx, taken_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(upgrades) = self.upgrades {
+            let source = self
+                .started
+                .as_ref()
+                .map(|s| s.router.clone() as Arc<dyn paz::handover::HandoverSource>);
+            let sockets = self.sockets.clone();
+            let stopping = stop.subscribe();
+            tokio::spawn(async move {
+                if paz::handover::serve_upgrades(upgrades, sockets, source, stopping).await {
+                    let _ = taken_tx.send(());
+                }
+            });
+        }
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(()) = taken_rx => {}
+            }
+        };
         // The router, the runtime and the streams stop while the API drains.
         serve::serve(self.listener, self.app, self.limits, shutdown, || {
             let _ = stop.send(true);

@@ -58,22 +58,17 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let store = config.store_config().build()?;
-    let secret_key = match &config.secret_key {
-        Some(hex) => {
-            paz::store::SecretKey::from_hex(hex).context("--secret-key / PAZ_SECRET_KEY")?
-        }
-        None => paz::store::SecretKey::load_or_create(&config.data_dir.join("secret-key"))?,
+    // Taking over: the running server's sockets and routes; else this data dir's upgrade
+    // socket (refused if a server already runs on it).
+    let mut launch = if config.upgrade {
+        paz_server::Launch::take_over(&config.data_dir).await?
+    } else {
+        paz_server::Launch::fresh(&config.data_dir)?
     };
-    let paz = paz_core::Paz::new(store, config.engine_config()).with_secrets(Arc::new(secret_key));
-    let listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--api-listen / PAZ_API_LISTEN)",
-                config.api_listen
-            )
-        })?;
+    let listener = launch
+        .sockets()
+        .tcp(paz::handover::API, config.api_listen)
+        .await?;
     let address = listener.local_addr()?;
     let mut backends = config.runtime_config();
     if let Some(tls) = &mut backends.tls
@@ -86,12 +81,36 @@ async fn main() -> anyhow::Result<()> {
             address
         };
     }
-    let mut server = paz_server::start(&config, token, paz, listener, backends).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            launch
+                .sockets()
+                .tcp(paz::handover::METRICS, address)
+                .await?,
+        ),
+        None => None,
+    };
+    // At an upgrade this serves the old server's routes and waits until it has exited.
+    launch.prepare(&backends).await?;
+    let store = if config.upgrade {
+        config
+            .store_config()
+            .build_when_free(std::time::Duration::from_secs(30))
+            .await?
+    } else {
+        config.store_config().build()?
+    };
+    let secret_key = match &config.secret_key {
+        Some(hex) => {
+            paz::store::SecretKey::from_hex(hex).context("--secret-key / PAZ_SECRET_KEY")?
+        }
+        None => paz::store::SecretKey::load_or_create(&config.data_dir.join("secret-key"))?,
+    };
+    let paz = paz_core::Paz::new(store, config.engine_config()).with_secrets(Arc::new(secret_key));
+    let mut server =
+        paz_server::start_with(&config, token, paz, listener, backends, launch).await?;
     let mut metrics_address = None;
-    if let Some(address) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address} (--metrics-listen)"))?;
+    if let Some(listener) = metrics_listener {
         metrics_address = Some(listener.local_addr()?);
         server = server.with_metrics_listener(listener);
     }

@@ -950,3 +950,273 @@ async fn a_public_service_is_served_over_https_with_a_certificate_from_acme() ->
     );
     Ok(())
 }
+
+/// Load as wrk makes it: connections that each keep one request outstanding and open a new
+/// connection only when an answer says `Connection: close`. Any other end of a connection
+/// (refused, reset, closed before or during an answer) fails the request it carried, as does
+/// any non-2xx answer.
+struct KeepAliveLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl KeepAliveLoad {
+    fn start(router: &str, host: &str, connections: usize) -> KeepAliveLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let tasks = (0..connections)
+            .map(|_| {
+                let (stop, ok, reconnects) = (stop.clone(), ok.clone(), reconnects.clone());
+                let (router, request) = (
+                    router.to_owned(),
+                    format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+                );
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut connection: Option<tokio::net::TcpStream> = None;
+                    let mut buf = Vec::with_capacity(4096);
+                    // Bounded: a broken router ends the loop after a few failures.
+                    while !stop.load(Ordering::Relaxed) && failures.len() < 20 {
+                        let stream = match connection.as_mut() {
+                            Some(stream) => stream,
+                            None => match tokio::time::timeout(
+                                Duration::from_secs(5),
+                                tokio::net::TcpStream::connect(&router),
+                            )
+                            .await
+                            {
+                                Ok(Ok(stream)) => connection.insert(stream),
+                                other => {
+                                    failures.push(format!("connect: {other:?}"));
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                    continue;
+                                }
+                            },
+                        };
+                        let exchange = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            http1_exchange(stream, request.as_bytes(), &mut buf),
+                        )
+                        .await;
+                        match exchange {
+                            Ok(Ok((status, close))) => {
+                                if (200..300).contains(&status) {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    failures.push(format!("status {status}"));
+                                }
+                                if close {
+                                    connection = None;
+                                    reconnects.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Ok(Err(error)) => {
+                                failures.push(format!("{error}"));
+                                connection = None;
+                            }
+                            Err(_) => {
+                                failures.push("no answer within 10 s".into());
+                                connection = None;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        KeepAliveLoad {
+            stop,
+            ok,
+            reconnects,
+            tasks,
+        }
+    }
+
+    /// Stops the connections; returns the successes, how many times an answer closed a
+    /// connection, and the failures.
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.reconnects.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+/// One request and its `Content-Length`-framed answer on `stream`: the status, and whether
+/// the answer said `Connection: close`.
+async fn http1_exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, bool)> {
+    use std::io::{Error, ErrorKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::new(ErrorKind::InvalidData, format!("bad head {head:?}")))?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidData, format!("no length in {head:?}"))
+                })?;
+            let close = head
+                .lines()
+                .any(|l| l.starts_with("connection:") && l.contains("close"));
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::UnexpectedEof, "closed mid-body"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok((status, close));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed before an answer",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `paz-server --upgrade` beside the running server of `cluster`, from `binary`: returns
+/// the new server once the old one has exited, and how long the hand-over took.
+async fn upgrade(cluster: &mut Cluster, binary: PathBuf) -> Result<Duration> {
+    let old = cluster.server.take().expect("the server runs");
+    let (data, network) = (cluster.data.clone(), cluster.network.clone());
+    let started = Instant::now();
+    let new = tokio::task::spawn_blocking(move || {
+        Server::start_binary(
+            &binary,
+            &data,
+            &[
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &network,
+                "--upgrade",
+            ],
+        )
+    })
+    .await??;
+    let took = started.elapsed();
+    ensure!(
+        new.url == old.url && new.router == old.router,
+        "the new server listens where the old one did: {} {:?} vs {} {:?}",
+        new.url,
+        new.router,
+        old.url,
+        old.router
+    );
+    // The old one drains and exits by itself (it has exited already: the new one opens the
+    // store only then).
+    tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(30))).await??;
+    cluster.server = Some(new);
+    Ok(took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_and_a_binary_swap_under_load_fail_no_request() -> Result<()> {
+    let Some((mut cluster, _one_at_a_time)) = Cluster::begin(
+        "a_restart_and_a_binary_swap_under_load_fail_no_request",
+        "upgrade",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    cluster.create(&demo("web", 2)).await?;
+    wait_healthy(&cluster, "web", 2).await?;
+    let router = cluster.router();
+    let keep_alive = KeepAliveLoad::start(&router, "web.localhost", 8);
+    let fresh = Load::start(&router, "web.localhost", "/", 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A restart: the same binary takes over.
+    let restart = upgrade(&mut cluster, crate::support::bin("paz-server")).await?;
+    // The new server's runtime and API work: a deploy under the same load.
+    let deployment = cluster
+        .client
+        .deploy("web", Some("paz-demo:v2".into()))
+        .await?;
+    cluster
+        .wait_deployment(&deployment.id, DeploymentStatus::Succeeded)
+        .await?;
+    // A binary swap: another binary file takes over.
+    let next = cluster._dir.path().join("paz-server-next");
+    std::fs::copy(crate::support::bin("paz-server"), &next)?;
+    let swap = upgrade(&mut cluster, next).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (ok, reconnects, failures) = keep_alive.finish().await;
+    assert_no_failures(fresh, "new and pooled connections across two upgrades").await;
+    ensure!(
+        failures.is_empty(),
+        "keep-alive connections: {} of {} requests failed, first: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    ensure!(ok > 100, "only {ok} keep-alive requests");
+    // Each upgrade ended every connection of the old server with `Connection: close`.
+    ensure!(
+        reconnects >= 8,
+        "only {reconnects} answers closed a connection"
+    );
+    eprintln!(
+        "restart took {restart:?}, binary swap {swap:?}; keep-alive: {ok} requests, \
+         {reconnects} moved to the new process, 0 failed"
+    );
+    let versions = cluster.get("web.localhost", "/").await?.text().await?;
+    ensure!(
+        versions.contains("v2"),
+        "serving v2 after the swap: {versions}"
+    );
+
+    // A plain restart (stop, then start): the new server restores the routes of the running
+    // instances before it accepts, so its first answer is no 404.
+    let (data, network) = (cluster.data.clone(), cluster.network.clone());
+    cluster.server.take().expect("the server runs").stop()?;
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start_with(
+            &data,
+            &[
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &network,
+            ],
+        )
+    })
+    .await??;
+    cluster.server = Some(server);
+    let first = cluster.get("web.localhost", "/").await?;
+    ensure!(
+        first.status().is_success(),
+        "the first answer after a restart: {}",
+        first.status()
+    );
+    Ok(())
+}

@@ -47,7 +47,12 @@ impl Server {
 
     /// Starts a server with extra arguments and waits until its API (and router) listen.
     pub fn start_with(data_dir: &Path, args: &[&str]) -> Result<Server> {
-        let mut child = Command::new(bin("paz-server"))
+        Self::start_binary(&bin("paz-server"), data_dir, args)
+    }
+
+    /// [`Server::start_with`] from the `paz-server` binary at `binary`.
+    pub fn start_binary(binary: &Path, data_dir: &Path, args: &[&str]) -> Result<Server> {
+        let mut child = Command::new(binary)
             .args(["--api-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
@@ -138,6 +143,23 @@ impl Server {
             ensure!(
                 started.elapsed() < Duration::from_secs(20),
                 "paz-server did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most `bound`) for the server to exit by itself; fails unless it exits
+    /// with success.
+    pub fn wait_exit(mut self, bound: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "paz-server exited with {status}");
+                return Ok(started.elapsed());
+            }
+            ensure!(
+                started.elapsed() < bound,
+                "paz-server still runs after {bound:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
