@@ -261,6 +261,32 @@ impl Router {
         });
     }
 
+    /// Serves `certificate_pem` (a TLS-ALPN-01 challenge certificate, with `key_pem`) on the
+    /// TLS listeners to handshakes for `name` that offer exactly the ALPN protocol
+    /// `acme-tls/1`, until [`Router::clear_acme_tls_challenge`]; such connections end after
+    /// the handshake. Fails, changing nothing, if it does not parse.
+    pub fn set_acme_tls_challenge(
+        &self,
+        name: &str,
+        certificate_pem: &str,
+        key_pem: &str,
+    ) -> Result<()> {
+        let _guard = self.registry();
+        self.shared
+            .certificates
+            .set_challenge(&crate::tls::CertificatePem {
+                names: vec![name.to_owned()],
+                chain_pem: certificate_pem.to_owned(),
+                key_pem: key_pem.to_owned(),
+            })
+    }
+
+    /// Stops serving the TLS-ALPN-01 challenge certificate of `name`.
+    pub fn clear_acme_tls_challenge(&self, name: &str) {
+        let _guard = self.registry();
+        self.shared.certificates.clear_challenge(name);
+    }
+
     fn update_edge(&self, change: impl FnOnce(&mut edge::Edge)) {
         // Writers are rare (certificates, challenges): a copy per change is fine.
         let _guard = self.registry();

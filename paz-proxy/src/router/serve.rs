@@ -402,6 +402,13 @@ impl Connection {
             }
             Err(_) => return,
         };
+        if crate::tls::is_acme_validation(stream.get_ref().1) {
+            // An ACME CA checked the TLS-ALPN-01 certificate: no HTTP on this connection.
+            let mut stream = stream;
+            let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, close).await;
+            return;
+        }
         let ctx = self.context(peer, "https");
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

@@ -1,11 +1,16 @@
 //! HTTPS at the router: certificates chosen by SNI, HTTP/2 and HTTP/1.1 by ALPN,
-//! `X-Forwarded-Proto: https`, the plain listener's redirect and ACME HTTP-01 answers, HSTS.
+//! `X-Forwarded-Proto: https`, the plain listener's redirect and ACME HTTP-01 answers, HSTS,
+//! ACME TLS-ALPN-01 challenge certificates.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use paz_proxy::{CertificatePem, Scope};
-use tokio::net::TcpListener;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{TestBackend, TestRouter, active, get, table};
 
@@ -223,4 +228,163 @@ async fn without_sni_the_only_certificate_is_served() {
         .build()
         .unwrap();
     assert!(fresh.get(&url).send().await.is_err());
+}
+
+/// Accepts any server certificate and signature (the test compares certificates itself).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    // webpki, which checks handshake signatures, refuses the challenge certificate's
+    // critical acmeIdentifier extension (an ACME CA reads it itself): the test compares
+    // certificates, not signatures.
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS handshake with `name` as SNI offering `alpn`: the leaf served and the protocol
+/// negotiated, and the stream.
+async fn handshake(
+    address: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<(
+    Vec<u8>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<TcpStream>,
+)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(address).await?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let stream = connector.connect(server_name, tcp).await?;
+    let (_, connection) = stream.get_ref();
+    let leaf = connection.peer_certificates().unwrap()[0].to_vec();
+    let protocol = connection.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((leaf, protocol, stream))
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// TLS-ALPN-01 (RFC 8737): a ClientHello offering exactly `acme-tls/1` gets the pending
+/// challenge certificate of its SNI name, negotiates `acme-tls/1` and gets no HTTP; any other
+/// ClientHello gets the served certificate; without a pending challenge (another name, or
+/// once withdrawn) an `acme-tls/1` handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_tls_alpn_hello_gets_the_challenge_certificate_and_no_http() {
+    let router = TestRouter::default().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .router
+        .apply_table(&table(&[(
+            "web.example.test",
+            "web",
+            vec![active(&backend)],
+        )]))
+        .unwrap();
+    let pki = pki(&["web.example.test", "api.example.test"]);
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&pki.leaf), None)
+        .unwrap();
+    let address = tls_listener(&router).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["web.example.test".into()]).unwrap();
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&[7; 32])];
+    let challenge = params.self_signed(&key).unwrap();
+    router
+        .router
+        .set_acme_tls_challenge("Web.Example.Test", &challenge.pem(), &key.serialize_pem())
+        .unwrap();
+    const ACME: &[u8] = b"acme-tls/1";
+
+    let (leaf, protocol, mut stream) = handshake(address, "web.example.test", &[ACME])
+        .await
+        .unwrap();
+    assert_eq!(leaf, challenge.der().to_vec(), "the challenge certificate");
+    assert_eq!(protocol.as_deref(), Some(ACME));
+    // No HTTP on it: the router closes the connection after the handshake.
+    let _ = stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: web.example.test\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closes the connection");
+    assert!(
+        answer.is_empty(),
+        "no HTTP answer: {read:?} {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Any other ALPN list (or none) gets the served certificate.
+    let served = der(&pki.leaf.chain_pem);
+    for (alpn, negotiated) in [
+        (&[b"h2".as_slice(), b"http/1.1"][..], Some(&b"h2"[..])),
+        (&[b"http/1.1".as_slice(), ACME][..], Some(&b"http/1.1"[..])),
+        (&[][..], None),
+    ] {
+        let (leaf, protocol, _) = handshake(address, "web.example.test", alpn).await.unwrap();
+        assert_eq!(leaf, served, "{alpn:?}");
+        assert_eq!(protocol.as_deref(), negotiated, "{alpn:?}");
+    }
+    // A name with a served certificate but no pending challenge: no certificate for
+    // `acme-tls/1`, the handshake fails.
+    assert!(
+        handshake(address, "api.example.test", &[ACME])
+            .await
+            .is_err()
+    );
+    router.router.clear_acme_tls_challenge("web.example.test");
+    assert!(
+        handshake(address, "web.example.test", &[ACME])
+            .await
+            .is_err(),
+        "withdrawn"
+    );
+    // HTTPS goes on as before.
+    let client = client(&pki.ca_pem, "web.example.test", address, false);
+    let url = format!("https://web.example.test:{}/", address.port());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
 }
