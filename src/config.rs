@@ -376,10 +376,7 @@ impl BuiltProxy {
         router.set_hsts(tls.hsts);
         if let Some((host, api)) = &tls.api {
             let mut routes = paz_core::RouteTable::default();
-            let mut route = paz_core::route::Route {
-                service: "paz-api".into(),
-                backends: Default::default(),
-            };
+            let mut route = paz_core::route::Route::new("paz-api");
             route
                 .backends
                 .insert(api.to_string(), paz_core::route::Backend::default());

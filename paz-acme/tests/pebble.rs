@@ -78,10 +78,7 @@ async fn backend() -> SocketAddr {
 
 fn table(host: &str, backend: SocketAddr) -> RouteTable {
     let mut table = RouteTable::default();
-    let mut route = Route {
-        service: "web".into(),
-        backends: Default::default(),
-    };
+    let mut route = Route::new("web");
     route.backends.insert(
         backend.to_string(),
         Backend {

@@ -52,7 +52,7 @@ fn fail(
 
 /// The host a request is for: `Host` header (or the absolute URI's authority), without port,
 /// lower case, without a trailing dot. `Err` if it is not `host[:port]`.
-fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, ()> {
+fn request_host<B>(req: &Request<B>) -> Result<Option<Cow<'_, str>>, ()> {
     let raw = match req.headers().get(header::HOST) {
         Some(value) => value.as_bytes(),
         None => match req.uri().authority() {
@@ -64,6 +64,13 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, ()> {
         return Err(());
     }
     Ok(std::str::from_utf8(raw).ok().and_then(route_host))
+}
+
+/// The `Strict-Transport-Security` value for the HTTPS answer to `req`, if any (none for a
+/// host whose service opted out of the HTTPS redirect).
+pub(crate) fn hsts<B>(edge: &super::edge::Edge, req: &Request<B>) -> Option<String> {
+    edge.hsts_for(|| request_host(req).ok().flatten().map(Cow::into_owned))
+        .map(str::to_owned)
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {

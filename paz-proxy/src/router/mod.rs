@@ -54,7 +54,7 @@ mod state;
 mod tunnel;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -212,21 +212,23 @@ impl Router {
     }
 
     /// Makes `certificates` the set TLS listeners serve, and redirects plain-HTTP requests
-    /// for each exact name among them to HTTPS (on `https_port`; `None` for 443). Fails,
-    /// changing nothing, if one does not parse.
+    /// for each exact name among them to HTTPS (on `https_port`; `None` for 443), except
+    /// names whose route has `https_redirect: false`. Fails, changing nothing, if one does
+    /// not parse.
     pub fn set_certificates(
         &self,
         certificates: &[crate::tls::CertificatePem],
         https_port: Option<u16>,
     ) -> Result<()> {
         self.shared.certificates.replace(certificates)?;
-        self.update_edge(|edge| {
-            edge.redirect = certificates
-                .iter()
-                .flat_map(|c| &c.names)
-                .filter(|n| !n.starts_with("*."))
-                .map(|n| n.to_ascii_lowercase())
-                .collect();
+        let mut registry = self.registry();
+        registry.certified = certificates
+            .iter()
+            .flat_map(|c| &c.names)
+            .filter(|n| !n.starts_with("*."))
+            .map(|n| normalize_host(n))
+            .collect();
+        self.update_edge_locked(&registry, |edge| {
             edge.https_port = https_port.filter(|p| *p != 443);
         });
         Ok(())
@@ -288,10 +290,22 @@ impl Router {
     }
 
     fn update_edge(&self, change: impl FnOnce(&mut edge::Edge)) {
-        // Writers are rare (certificates, challenges): a copy per change is fine.
-        let _guard = self.registry();
+        let registry = self.registry();
+        self.update_edge_locked(&registry, change);
+    }
+
+    /// Changes the edge with the registry locked (it serialises the writers), and derives
+    /// the redirected names: those with a certificate, less the routes that opted out.
+    fn update_edge_locked(&self, registry: &Registry, change: impl FnOnce(&mut edge::Edge)) {
+        // Writers are rare (certificates, challenges, opt-outs): a copy per change is fine.
         let mut edge = (**self.shared.edge.load()).clone();
         change(&mut edge);
+        edge.redirect = registry
+            .certified
+            .iter()
+            .filter(|name| !edge.opted_out.contains(*name))
+            .cloned()
+            .collect();
         self.shared.edge.store(Arc::new(edge));
     }
 
@@ -403,6 +417,16 @@ impl Router {
             slot.set_draining(true);
         }
         registry.slots.retain(|_, weak| weak.strong_count() > 0);
+        // Hosts whose service opted out of the HTTPS redirect (rare: usually none).
+        let opted_out: HashSet<String> = merged
+            .routes
+            .iter()
+            .filter(|(_, route)| !route.https_redirect)
+            .map(|(host, _)| normalize_host(host))
+            .collect();
+        if opted_out != self.shared.edge.load().opted_out {
+            self.update_edge_locked(&registry, |edge| edge.opted_out = opted_out);
+        }
         Ok(())
     }
 

@@ -443,7 +443,9 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let ctx = self.0.clone();
         Box::pin(async move {
             let tls = ctx.proto == "https";
-            let hsts = tls.then(|| ctx.shared.edge.load().hsts.clone()).flatten();
+            let hsts = tls
+                .then(|| super::handler::hsts(&ctx.shared.edge.load(), &req))
+                .flatten();
             let mut response = handle(ctx, req).await;
             if let Some(hsts) = hsts.and_then(|h| HeaderValue::from_str(&h).ok()) {
                 response

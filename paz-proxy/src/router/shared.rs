@@ -20,6 +20,8 @@ pub(super) struct Registry {
     pub(super) services: BTreeMap<String, Arc<ServiceMetrics>>,
     /// Routes served whatever table is applied (e.g. the API under its own host name).
     pub(super) static_routes: paz_core::RouteTable,
+    /// The exact names with a certificate (redirected to HTTPS unless their route opts out).
+    pub(super) certified: std::collections::HashSet<String>,
     next_id: u64,
 }
 

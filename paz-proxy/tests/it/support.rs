@@ -340,6 +340,7 @@ pub fn table(entries: &[(&str, &str, Vec<TestBackendEntry>)]) -> RouteTable {
             (*host).to_owned(),
             Route {
                 service: (*service).to_owned(),
+                https_redirect: true,
                 backends: backends
                     .iter()
                     .map(|(a, weight, state)| {

@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use paz_proxy::{CertificatePem, Scope};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{TestBackend, TestRouter, active, get, table};
+use crate::support::{Client, TestBackend, TestRouter, active, get, request, table};
 
 /// A CA and a leaf certificate for `names`, signed by it.
 struct Pki {
@@ -192,6 +193,92 @@ async fn the_plain_listener_redirects_and_answers_acme_challenges() {
         response.headers()["strict-transport-security"],
         "max-age=3600"
     );
+}
+
+/// A service that opts out of the HTTPS redirect (`https_redirect: false` on its routes) is
+/// served over plain HTTP although it has a certificate, on the fast path and the general
+/// one, and gets no HSTS over HTTPS; another service with a certificate is redirected (308).
+#[tokio::test]
+async fn a_route_that_opts_out_of_the_redirect_is_served_over_plain_http() {
+    let router = TestRouter::default().await;
+    let web = TestBackend::start("web").await;
+    let plain = TestBackend::start("plain").await;
+    let pki = pki(&["web.example.test", "plain.example.test"]);
+    // Certificates first, the opt-out with the next table.
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&pki.leaf), Some(8443))
+        .unwrap();
+    router.router.set_hsts(Some(Duration::from_secs(3600)));
+    let mut routes = table(&[
+        ("web.example.test", "web", vec![active(&web)]),
+        ("plain.example.test", "plain", vec![active(&plain)]),
+    ]);
+    routes
+        .routes
+        .get_mut("plain.example.test")
+        .unwrap()
+        .https_redirect = false;
+    router.router.apply_table(&routes).unwrap();
+
+    let redirected = get(router.public, "web.example.test", "/a").await.unwrap();
+    assert_eq!(redirected.status, 308);
+    assert_eq!(
+        redirected.headers["location"],
+        "https://web.example.test:8443/a"
+    );
+    // A simple GET (the fast path) and a request with a body (the general path).
+    let served = get(router.public, "plain.example.test", "/").await.unwrap();
+    assert_eq!(
+        (served.status.as_u16(), served.body.as_str()),
+        (200, "plain")
+    );
+    let mut client_conn = Client::connect(router.public).await.unwrap();
+    let posted = client_conn
+        .send(request(
+            "POST",
+            "plain.example.test",
+            "/echo",
+            Bytes::from_static(b"over plain http"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (posted.status.as_u16(), posted.body.as_str()),
+        (200, "over plain http")
+    );
+    // Over HTTPS: HSTS for the redirected service only.
+    let address = tls_listener(&router).await;
+    for (host, hsts) in [
+        ("web.example.test", Some("max-age=3600")),
+        ("plain.example.test", None),
+    ] {
+        let https = client(&pki.ca_pem, host, address, true);
+        let response = https
+            .get(format!("https://{host}:{}/", address.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+        assert_eq!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            hsts,
+            "{host}"
+        );
+    }
+
+    // Opting back in redirects it too.
+    routes
+        .routes
+        .get_mut("plain.example.test")
+        .unwrap()
+        .https_redirect = true;
+    router.router.apply_table(&routes).unwrap();
+    let redirected = get(router.public, "plain.example.test", "/").await.unwrap();
+    assert_eq!(redirected.status, 308);
 }
 
 #[tokio::test]
