@@ -18,7 +18,8 @@
 //! (replaced at the edge unless the peer is a trusted proxy), strict `Host` and body framing
 //! (CL+TE, bad lengths → 400), and one response-head parser and chunked decoder for both raw
 //! upstream readers. Connections are capped (globally and per client IP) and closed when
-//! idle; [`raise_open_files_limit`] lets a server hold them.
+//! idle; a request body must arrive whole within [`RouterConfig::body_timeout`] (else 408);
+//! [`raise_open_files_limit`] lets a server hold them.
 //!
 //! By default each listener is served by one single-threaded runtime per CPU; one of them
 //! accepts and deals connections to all in turn.

@@ -475,3 +475,83 @@ async fn an_acme_tls_alpn_hello_gets_the_challenge_certificate_and_no_http() {
     let url = format!("https://web.example.test:{}/", address.port());
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
 }
+
+/// The body deadline on TLS connections (hyper's HTTP/1.1 and HTTP/2 servers): a body
+/// trickled past it gets 408; over HTTP/1.1 the connection is then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_over_tls_past_the_body_deadline_gets_408() {
+    let router = TestRouter::start(paz_proxy::RouterConfig {
+        body_timeout: Some(Duration::from_secs(1)),
+        ..paz_proxy::RouterConfig::default()
+    })
+    .await;
+    let backend = TestBackend::start("web").await;
+    router
+        .router
+        .apply_table(&table(&[(
+            "web.example.test",
+            "web",
+            vec![active(&backend)],
+        )]))
+        .unwrap();
+    let pki = pki(&["web.example.test"]);
+    router
+        .router
+        .set_certificates(std::slice::from_ref(&pki.leaf), None)
+        .unwrap();
+    let address = tls_listener(&router).await;
+
+    // HTTP/1.1: a byte every 300 ms of a 100-byte body.
+    let (_, protocol, stream) = handshake(address, "web.example.test", &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    writer
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: web.example.test\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let writing = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer))
+        .await
+        .expect("the router closes the connection");
+    writing.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{read:?} {answer:?}"
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+
+    // HTTP/2: the stream gets 408.
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let feeding = tokio::spawn(async move {
+        while sender.send(Bytes::from_static(b"x")).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let h2 = client(&pki.ca_pem, "web.example.test", address, true);
+    let started = tokio::time::Instant::now();
+    let response = h2
+        .post(format!("https://web.example.test:{}/echo", address.port()))
+        .body(reqwest::Body::wrap(crate::support::ChanBody::new(receiver)))
+        .send()
+        .await
+        .unwrap();
+    feeding.abort();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 408);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
