@@ -503,10 +503,7 @@ impl Edge {
         self.router.set_hsts(tls.hsts);
         if let Some((host, api)) = &tls.api {
             let mut routes = paz_core::RouteTable::default();
-            let mut route = paz_core::route::Route {
-                service: "paz-api".into(),
-                backends: Default::default(),
-            };
+            let mut route = paz_core::route::Route::new("paz-api");
             route
                 .backends
                 .insert(api.to_string(), paz_core::route::Backend::default());
@@ -577,8 +574,9 @@ pub struct RuntimeConfig {
 }
 
 /// HTTPS at the built-in router: a listener, certificates from files and/or from an ACME
-/// CA (kept in the store, renewed; HTTP-01 answered by the router's plain listener), and
-/// HSTS. Hosts with a certificate are redirected from HTTP to HTTPS.
+/// CA (kept in the store, renewed; HTTP-01 answered by the router's plain listener, or
+/// TLS-ALPN-01 by its TLS listener), and HSTS. Hosts with a certificate are redirected from
+/// HTTP to HTTPS unless their service opts out.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// Where HTTPS is served (`--tls-listen`), e.g. `0.0.0.0:443`.
@@ -594,7 +592,8 @@ pub struct TlsConfig {
     pub api: Option<(String, SocketAddr)>,
 }
 
-/// The router answers the CA's HTTP-01 challenges.
+/// The router answers the CA's challenges: HTTP-01 on its plain listener, TLS-ALPN-01 on
+/// its TLS listener.
 struct RouterChallenges(Arc<paz_proxy::router::Router>);
 
 impl paz_acme::Challenges for RouterChallenges {
@@ -603,6 +602,18 @@ impl paz_acme::Challenges for RouterChallenges {
     }
     fn withdraw(&self, token: &str) {
         self.0.clear_acme_challenge(token);
+    }
+    fn publish_tls_alpn(&self, name: &str, certificate_pem: &str, key_pem: &str) {
+        if let Err(error) = self
+            .0
+            .set_acme_tls_challenge(name, certificate_pem, key_pem)
+        {
+            // The CA's validation then fails, and the order with it (retried with backoff).
+            tracing::error!(%name, %error, "cannot serve the tls-alpn-01 certificate");
+        }
+    }
+    fn withdraw_tls_alpn(&self, name: &str) {
+        self.0.clear_acme_tls_challenge(name);
     }
 }
 

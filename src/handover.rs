@@ -591,8 +591,8 @@ mod tests {
         table.routes.insert(
             "web.localhost".into(),
             paz_core::route::Route {
-                service: "web".into(),
                 backends: [("127.0.0.1:9".to_owned(), Default::default())].into(),
+                ..paz_core::route::Route::new("web")
             },
         );
         router.apply_table(&table).unwrap();

@@ -1,6 +1,7 @@
 //! `paz-acme`: certificates from an ACME CA (RFC 8555: Let's Encrypt, or pebble in tests)
-//! with HTTP-01 challenges, answered by whoever implements [`Challenges`] (Paz's router
-//! serves `/.well-known/acme-challenge/<token>` on its plain listener).
+//! with HTTP-01 or TLS-ALPN-01 (RFC 8737) challenges, answered by whoever implements
+//! [`Challenges`] (Paz's router serves `/.well-known/acme-challenge/<token>` on its plain
+//! listener, and the challenge certificate to `acme-tls/1` handshakes on its TLS listener).
 //!
 //! [`Issuer`] holds one ACME account; [`Issuer::issue`] orders a certificate for some names,
 //! publishes each challenge's answer, tells the CA to validate, waits, finalizes with a new
@@ -41,6 +42,12 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Not a challenge type Paz answers (see [`ChallengeKind`]).
+    #[error("unknown ACME challenge type {given:?}: use http-01 or tls-alpn-01")]
+    UnknownChallenge {
+        /// What was given.
+        given: String,
+    },
     /// The issued certificate could not be read.
     #[error("the certificate issued for {names:?} cannot be read: {message}")]
     Certificate {
@@ -67,12 +74,95 @@ pub struct AcmeConfig {
     pub ca_root: Option<PathBuf>,
 }
 
-/// Publishes and withdraws the answers to HTTP-01 challenges.
+/// How the CA checks that Paz controls a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChallengeKind {
+    /// HTTP-01: the CA fetches `http://<name>/.well-known/acme-challenge/<token>` (port 80).
+    #[default]
+    Http01,
+    /// TLS-ALPN-01 (RFC 8737): the CA connects to `<name>:443` offering only the ALPN
+    /// protocol `acme-tls/1` and checks the self-signed challenge certificate served.
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The name ACME gives it: `http-01` or `tls-alpn-01`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+
+    fn acme_type(self) -> ChallengeType {
+        match self {
+            ChallengeKind::Http01 => ChallengeType::Http01,
+            ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        }
+    }
+}
+
+impl std::fmt::Display for ChallengeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ChallengeKind {
+    type Err = Error;
+
+    fn from_str(given: &str) -> Result<Self> {
+        match given {
+            "http-01" => Ok(ChallengeKind::Http01),
+            "tls-alpn-01" => Ok(ChallengeKind::TlsAlpn01),
+            _ => Err(Error::UnknownChallenge {
+                given: given.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Publishes and withdraws the answers to challenges: HTTP-01 (a key authorization served
+/// at a path) and TLS-ALPN-01 (a certificate served to `acme-tls/1` handshakes).
 pub trait Challenges: Send + Sync {
     /// Answer `GET /.well-known/acme-challenge/<token>` with `key_authorization`.
     fn publish(&self, token: &str, key_authorization: &str);
     /// Stop answering `token`.
     fn withdraw(&self, token: &str);
+    /// Serve `certificate_pem` (with its `key_pem`) to TLS clients that ask for `name` by
+    /// SNI and offer exactly the ALPN protocol `acme-tls/1` (TLS-ALPN-01, RFC 8737).
+    fn publish_tls_alpn(&self, name: &str, certificate_pem: &str, key_pem: &str);
+    /// Stop serving the TLS-ALPN-01 certificate of `name`.
+    fn withdraw_tls_alpn(&self, name: &str);
+}
+
+/// A challenge answer published during an order, withdrawn when the order ends.
+enum Published {
+    Http01(String),
+    TlsAlpn01(String),
+}
+
+/// The TLS-ALPN-01 certificate of `name` (RFC 8737 §3): self-signed, for `name` alone, with
+/// the critical acmeIdentifier extension holding `digest` (SHA-256 of the key
+/// authorization). Returns the certificate and its new key as PEM.
+pub fn tls_alpn_certificate(
+    name: &str,
+    digest: &[u8],
+) -> std::result::Result<(String, String), String> {
+    if digest.len() != 32 {
+        return Err(format!(
+            "the key authorization digest has {} bytes, not 32",
+            digest.len()
+        ));
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("a key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .map_err(|e| format!("the name {name:?}: {e}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|e| format!("signing: {e}"))?;
+    Ok((certificate.pem(), key.serialize_pem()))
 }
 
 /// A certificate as issued.
@@ -174,15 +264,25 @@ impl Issuer {
         ))
     }
 
-    /// Orders a certificate for `names` with HTTP-01 challenges published through
+    /// Orders a certificate for `names` with challenges of `kind` published through
     /// `challenges` (withdrawn again whatever happens).
-    pub async fn issue(&self, names: &[String], challenges: &dyn Challenges) -> Result<Issued> {
+    pub async fn issue(
+        &self,
+        names: &[String],
+        kind: ChallengeKind,
+        challenges: &dyn Challenges,
+    ) -> Result<Issued> {
         let mut published = Vec::new();
-        let outcome =
-            tokio::time::timeout(ORDER_TIMEOUT, self.order(names, challenges, &mut published))
-                .await;
-        for token in &published {
-            challenges.withdraw(token);
+        let outcome = tokio::time::timeout(
+            ORDER_TIMEOUT,
+            self.order(names, kind, challenges, &mut published),
+        )
+        .await;
+        for answer in &published {
+            match answer {
+                Published::Http01(token) => challenges.withdraw(token),
+                Published::TlsAlpn01(name) => challenges.withdraw_tls_alpn(name),
+            }
         }
         let failed = |message: String| Error::Order {
             names: names.to_vec(),
@@ -205,8 +305,9 @@ impl Issuer {
     async fn order(
         &self,
         names: &[String],
+        kind: ChallengeKind,
         challenges: &dyn Challenges,
-        published: &mut Vec<String>,
+        published: &mut Vec<Published>,
     ) -> Result<(String, String)> {
         let failed = |message: String| Error::Order {
             names: names.to_vec(),
@@ -229,11 +330,25 @@ impl Issuer {
                 status => return Err(failed(format!("an authorization is {status:?}"))),
             }
             let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| failed("the CA offers no http-01 challenge".into()))?;
-            let token = challenge.token.clone();
-            challenges.publish(&token, challenge.key_authorization().as_str());
-            published.push(token);
+                .challenge(kind.acme_type())
+                .ok_or_else(|| failed(format!("the CA offers no {kind} challenge")))?;
+            match kind {
+                ChallengeKind::Http01 => {
+                    let token = challenge.token.clone();
+                    challenges.publish(&token, challenge.key_authorization().as_str());
+                    published.push(Published::Http01(token));
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    let name = challenge.identifier().to_string();
+                    let (certificate, key) = tls_alpn_certificate(
+                        &name,
+                        challenge.key_authorization().digest().as_ref(),
+                    )
+                    .map_err(|e| failed(format!("the tls-alpn-01 certificate: {e}")))?;
+                    challenges.publish_tls_alpn(&name, &certificate, &key);
+                    published.push(Published::TlsAlpn01(name));
+                }
+            }
             challenge
                 .set_ready()
                 .await
@@ -300,5 +415,48 @@ mod tests {
         let expiry = not_after(&certificate.pem()).unwrap();
         assert_eq!(expiry.to_string(), "2031-05-17T00:00:00Z");
         assert!(not_after("garbage").is_err());
+    }
+
+    #[test]
+    fn challenge_kinds_parse_and_print_as_acme_names_them() {
+        for kind in [ChallengeKind::Http01, ChallengeKind::TlsAlpn01] {
+            assert_eq!(kind.to_string().parse::<ChallengeKind>().unwrap(), kind);
+        }
+        assert_eq!(ChallengeKind::default(), ChallengeKind::Http01);
+        let error = "dns-01".parse::<ChallengeKind>().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "unknown ACME challenge type \"dns-01\": use http-01 or tls-alpn-01"
+        );
+    }
+
+    #[test]
+    fn the_tls_alpn_certificate_has_the_name_alone_and_the_critical_acme_identifier() {
+        let digest: Vec<u8> = (0..32).collect();
+        let (pem, key) = tls_alpn_certificate("web.example.test", &digest).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let certificate = pem.parse_x509().unwrap();
+        let names: Vec<String> = certificate
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["DNSName(web.example.test)"]);
+        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31): critical, an OCTET STRING of the digest.
+        let extension = certificate
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("the acmeIdentifier extension");
+        assert!(extension.critical);
+        let mut der = vec![0x04, 32];
+        der.extend_from_slice(&digest);
+        assert_eq!(extension.value, der.as_slice());
+        assert!(tls_alpn_certificate("web.example.test", &digest[..31]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use paz_core::engine::Certificate;
 use paz_core::{HumanDuration, Paz};
 use tokio::sync::watch;
 
-use crate::{AcmeConfig, Challenges, Issuer};
+use crate::{AcmeConfig, ChallengeKind, Challenges, Issuer};
 
 /// How a name's certificate is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub enum CertState {
 pub struct ManagerConfig {
     /// The CA.
     pub acme: AcmeConfig,
+    /// How the CA validates the names (default HTTP-01).
+    pub challenge: ChallengeKind,
     /// Renew when a certificate expires within this (default 30 days).
     pub renew_before: Duration,
     /// How often names are checked (default 10 s; changes of services wake it at once).
@@ -51,6 +53,7 @@ impl ManagerConfig {
     pub fn new(acme: AcmeConfig) -> Self {
         ManagerConfig {
             acme,
+            challenge: ChallengeKind::default(),
             renew_before: Duration::from_secs(30 * 24 * 3600),
             every: Duration::from_secs(10),
             backoff: Duration::from_secs(60),
@@ -272,7 +275,11 @@ impl CertManager {
         }
         let issuer = issuer.as_ref().expect("connected above");
         let issued = issuer
-            .issue(&[name.to_owned()], self.inner.challenges.as_ref())
+            .issue(
+                &[name.to_owned()],
+                self.inner.config.challenge,
+                self.inner.challenges.as_ref(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok(Certificate {

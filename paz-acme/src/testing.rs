@@ -1,6 +1,7 @@
 //! Test support (feature `testing`): a real ACME CA on loopback, Debian's `pebble`, with
-//! its mock DNS server (`pebble-challtestsrv`, every name → 127.0.0.1) and HTTP-01
-//! validation pointed at a port of the caller's (the router's plain listener).
+//! its mock DNS server (`pebble-challtestsrv`, every name → 127.0.0.1), HTTP-01 validation
+//! pointed at a port of the caller's (the router's plain listener) and TLS-ALPN-01
+//! validation at another (the router's TLS listener).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -54,8 +55,15 @@ impl Drop for Pebble {
 }
 
 impl Pebble {
-    /// Starts pebble validating HTTP-01 on `http_port` (every name resolves to 127.0.0.1).
+    /// Starts pebble validating HTTP-01 on `http_port` (every name resolves to 127.0.0.1);
+    /// TLS-ALPN-01 goes to a port where nothing listens.
     pub fn start(http_port: u16) -> Result<Pebble> {
+        Pebble::start_validating(http_port, free_port())
+    }
+
+    /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
+    /// (every name resolves to 127.0.0.1).
+    pub fn start_validating(http_port: u16, tls_port: u16) -> Result<Pebble> {
         let dir = tempfile::tempdir()?;
         // pebble's API needs a certificate of its own: a CA and a leaf for 127.0.0.1.
         let ca_key = rcgen::KeyPair::generate()?;
@@ -77,7 +85,7 @@ impl Pebble {
             "certificate": dir.path().join("cert.pem"),
             "privateKey": dir.path().join("key.pem"),
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});

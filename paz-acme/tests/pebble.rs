@@ -1,6 +1,7 @@
 //! Against a real ACME server: Debian's `pebble` on loopback, its HTTP-01 validation pointed
-//! at Paz's router, which answers the challenges; the certificate issued is then served by
-//! the router's TLS listener. Needs `pebble` (with `CI=true` a missing one fails the test).
+//! at Paz's router's plain listener and its TLS-ALPN-01 validation at the router's TLS
+//! listener, which answer the challenges; the certificate issued is then served by the
+//! router's TLS listener. Needs `pebble` (with `CI=true` a missing one fails the test).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use paz_acme::testing::{Pebble, free_port, pebble_available};
-use paz_acme::{AcmeConfig, Challenges, Issuer};
+use paz_acme::{AcmeConfig, ChallengeKind, Challenges, Issuer};
 use paz_core::route::{Backend, BackendState, Route, RouteTable};
 use paz_proxy::{CertificatePem, Router, RouterConfig, Scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +36,14 @@ impl Challenges for RouterChallenges {
     fn withdraw(&self, token: &str) {
         self.0.clear_acme_challenge(token);
     }
+    fn publish_tls_alpn(&self, name: &str, certificate_pem: &str, key_pem: &str) {
+        self.0
+            .set_acme_tls_challenge(name, certificate_pem, key_pem)
+            .unwrap();
+    }
+    fn withdraw_tls_alpn(&self, name: &str) {
+        self.0.clear_acme_tls_challenge(name);
+    }
 }
 
 /// Publishes nothing: every validation fails.
@@ -43,6 +52,8 @@ struct Silent;
 impl Challenges for Silent {
     fn publish(&self, _: &str, _: &str) {}
     fn withdraw(&self, _: &str) {}
+    fn publish_tls_alpn(&self, _: &str, _: &str, _: &str) {}
+    fn withdraw_tls_alpn(&self, _: &str) {}
 }
 
 /// A backend answering "hello" to everything.
@@ -67,10 +78,7 @@ async fn backend() -> SocketAddr {
 
 fn table(host: &str, backend: SocketAddr) -> RouteTable {
     let mut table = RouteTable::default();
-    let mut route = Route {
-        service: "web".into(),
-        backends: Default::default(),
-    };
+    let mut route = Route::new("web");
     route.backends.insert(
         backend.to_string(),
         Backend {
@@ -104,7 +112,11 @@ async fn a_certificate_is_issued_through_the_router_and_served_renewed_and_refus
     let names = vec!["web.localhost".to_owned()];
     let started = Instant::now();
     let issued = issuer
-        .issue(&names, &RouterChallenges(router.clone()))
+        .issue(
+            &names,
+            ChallengeKind::Http01,
+            &RouterChallenges(router.clone()),
+        )
         .await?;
     eprintln!(
         "issued in {:?}, expires {}",
@@ -130,14 +142,22 @@ async fn a_certificate_is_issued_through_the_router_and_served_renewed_and_refus
     // The account is kept: a restored one issues again (a renewal), with a new key.
     let (again, _) = Issuer::connect(&pebble.config(), Some(&credentials)).await?;
     let renewed = again
-        .issue(&names, &RouterChallenges(router.clone()))
+        .issue(
+            &names,
+            ChallengeKind::Http01,
+            &RouterChallenges(router.clone()),
+        )
         .await?;
     assert_ne!(renewed.key_pem, issued.key_pem, "a renewal has a new key");
     assert_ne!(renewed.chain_pem, issued.chain_pem);
 
     // A challenge nobody answers fails the order with the CA's reason.
     let failed = issuer
-        .issue(&["nobody.localhost".to_owned()], &Silent)
+        .issue(
+            &["nobody.localhost".to_owned()],
+            ChallengeKind::Http01,
+            &Silent,
+        )
         .await
         .unwrap_err();
     let message = failed.to_string();
@@ -263,5 +283,99 @@ async fn the_manager_issues_renews_backs_off_and_drops() -> Result<()> {
         published.lock().unwrap().is_empty(),
         "the router serves none"
     );
+    Ok(())
+}
+
+/// TLS-ALPN-01 end to end on pebble: its validation connects to the router's TLS listener
+/// (nothing answers HTTP-01: pebble's HTTP port is closed), the router serves the challenge
+/// certificate to the `acme-tls/1` handshake, and the certificate issued is then served to
+/// ordinary HTTPS clients; the manager issues through it too when configured so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_issued_through_tls_alpn_01_on_the_routers_tls_listener() -> Result<()> {
+    use paz_acme::{CertManager, CertState, ManagerConfig};
+    use paz_core::{EngineConfig, MemoryStore, Paz, ServiceSpec, Trigger};
+    let test = "a_certificate_is_issued_through_tls_alpn_01_on_the_routers_tls_listener";
+    if !pebble_available(test) {
+        return Ok(());
+    }
+    let router = Router::new(RouterConfig::default());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let tls = TcpListener::bind("127.0.0.1:0").await?;
+    let tls_address = tls.local_addr()?;
+    router.serve_tls(tls, Scope::Public, shutdown.clone());
+    router.apply_table(&table("web.localhost", backend().await))?;
+    // HTTP-01 would go to a port where nothing listens.
+    let pebble = Pebble::start_validating(free_port(), tls_address.port())?;
+
+    let (issuer, _) = Issuer::connect(&pebble.config(), None).await?;
+    let names = vec!["web.localhost".to_owned()];
+    let issued = issuer
+        .issue(
+            &names,
+            ChallengeKind::TlsAlpn01,
+            &RouterChallenges(router.clone()),
+        )
+        .await?;
+    assert!(issued.not_after > jiff::Timestamp::now());
+    router.set_certificates(
+        &[CertificatePem {
+            names: names.clone(),
+            chain_pem: issued.chain_pem.clone(),
+            key_pem: issued.key_pem.clone(),
+        }],
+        Some(tls_address.port()),
+    )?;
+    let root = pebble.issuing_root().await?;
+    let client = https_client(&root, Some(("web.localhost", tls_address)))?;
+    let url = format!("https://web.localhost:{}/", tls_address.port());
+    let response = client.get(&url).send().await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await?, "hello");
+
+    // Nobody serves the challenge certificate: the CA's validation fails the order.
+    let failed = issuer
+        .issue(
+            &["nobody.localhost".to_owned()],
+            ChallengeKind::TlsAlpn01,
+            &Silent,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failed.contains("nobody.localhost")
+            && failed.contains("tls-alpn-01")
+            && failed.contains("unauthorized"),
+        "{failed}"
+    );
+
+    // The manager, configured for tls-alpn-01, issues the same way.
+    let paz = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+    let mut web = ServiceSpec::new("web", "demo:v1");
+    web.public = true;
+    web.ports.push(paz_core::PortSpec {
+        port: 8080,
+        protocol: paz_core::Protocol::Http,
+    });
+    paz.create_service(web, Trigger::create()).await?;
+    let mut config = ManagerConfig::new(pebble.config());
+    config.challenge = ChallengeKind::TlsAlpn01;
+    let publish: paz_acme::Publish = Arc::new(|_: &[paz_core::engine::Certificate]| {});
+    let manager = CertManager::new(
+        paz.clone(),
+        config,
+        Arc::new(RouterChallenges(router.clone())),
+        publish,
+    );
+    manager.pass(&mut None, &mut None).await?;
+    assert!(
+        matches!(
+            manager.states_now()["web.localhost"],
+            CertState::Valid { .. }
+        ),
+        "{:?}",
+        manager.states_now()
+    );
+    assert_eq!(paz.certificates().await?.len(), 1);
     Ok(())
 }

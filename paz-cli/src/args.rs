@@ -321,6 +321,16 @@ pub struct SpecFlags {
         default_missing_value = "true"
     )]
     pub public: Option<bool>,
+    /// Redirect plain HTTP to HTTPS for the service's host names once they have a certificate
+    /// (the default); `--https-redirect=false` serves them over plain HTTP too.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub https_redirect: Option<bool>,
     /// An extra domain routed to the service (repeatable; on update, replaces the list).
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
@@ -467,6 +477,27 @@ mod tests {
             parse(&["paz", "service", "update", "web", "--public=false"]),
             Some(false)
         );
+    }
+
+    #[test]
+    fn https_redirect_takes_an_optional_value() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Service(ServiceCommand::Create(create)) = cli.command else {
+                panic!()
+            };
+            create.flags.https_redirect
+        };
+        let create = ["paz", "service", "create", "web", "--image", "demo:v1"];
+        assert_eq!(parse(&create), None);
+        let with = |flag: &'static str| {
+            let mut args = create.to_vec();
+            args.push(flag);
+            parse(&args)
+        };
+        assert_eq!(with("--https-redirect"), Some(true));
+        assert_eq!(with("--https-redirect=false"), Some(false));
+        assert!(Cli::try_parse_from([&create[..], &["--https-redirect=maybe"]].concat()).is_err());
     }
 
     #[test]

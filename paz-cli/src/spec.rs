@@ -16,6 +16,9 @@ pub fn create_spec(args: &CreateArgs) -> ServiceSpec {
     }
     spec.ports.clone_from(&flags.ports);
     spec.public = flags.public.unwrap_or(false);
+    if let Some(https_redirect) = flags.https_redirect {
+        spec.https_redirect = https_redirect;
+    }
     spec.domains.clone_from(&flags.domains);
     spec.env = flags.env.iter().cloned().collect();
     spec.command.clone_from(&args.command);
@@ -47,6 +50,7 @@ pub fn update_patch(args: &UpdateArgs) -> Result<Value, UsageError> {
         instances,
         ports,
         public,
+        https_redirect,
         domains,
         env,
         health_path,
@@ -67,6 +71,9 @@ pub fn update_patch(args: &UpdateArgs) -> Result<Value, UsageError> {
     }
     if let Some(public) = public {
         patch.insert("public".into(), json!(public));
+    }
+    if let Some(https_redirect) = https_redirect {
+        patch.insert("https_redirect".into(), json!(https_redirect));
     }
     if !domains.is_empty() {
         patch.insert("domains".into(), json!(domains));
@@ -196,6 +203,7 @@ mod tests {
         assert_eq!(spec.ports.len(), 2);
         assert_eq!(spec.routed_port(), Some(8080));
         assert!(spec.public);
+        assert!(spec.https_redirect, "on by default");
         assert_eq!(spec.env["B"], "x=y");
         assert_eq!(spec.health.as_ref().unwrap().path, "/healthz");
         assert_eq!(spec.resources.cpus, Some(0.5));
@@ -206,6 +214,8 @@ mod tests {
 
         let minimal = create(&["web", "--image", "demo:v1"]);
         assert_eq!(minimal, ServiceSpec::new("web", "demo:v1"));
+        let plain = create(&["web", "--image", "demo:v1", "--https-redirect=false"]);
+        assert!(!plain.https_redirect);
     }
 
     #[test]
@@ -224,6 +234,7 @@ mod tests {
                 "--port",
                 "80/tcp",
                 "--public=false",
+                "--https-redirect=false",
                 "--cpus",
                 "2",
                 "--strategy",
@@ -234,6 +245,7 @@ mod tests {
                 "env": {"A": "1", "B": null},
                 "ports": [{"port": 80, "protocol": "tcp"}],
                 "public": false,
+                "https_redirect": false,
                 "resources": {"cpus": 2.0},
                 "deploy": {"strategy": "canary"},
             })

@@ -463,6 +463,10 @@ fn service_show_lists_the_urls_the_service_is_served_at() {
         .success()
         .stdout(contains(
             "served at  http://web.apps.example.net:8080/\n           http://www.example.com:8080/\n           http://web.paz/ (internal)\n",
+        ))
+        // A spec stored before `https_redirect` existed: redirected.
+        .stdout(contains(
+            "redirect   http → https (host names with a certificate)\n",
         ));
     // JSON is the API's, unchanged.
     paz()

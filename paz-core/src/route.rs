@@ -41,13 +41,41 @@ impl Default for Backend {
 }
 
 /// The backends of one host name.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Route {
     /// The service the host name belongs to.
     pub service: String,
     /// Backends by `ip:port`.
     pub backends: BTreeMap<String, Backend>,
+    /// Whether plain-HTTP requests for the host name are redirected to HTTPS when the proxy
+    /// has a certificate for it (the service's `https_redirect`; default true).
+    #[serde(default = "yes")]
+    pub https_redirect: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            service: String::new(),
+            backends: BTreeMap::new(),
+            https_redirect: true,
+        }
+    }
+}
+
+impl Route {
+    /// A route of `service` without backends, redirected to HTTPS by default.
+    pub fn new(service: impl Into<String>) -> Self {
+        Route {
+            service: service.into(),
+            ..Route::default()
+        }
+    }
 }
 
 /// Host name → route.
@@ -62,12 +90,16 @@ pub struct RouteTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum RouteOp {
-    /// Add a host name, or point it at another service (its backends are cleared).
+    /// Add a host name, or point it at another service or change its redirect (its backends
+    /// are cleared).
     SetRoute {
         /// The host name.
         host: String,
         /// The service.
         service: String,
+        /// Whether plain HTTP is redirected to HTTPS.
+        #[serde(default = "yes")]
+        https_redirect: bool,
     },
     /// Remove a host name and its backends.
     RemoveRoute {
@@ -104,11 +136,17 @@ impl RouteTable {
         for (host, route) in &target.routes {
             let empty = Route::default();
             let old = match self.routes.get(host) {
-                Some(old) if old.service == route.service => old,
+                Some(old)
+                    if old.service == route.service
+                        && old.https_redirect == route.https_redirect =>
+                {
+                    old
+                }
                 _ => {
                     ops.push(RouteOp::SetRoute {
                         host: host.clone(),
                         service: route.service.clone(),
+                        https_redirect: route.https_redirect,
                     });
                     &empty
                 }
@@ -138,12 +176,17 @@ impl RouteTable {
     pub fn apply(&mut self, ops: &[RouteOp]) {
         for op in ops {
             match op {
-                RouteOp::SetRoute { host, service } => {
+                RouteOp::SetRoute {
+                    host,
+                    service,
+                    https_redirect,
+                } => {
                     self.routes.insert(
                         host.clone(),
                         Route {
                             service: service.clone(),
                             backends: BTreeMap::new(),
+                            https_redirect: *https_redirect,
                         },
                     );
                 }
@@ -186,8 +229,13 @@ mod tests {
         let route = (
             "[ab]",
             proptest::collection::btree_map("10\\.0\\.0\\.[1-4]:80", backend, 0..4),
+            any::<bool>(),
         )
-            .prop_map(|(service, backends)| Route { service, backends });
+            .prop_map(|(service, backends, https_redirect)| Route {
+                service,
+                backends,
+                https_redirect,
+            });
         proptest::collection::btree_map("[abc]\\.localhost", route, 0..4)
             .prop_map(|routes| RouteTable { routes })
     }
@@ -201,5 +249,31 @@ mod tests {
             prop_assert_eq!(&applied, &new);
             prop_assert!(new.diff(&new).is_empty());
         }
+    }
+
+    #[test]
+    fn a_route_redirects_by_default_and_tables_without_the_field_load_so() {
+        assert!(Route::default().https_redirect);
+        assert!(Route::new("web").https_redirect);
+        let table: RouteTable = serde_json::from_str(
+            r#"{"routes": {"web.example.com": {"service": "web", "backends": {}}}}"#,
+        )
+        .unwrap();
+        assert!(table.routes["web.example.com"].https_redirect);
+        // Turning the redirect off is a change the diff carries.
+        let mut off = table.clone();
+        off.routes
+            .get_mut("web.example.com")
+            .unwrap()
+            .https_redirect = false;
+        let ops = table.diff(&off);
+        assert_eq!(
+            ops,
+            [RouteOp::SetRoute {
+                host: "web.example.com".into(),
+                service: "web".into(),
+                https_redirect: false,
+            }]
+        );
     }
 }

@@ -51,6 +51,12 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::domains))]
     pub domains: Vec<String>,
+    /// Redirect plain-HTTP requests for the service's host names to HTTPS (308) once the
+    /// router has a certificate for them (the default); `false` serves them over plain HTTP
+    /// as well as HTTPS (and without HSTS).
+    #[serde(default = "default_https_redirect")]
+    #[cfg_attr(feature = "openapi", schema(default = true))]
+    pub https_redirect: bool,
     /// Environment variables of the containers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env))]
@@ -78,6 +84,10 @@ pub struct ServiceSpec {
 
 fn default_instances() -> u32 {
     1
+}
+
+fn default_https_redirect() -> bool {
+    true
 }
 
 /// The protocol of a container port.
@@ -367,6 +377,7 @@ impl ServiceSpec {
             ports: Vec::new(),
             public: false,
             domains: Vec::new(),
+            https_redirect: default_https_redirect(),
             env: BTreeMap::new(),
             command: Vec::new(),
             volumes: Vec::new(),
@@ -858,6 +869,22 @@ mod tests {
         });
         s.public = true;
         s
+    }
+
+    #[test]
+    fn the_https_redirect_is_on_unless_turned_off_and_old_specs_load_with_it_on() {
+        // A spec stored before the field existed.
+        let old: ServiceSpec =
+            serde_json::from_str(r#"{"name": "web", "image": "demo:v1", "public": true}"#).unwrap();
+        assert!(old.https_redirect);
+        assert!(ServiceSpec::new("web", "demo:v1").https_redirect);
+        let off: ServiceSpec =
+            serde_json::from_str(r#"{"name": "web", "image": "demo:v1", "https_redirect": false}"#)
+                .unwrap();
+        assert!(!off.https_redirect);
+        let json = serde_json::to_value(&off).unwrap();
+        assert_eq!(json["https_redirect"], false);
+        assert_eq!(serde_json::from_value::<ServiceSpec>(json).unwrap(), off);
     }
 
     #[test]

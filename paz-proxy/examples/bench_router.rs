@@ -48,8 +48,8 @@ fn main() -> anyhow::Result<()> {
         routes.insert(
             "127.0.0.1".to_owned(),
             Route {
-                service: "bench".into(),
                 backends,
+                ..Route::new("bench")
             },
         );
         router.apply(&RouteTable { routes }).await?;

@@ -1,6 +1,8 @@
 //! TLS at the router: the certificates it serves, chosen by SNI ([`Certificates`]), and the
 //! rustls server configuration (ALPN `h2` and `http/1.1`; rustls with ring, the workspace's
-//! one TLS stack).
+//! one TLS stack). A ClientHello that offers exactly the ALPN protocol `acme-tls/1` is an
+//! ACME CA validating TLS-ALPN-01 (RFC 8737): it gets the pending challenge certificate of
+//! its SNI name, never a served one, and the connection ends after the handshake.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,11 +35,16 @@ impl std::fmt::Debug for CertificatePem {
     }
 }
 
+/// The ALPN protocol of ACME TLS-ALPN-01 validation (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// The certificates the router serves, by host name; swapped whole without a lock on the
 /// handshake path.
 #[derive(Default)]
 pub struct Certificates {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// Pending TLS-ALPN-01 challenge certificates, by exact host name.
+    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -64,6 +71,30 @@ impl Certificates {
         Ok(())
     }
 
+    /// Serves `certificate` to `acme-tls/1` handshakes for each of its names (TLS-ALPN-01),
+    /// until [`Certificates::clear_challenge`]. Fails, changing nothing, if it does not parse.
+    pub fn set_challenge(&self, certificate: &CertificatePem) -> Result<()> {
+        let key = parse_certified_key(certificate, false)?;
+        self.challenges.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for name in &certificate.names {
+                next.insert(name.to_ascii_lowercase(), key.clone());
+            }
+            next
+        });
+        Ok(())
+    }
+
+    /// Stops serving the challenge certificate of `name`.
+    pub fn clear_challenge(&self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        self.challenges.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.remove(&name);
+            next
+        });
+    }
+
     /// The names served, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.by_name.load().keys().cloned().collect();
@@ -87,7 +118,7 @@ impl Certificates {
     }
 
     /// The rustls configuration of a TLS listener serving these certificates, offering
-    /// HTTP/2 and HTTP/1.1 (ALPN).
+    /// HTTP/2 and HTTP/1.1 (ALPN), and `acme-tls/1` to a client that offers nothing else.
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -96,13 +127,23 @@ impl Certificates {
         .expect("ring supports the default TLS versions")
         .with_no_client_auth()
         .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // In order of preference: `acme-tls/1` is chosen only when the client offers no other.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         Arc::new(config)
     }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if offers_only_acme_tls(&hello) {
+            // A CA validating TLS-ALPN-01: the challenge certificate of that exact name, or
+            // no handshake (never a served certificate).
+            let name = hello
+                .server_name()?
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            return self.challenges.load().get(&name).cloned();
+        }
         match hello.server_name() {
             Some(name) => self.lookup(name),
             // No SNI (a client dialing an IP address): the one certificate, if there is
@@ -117,8 +158,29 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// Whether the client's ALPN list is exactly `acme-tls/1`.
+fn offers_only_acme_tls(hello: &ClientHello<'_>) -> bool {
+    let Some(mut protocols) = hello.alpn() else {
+        return false;
+    };
+    protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none()
+}
+
+/// Whether a finished handshake negotiated `acme-tls/1` (a CA validating TLS-ALPN-01): such
+/// a connection carries no HTTP and is closed at once.
+pub(crate) fn is_acme_validation(connection: &rustls::ServerConnection) -> bool {
+    connection.alpn_protocol() == Some(ACME_TLS_ALPN)
+}
+
 /// Parses a chain and key and checks that they belong together.
 fn certified_key(certificate: &CertificatePem) -> Result<Arc<CertifiedKey>> {
+    parse_certified_key(certificate, true)
+}
+
+/// Parses a chain and key; `check` also verifies that the key is the leaf's, which webpki
+/// cannot do for a TLS-ALPN-01 certificate (it refuses the critical acmeIdentifier
+/// extension it does not know), so challenge certificates skip it.
+fn parse_certified_key(certificate: &CertificatePem, check: bool) -> Result<Arc<CertifiedKey>> {
     let invalid = |message: String| Error::InvalidCertificate {
         names: certificate.names.clone(),
         message,
@@ -133,7 +195,15 @@ fn certified_key(certificate: &CertificatePem) -> Result<Arc<CertifiedKey>> {
     let key = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes())
         .map_err(|e| invalid(format!("the key is not a PEM private key: {e}")))?;
     let provider = rustls::crypto::ring::default_provider();
-    let key = CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| invalid(format!("the key does not fit the certificate: {e}")))?;
+    let key = if check {
+        CertifiedKey::from_der(chain, key, &provider)
+            .map_err(|e| invalid(format!("the key does not fit the certificate: {e}")))?
+    } else {
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| invalid(format!("the key cannot sign: {e}")))?;
+        CertifiedKey::new(chain, signing)
+    };
     Ok(Arc::new(key))
 }

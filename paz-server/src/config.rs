@@ -25,6 +25,28 @@ pub enum SchedulerKind {
     None,
 }
 
+/// How the ACME CA validates the names (`--acme-challenge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    /// The CA fetches `http://<name>/.well-known/acme-challenge/…` from the router's plain
+    /// listener (port 80).
+    #[value(name = "http-01")]
+    Http01,
+    /// The CA connects to the router's TLS listener (port 443) with ALPN `acme-tls/1`
+    /// (RFC 8737): no plain-HTTP listener needs to be reachable.
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl From<AcmeChallenge> for paz::acme::ChallengeKind {
+    fn from(value: AcmeChallenge) -> Self {
+        match value {
+            AcmeChallenge::Http01 => paz::acme::ChallengeKind::Http01,
+            AcmeChallenge::TlsAlpn01 => paz::acme::ChallengeKind::TlsAlpn01,
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -115,6 +137,10 @@ pub struct Config {
     /// A PEM root to trust for the ACME CA's own API (a private CA); default: the system's.
     #[arg(long, env = "PAZ_ACME_CA_ROOT")]
     pub acme_ca_root: Option<PathBuf>,
+    /// How the ACME CA validates the names: `http-01` (the default: the router's plain
+    /// listener must be reachable on port 80) or `tls-alpn-01` (its TLS listener on port 443).
+    #[arg(long, env = "PAZ_ACME_CHALLENGE", value_enum, value_name = "CHALLENGE")]
+    pub acme_challenge: Option<AcmeChallenge>,
     /// Serve the API (and later the UI) through the router under this host name, over
     /// HTTPS with a certificate like the services' (needs `--tls-listen`): a CLI elsewhere
     /// uses `--server https://<name>`.
@@ -232,10 +258,12 @@ impl Config {
         let Some(listen) = self.tls_listen else {
             if !self.tls_certs.is_empty()
                 || self.acme_directory.is_some()
+                || self.acme_challenge.is_some()
                 || self.api_domain.is_some()
             {
                 return Err(
-                    "--tls-cert, --acme-directory and --api-domain need --tls-listen".into(),
+                    "--tls-cert, --acme-directory, --acme-challenge and --api-domain need --tls-listen"
+                        .into(),
                 );
             }
             return Ok(None);
@@ -262,12 +290,19 @@ impl Config {
                 key_pem: read(key)?,
             });
         }
+        if self.acme_challenge.is_some() && self.acme_directory.is_none() {
+            return Err("--acme-challenge needs --acme-directory".into());
+        }
         let acme = self.acme_directory.as_ref().map(|directory| {
-            paz::acme::ManagerConfig::new(paz::acme::AcmeConfig {
+            let mut acme = paz::acme::ManagerConfig::new(paz::acme::AcmeConfig {
                 directory: directory.clone(),
                 contact: self.acme_contact.clone(),
                 ca_root: self.acme_ca_root.clone(),
-            })
+            });
+            if let Some(challenge) = self.acme_challenge {
+                acme.challenge = challenge.into();
+            }
+            acme
         });
         if let Some(domain) = &self.api_domain {
             paz_core::names::check_domain(domain).map_err(|e| format!("--api-domain: {e}"))?;
@@ -385,5 +420,57 @@ mod tests {
         assert!(parse(&["--api-max-connections", "0"]).is_err());
         let err = validate(&["--api-header-timeout", "0s"]).unwrap_err();
         assert!(err.contains("--api-header-timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_acme_challenge_is_http_01_unless_tls_alpn_01_is_asked_for() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
+        };
+        let acme = |args: &[&str]| {
+            let mut all = vec![
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--acme-directory",
+                "https://127.0.0.1:14000/dir",
+            ];
+            all.extend_from_slice(args);
+            let config = parse(&all).unwrap();
+            config.validate().unwrap();
+            config
+                .tls_config()
+                .unwrap()
+                .unwrap()
+                .acme
+                .unwrap()
+                .challenge
+        };
+        assert_eq!(acme(&[]), paz::acme::ChallengeKind::Http01);
+        assert_eq!(
+            acme(&["--acme-challenge", "http-01"]),
+            paz::acme::ChallengeKind::Http01
+        );
+        assert_eq!(
+            acme(&["--acme-challenge", "tls-alpn-01"]),
+            paz::acme::ChallengeKind::TlsAlpn01
+        );
+        let error = parse(&["--acme-challenge", "dns-01"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid value 'dns-01'")
+                && error.contains("[possible values: http-01, tls-alpn-01]"),
+            "{error}"
+        );
+        let error = validate(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-challenge",
+            "tls-alpn-01",
+        ])
+        .unwrap_err();
+        assert_eq!(error, "--acme-challenge needs --acme-directory");
+        let error = validate(&["--acme-challenge", "tls-alpn-01"]).unwrap_err();
+        assert!(error.contains("need --tls-listen"), "{error}");
     }
 }

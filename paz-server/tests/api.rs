@@ -196,6 +196,60 @@ async fn services_crud() {
     );
 }
 
+/// `https_redirect`: on when not given, off when created so, changed by a merge patch, kept
+/// in the service's releases; anything but a boolean is refused.
+#[tokio::test]
+async fn the_https_redirect_opt_out_round_trips() {
+    let api = Api::new();
+    let created = api.create_web().await;
+    assert_eq!(created["spec"]["https_redirect"], true, "the default");
+
+    let mut plain = web();
+    plain["name"] = json!("plain");
+    plain["https_redirect"] = json!(false);
+    let (status, created) = api.call(Method::POST, "/v1/services", Some(plain)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["https_redirect"], false);
+    let (_, read) = api.call(Method::GET, "/v1/services/plain", None).await;
+    assert_eq!(read["spec"]["https_redirect"], false);
+
+    let (status, patched) = api
+        .call(
+            Method::PATCH,
+            "/v1/services/plain",
+            Some(json!({"https_redirect": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["spec"]["https_redirect"], true);
+    let (_, read) = api.call(Method::GET, "/v1/services/plain", None).await;
+    assert_eq!(read["spec"]["https_redirect"], true);
+    let (_, releases) = api
+        .call(Method::GET, "/v1/services/plain/releases", None)
+        .await;
+    let redirects: Vec<&Value> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["spec"]["https_redirect"])
+        .collect();
+    assert!(
+        redirects.contains(&&json!(false)) && redirects.contains(&&json!(true)),
+        "each release keeps its own: {releases}"
+    );
+
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "/v1/services/plain",
+            Some(json!({"https_redirect": "no"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, read) = api.call(Method::GET, "/v1/services/plain", None).await;
+    assert_eq!(read["spec"]["https_redirect"], true, "unchanged");
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_specific_code_and_stores_nothing() {
     let api = Api::new();

@@ -1220,3 +1220,105 @@ async fn a_restart_and_a_binary_swap_under_load_fail_no_request() -> Result<()> 
     );
     Ok(())
 }
+
+/// HTTPS with TLS-ALPN-01 end to end: `paz-server --acme-challenge tls-alpn-01`, pebble
+/// validating on the router's TLS port (its HTTP-01 port is closed), two public services get
+/// certificates; the one created with `https_redirect: false` is served over plain HTTP while
+/// the other is redirected. Needs Docker and pebble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_come_through_tls_alpn_01_and_a_service_can_keep_plain_http() -> Result<()> {
+    let test = "certificates_come_through_tls_alpn_01_and_a_service_can_keep_plain_http";
+    if !require_docker(test) || !paz_acme::testing::pebble_available(test) {
+        return Ok(());
+    }
+    let _one_at_a_time = DOCKER.lock().await;
+    let (router_port, tls_port) = (
+        paz_acme::testing::free_port(),
+        paz_acme::testing::free_port(),
+    );
+    let pebble =
+        paz_acme::testing::Pebble::start_validating(paz_acme::testing::free_port(), tls_port)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("paz-data");
+    let network = NetworkGuard(test_network("alpn"));
+    let server = Server::start_with(
+        &data,
+        &[
+            "--router-listen",
+            &format!("127.0.0.1:{router_port}"),
+            "--docker-network",
+            &network.0,
+            "--tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-ca-root",
+            pebble.api_ca.to_str().unwrap(),
+            "--acme-challenge",
+            "tls-alpn-01",
+        ],
+    )?;
+    let client = server.client(&data)?;
+    let mut plain = demo("plain", 1);
+    plain.https_redirect = false;
+    for spec in [demo("web", 1), plain] {
+        let service = client.create_service(&spec).await?;
+        assert_eq!(service.spec.https_redirect, spec.https_redirect);
+        let first = client
+            .deployments(&service.spec.name)
+            .await?
+            .last()
+            .map(|d| d.id.clone())
+            .unwrap();
+        let done = client
+            .wait_for_deployment(&first, Duration::from_secs(60))
+            .await?;
+        ensure!(done.status == DeploymentStatus::Succeeded, "{done:?}");
+    }
+
+    let root = pebble.issuing_root().await?;
+    let tls: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse()?;
+    for name in ["web", "plain"] {
+        let host = format!("{name}.localhost");
+        let https = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes())?)
+            .resolve(&host, tls)
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let url = format!("https://{host}:{tls_port}/");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let response = loop {
+            match https.get(&url).send().await {
+                Ok(response) => break response,
+                Err(error) => {
+                    ensure!(
+                        Instant::now() < deadline,
+                        "no HTTPS for {host} within 60 s: {error:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert_eq!(response.status(), 200, "{host}");
+        assert_eq!(response.text().await?.trim(), "v1");
+    }
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let plain_url = format!("http://127.0.0.1:{router_port}/");
+    let redirected = http
+        .get(&plain_url)
+        .header("host", "web.localhost")
+        .send()
+        .await?;
+    assert_eq!(redirected.status(), 308);
+    let served = http
+        .get(&plain_url)
+        .header("host", "plain.localhost")
+        .send()
+        .await?;
+    assert_eq!(served.status(), 200, "plain opted out of the redirect");
+    assert_eq!(served.text().await?.trim(), "v1");
+    Ok(())
+}

@@ -62,6 +62,15 @@ pub(super) fn service_detail(service: &Service, site: &Site, tty: bool) -> Strin
         ("public", if spec.public { "yes" } else { "no" }.to_owned()),
         ("served at", or_dash(served_at(spec, site).join("\n"))),
         (
+            "redirect",
+            if spec.https_redirect {
+                "http → https (host names with a certificate)"
+            } else {
+                "none: plain HTTP is served too (--https-redirect=false)"
+            }
+            .to_owned(),
+        ),
+        (
             "env",
             or_dash(
                 spec.env
@@ -227,5 +236,21 @@ mod tests {
         assert!(served_at(&worker.spec, &Site::default()).is_empty());
         let text = service_detail(&worker, &Site::default(), false);
         assert!(text.contains("\nserved at  -\n"), "{text}");
+    }
+
+    #[test]
+    fn the_detail_shows_whether_plain_http_is_redirected() {
+        let mut web = service("web", Some(1));
+        let text = service_detail(&web, &Site::default(), false);
+        assert!(
+            text.contains("\nredirect   http → https (host names with a certificate)\n"),
+            "{text}"
+        );
+        web.spec.https_redirect = false;
+        let text = service_detail(&web, &Site::default(), false);
+        assert!(
+            text.contains("\nredirect   none: plain HTTP is served too (--https-redirect=false)\n"),
+            "{text}"
+        );
     }
 }

@@ -29,6 +29,7 @@ fn table(entries: &Rows<'_>) -> RouteTable {
             Route {
                 service: (*service).to_owned(),
                 backends,
+                https_redirect: true,
             },
         );
     }

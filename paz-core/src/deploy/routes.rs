@@ -33,7 +33,8 @@ pub type Weights = HashMap<String, BTreeMap<u64, u32>>;
 /// Builds the route table.
 ///
 /// - Host names: each service's public names ([`ServiceSpec::hostnames`]) and, for a service
-///   with a routed port, `<name>.paz`. A name claimed twice (the engine refuses that; older
+///   with a routed port, `<name>.paz`; each carries the service's
+///   [`https_redirect`](ServiceSpec::https_redirect). A name claimed twice (the engine refuses that; older
 ///   data might hold it) goes to the service whose name sorts first, as in
 ///   [`DesiredState::from_services`].
 /// - A healthy instance is an active backend with its release's weight, if that is > 0.
@@ -97,6 +98,7 @@ pub fn route_table<'a>(
             let route = || Route {
                 service: spec.name.clone(),
                 backends: backends.cloned().unwrap_or_default(),
+                https_redirect: spec.https_redirect,
             };
             match routes.entry(host) {
                 Entry::Vacant(entry) => {
@@ -166,6 +168,7 @@ mod tests {
                     },
                 )]
                 .into(),
+                https_redirect: true,
             },
         );
         let instances = [
@@ -188,6 +191,38 @@ mod tests {
         assert!(!web.contains_key(&at(5)), "release without weight");
         assert_eq!(table.routes["web.paz"].backends, *web);
         assert!(table.routes["db.paz"].backends.is_empty());
+    }
+
+    #[test]
+    fn every_host_name_of_a_service_carries_its_https_redirect() {
+        let mut plain = service("plain", true, true);
+        plain.spec.https_redirect = false;
+        plain.spec.domains = vec!["plain.example.com".into()];
+        let mut web = service("web", true, true);
+        web.spec.domains = vec!["www.example.com".into()];
+        let table = route_table(
+            &[plain, web],
+            "localhost",
+            &[],
+            &Weights::new(),
+            &RouteTable::default(),
+        );
+        let redirected: Vec<(&str, bool)> = table
+            .routes
+            .iter()
+            .map(|(host, route)| (host.as_str(), route.https_redirect))
+            .collect();
+        assert_eq!(
+            redirected,
+            [
+                ("plain.example.com", false),
+                ("plain.localhost", false),
+                ("plain.paz", false),
+                ("web.localhost", true),
+                ("web.paz", true),
+                ("www.example.com", true),
+            ]
+        );
     }
 
     fn state() -> impl Strategy<Value = InstanceState> {
@@ -230,6 +265,7 @@ mod tests {
             previous.routes.insert("old".into(), Route {
                 service: "a".into(),
                 backends: routed.iter().map(|a| (format!("10.0.0.{a}:80"), Backend { weight: 1, state: BackendState::Active })).collect(),
+                https_redirect: true,
             });
             let table = route_table(&services, "example.com", &instances, &weights, &previous);
             for name in names {

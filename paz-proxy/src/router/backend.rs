@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-
-use super::body::InFlight;
+use super::body::{InFlight, Sender};
 use super::pool;
 use super::shared::Shared;
 use super::state::RouteEntry;
@@ -16,7 +13,7 @@ pub(crate) enum Conn {
     /// Fast path (request without a body).
     Raw(Upstream),
     /// hyper client (request with a body, or an upgrade).
-    Hyper(SendRequest<Incoming>),
+    Hyper(Sender),
 }
 
 /// How a request travels upstream.

@@ -38,6 +38,11 @@ pub struct RouterConfig {
     /// Slowloris guard: how long a client may take to send a whole request head, from its
     /// first byte (a total deadline, not per read); `None` = no limit.
     pub header_read_timeout: Option<Duration>,
+    /// Slow-body guard: how long a client may take to send a whole request body, from the end
+    /// of its head (a total deadline, not per read). Past it the router answers 408 (if the
+    /// response has not started) and closes the connection; the backend connection is let go.
+    /// `None` = no limit.
+    pub body_timeout: Option<Duration>,
     /// At shutdown, how long connections (requests in flight, upgraded connections) may take
     /// to end before those left are dropped: a client trickling bytes or a long tunnel cannot
     /// hold a restart open.
@@ -78,6 +83,7 @@ impl Default for RouterConfig {
             pool_max_idle: 512,
             pool_idle_timeout: Duration::from_secs(4),
             header_read_timeout: Some(Duration::from_secs(30)),
+            body_timeout: Some(Duration::from_secs(60)),
             shutdown_timeout: Duration::from_secs(10),
             drain_grace: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(60)),

@@ -1,6 +1,7 @@
 //! What the router answers itself on the plain-HTTP listener, before routing: ACME HTTP-01
 //! challenges (`/.well-known/acme-challenge/<token>`) and the redirect of hosts that have a
-//! certificate to HTTPS. Empty (the common case without TLS), it costs one atomic load.
+//! certificate to HTTPS (unless their service opted out). Empty (the common case without
+//! TLS), it costs one atomic load.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,8 +13,12 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 pub(crate) struct Edge {
     /// ACME HTTP-01: token → key authorization.
     pub challenges: HashMap<String, String>,
-    /// Hosts redirected from `http://` to `https://` (those with a certificate).
+    /// Hosts redirected from `http://` to `https://`: those with a certificate, less
+    /// `opted_out`.
     pub redirect: HashSet<String>,
+    /// Hosts whose service opted out of the redirect (`https_redirect: false`): served over
+    /// plain HTTP, and without HSTS over HTTPS.
+    pub opted_out: HashSet<String>,
     /// The port of the HTTPS listener, when it is not 443 (for the redirect's `Location`).
     pub https_port: Option<u16>,
     /// `Strict-Transport-Security` to send on HTTPS answers, if any.
@@ -51,6 +56,16 @@ impl Edge {
         None
     }
 
+    /// The `Strict-Transport-Security` value for an HTTPS answer to `host` (routing form):
+    /// none without HSTS, or for a host whose service opted out of the redirect.
+    pub fn hsts_for(&self, host: impl FnOnce() -> Option<String>) -> Option<&str> {
+        let hsts = self.hsts.as_deref()?;
+        if !self.opted_out.is_empty() && host().is_some_and(|h| self.opted_out.contains(&h)) {
+            return None;
+        }
+        Some(hsts)
+    }
+
     /// Whether the fast path must hand this request to the general path (which answers).
     pub fn wants(&self, host: &str, target: &str) -> bool {
         !self.is_empty() && self.answer(host, target).is_some()
@@ -84,5 +99,23 @@ mod tests {
         assert_eq!(edge.answer("api.example.com", "/"), None);
         assert!(edge.wants("api.example.com", "/.well-known/acme-challenge/tok"));
         assert!(!edge.wants("api.example.com", "/.well-known/acme-challenge/other"));
+    }
+
+    #[test]
+    fn hsts_is_not_sent_for_hosts_that_opted_out_of_the_redirect() {
+        let mut edge = Edge::default();
+        assert_eq!(edge.hsts_for(|| Some("web.example.com".into())), None);
+        edge.hsts = Some("max-age=60".into());
+        assert_eq!(
+            edge.hsts_for(|| Some("web.example.com".into())),
+            Some("max-age=60")
+        );
+        edge.opted_out.insert("plain.example.com".into());
+        assert_eq!(edge.hsts_for(|| Some("plain.example.com".into())), None);
+        assert_eq!(edge.hsts_for(|| None), Some("max-age=60"));
+        assert_eq!(
+            edge.hsts_for(|| Some("web.example.com".into())),
+            Some("max-age=60")
+        );
     }
 }

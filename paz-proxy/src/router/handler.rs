@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Uri;
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::backend::{Conn, Failure, Mode, acquire};
-use super::body::{Guard, InFlight, ProxyBody};
+use super::body::{BodyProgress, Guard, InFlight, ProgressCell, ProxyBody, RequestBody, Sender};
 use super::config::{RouterConfig, Scope};
 use super::conn::ConnCtx;
 use super::h1;
@@ -52,7 +51,7 @@ fn fail(
 
 /// The host a request is for: `Host` header (or the absolute URI's authority), without port,
 /// lower case, without a trailing dot. `Err` if it is not `host[:port]`.
-fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, ()> {
+fn request_host<B>(req: &Request<B>) -> Result<Option<Cow<'_, str>>, ()> {
     let raw = match req.headers().get(header::HOST) {
         Some(value) => value.as_bytes(),
         None => match req.uri().authority() {
@@ -64,6 +63,13 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, ()> {
         return Err(());
     }
     Ok(std::str::from_utf8(raw).ok().and_then(route_host))
+}
+
+/// The `Strict-Transport-Security` value for the HTTPS answer to `req`, if any (none for a
+/// host whose service opted out of the HTTPS redirect).
+pub(crate) fn hsts<B>(edge: &super::edge::Edge, req: &Request<B>) -> Option<String> {
+    edge.hsts_for(|| request_host(req).ok().flatten().map(Cow::into_owned))
+        .map(str::to_owned)
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {
@@ -231,24 +237,30 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// How the upstream send ended.
 enum Sent {
-    Response(Response<Incoming>, SendRequest<Incoming>),
+    Response(Response<Incoming>, Sender),
     /// The client's request body was malformed or cut short.
     ClientBody,
+    /// The client's request body did not arrive in time (the client's fault, not the
+    /// backend's).
+    BodyTimeout,
     Failed(String),
     TimedOut,
 }
 
 /// Sends `req` on `sender`; a request the connection gave back unsent (a pooled connection
 /// that was closing) goes once more on a fresh connection: it never reached the backend.
+/// `body` is the progress of a request body under a deadline.
 async fn send(
     ctx: &ConnCtx,
     slot: &super::state::BackendSlot,
-    mut sender: SendRequest<Incoming>,
+    mut sender: Sender,
     mut pooled: bool,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     deadline: tokio::time::Instant,
+    body: Option<&ProgressCell>,
 ) -> Sent {
     let config = &ctx.shared.config;
+    let progress = || body.map_or(BodyProgress::Complete, ProgressCell::get);
     loop {
         let attempt = async {
             if !sender.is_ready()
@@ -262,6 +274,8 @@ async fn send(
                 .map_err(|mut e| (e.take_message(), e.into_error()))
         };
         match tokio::time::timeout_at(deadline, attempt).await {
+            // A backend cannot be blamed for not answering a request still arriving.
+            Err(_) if progress() != BodyProgress::Complete => return Sent::BodyTimeout,
             Err(_) => return Sent::TimedOut,
             Ok(Ok(response)) => return Sent::Response(response, sender),
             Ok(Err((Some(unsent), _))) if pooled => {
@@ -277,7 +291,12 @@ async fn send(
                 }
             }
             // Reading the request body failed: the client's fault, not the backend's.
-            Ok(Err((_, error))) if error.is_user() => return Sent::ClientBody,
+            Ok(Err((_, error))) if error.is_user() => {
+                return match progress() {
+                    BodyProgress::TimedOut => Sent::BodyTimeout,
+                    _ => Sent::ClientBody,
+                };
+            }
             Ok(Err((_, error))) => return Sent::Failed(error.to_string()),
         }
     }
@@ -449,21 +468,53 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         }
         Conn::Hyper(sender) => sender,
     };
-    let (mut response, sender) =
-        match send(&ctx, in_flight.slot(), sender, pooled, req, deadline).await {
-            Sent::Response(response, sender) => (response, sender),
-            Sent::Failed(error) => {
-                return backend_failed(&entry, &in_flight.slot().address, started, &error);
-            }
-            Sent::TimedOut => return timed_out(&entry, started, config.backend_timeout),
-            Sent::ClientBody => {
-                entry.service.record(400, started.elapsed());
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "malformed or incomplete request body",
-                );
-            }
-        };
+    // A body must arrive whole within `body_timeout` of the head (its timer runs in the
+    // upstream connection's task as the body is read); upgrades carry none.
+    let (req, body) = match config.body_timeout.filter(|_| mode == Mode::Body) {
+        Some(timeout) => {
+            let (parts, body) = req.into_parts();
+            let body_deadline = tokio::time::Instant::from_std(started) + timeout;
+            let (body, progress) = RequestBody::with_deadline(body, body_deadline);
+            (Request::from_parts(parts, body), Some(progress))
+        }
+        None => (req.map(RequestBody::plain), None),
+    };
+    let sent = send(
+        &ctx,
+        in_flight.slot(),
+        sender,
+        pooled,
+        req,
+        deadline,
+        body.as_deref(),
+    )
+    .await;
+    let (mut response, sender) = match sent {
+        Sent::Response(response, sender) => (response, sender),
+        Sent::Failed(error) => {
+            return backend_failed(&entry, &in_flight.slot().address, started, &error);
+        }
+        Sent::TimedOut => return timed_out(&entry, started, config.backend_timeout),
+        Sent::ClientBody => {
+            entry.service.record(400, started.elapsed());
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "malformed or incomplete request body",
+            );
+        }
+        Sent::BodyTimeout => {
+            // Both deadlines run from the head: the earlier one cut the body short.
+            let timeout = config
+                .body_timeout
+                .map_or(config.backend_timeout, |t| t.min(config.backend_timeout));
+            tracing::debug!(service = %entry.service.name, ?timeout, "request body too slow: 408");
+            entry.service.record(408, started.elapsed());
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request body did not arrive within {timeout:?}"),
+            );
+        }
+    };
 
     let status = response.status();
     if let (Some(websocket), Some(client_upgrade)) = (upgrade, client_upgrade)

@@ -18,7 +18,8 @@
 //! (replaced at the edge unless the peer is a trusted proxy), strict `Host` and body framing
 //! (CL+TE, bad lengths → 400), and one response-head parser and chunked decoder for both raw
 //! upstream readers. Connections are capped (globally and per client IP) and closed when
-//! idle; [`raise_open_files_limit`] lets a server hold them.
+//! idle; a request body must arrive whole within [`RouterConfig::body_timeout`] (else 408);
+//! [`raise_open_files_limit`] lets a server hold them.
 //!
 //! By default each listener is served by one single-threaded runtime per CPU; one of them
 //! accepts and deals connections to all in turn.
@@ -54,7 +55,7 @@ mod state;
 mod tunnel;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -212,22 +213,24 @@ impl Router {
     }
 
     /// Makes `certificates` the set TLS listeners serve, and redirects plain-HTTP requests
-    /// for each exact name among them to HTTPS (on `https_port`; `None` for 443). Fails,
-    /// changing nothing, if one does not parse.
+    /// for each exact name among them to HTTPS (on `https_port`; `None` for 443), except
+    /// names whose route has `https_redirect: false`. Fails, changing nothing, if one does
+    /// not parse.
     pub fn set_certificates(
         &self,
         certificates: &[crate::tls::CertificatePem],
         https_port: Option<u16>,
     ) -> Result<()> {
         self.shared.certificates.replace(certificates)?;
-        self.registry().certificates = certificates.to_vec();
-        self.update_edge(|edge| {
-            edge.redirect = certificates
-                .iter()
-                .flat_map(|c| &c.names)
-                .filter(|n| !n.starts_with("*."))
-                .map(|n| n.to_ascii_lowercase())
-                .collect();
+        let mut registry = self.registry();
+        registry.certificates = certificates.to_vec();
+        registry.certified = certificates
+            .iter()
+            .flat_map(|c| &c.names)
+            .filter(|n| !n.starts_with("*."))
+            .map(|n| normalize_host(n))
+            .collect();
+        self.update_edge_locked(&registry, |edge| {
             edge.https_port = https_port.filter(|p| *p != 443);
         });
         Ok(())
@@ -272,11 +275,49 @@ impl Router {
         });
     }
 
-    fn update_edge(&self, change: impl FnOnce(&mut edge::Edge)) {
-        // Writers are rare (certificates, challenges): a copy per change is fine.
+    /// Serves `certificate_pem` (a TLS-ALPN-01 challenge certificate, with `key_pem`) on the
+    /// TLS listeners to handshakes for `name` that offer exactly the ALPN protocol
+    /// `acme-tls/1`, until [`Router::clear_acme_tls_challenge`]; such connections end after
+    /// the handshake. Fails, changing nothing, if it does not parse.
+    pub fn set_acme_tls_challenge(
+        &self,
+        name: &str,
+        certificate_pem: &str,
+        key_pem: &str,
+    ) -> Result<()> {
         let _guard = self.registry();
+        self.shared
+            .certificates
+            .set_challenge(&crate::tls::CertificatePem {
+                names: vec![name.to_owned()],
+                chain_pem: certificate_pem.to_owned(),
+                key_pem: key_pem.to_owned(),
+            })
+    }
+
+    /// Stops serving the TLS-ALPN-01 challenge certificate of `name`.
+    pub fn clear_acme_tls_challenge(&self, name: &str) {
+        let _guard = self.registry();
+        self.shared.certificates.clear_challenge(name);
+    }
+
+    fn update_edge(&self, change: impl FnOnce(&mut edge::Edge)) {
+        let registry = self.registry();
+        self.update_edge_locked(&registry, change);
+    }
+
+    /// Changes the edge with the registry locked (it serialises the writers), and derives
+    /// the redirected names: those with a certificate, less the routes that opted out.
+    fn update_edge_locked(&self, registry: &Registry, change: impl FnOnce(&mut edge::Edge)) {
+        // Writers are rare (certificates, challenges, opt-outs): a copy per change is fine.
         let mut edge = (**self.shared.edge.load()).clone();
         change(&mut edge);
+        edge.redirect = registry
+            .certified
+            .iter()
+            .filter(|name| !edge.opted_out.contains(*name))
+            .cloned()
+            .collect();
         self.shared.edge.store(Arc::new(edge));
     }
 
@@ -388,6 +429,16 @@ impl Router {
             slot.set_draining(true);
         }
         registry.slots.retain(|_, weak| weak.strong_count() > 0);
+        // Hosts whose service opted out of the HTTPS redirect (rare: usually none).
+        let opted_out: HashSet<String> = merged
+            .routes
+            .iter()
+            .filter(|(_, route)| !route.https_redirect)
+            .map(|(host, _)| normalize_host(host))
+            .collect();
+        if opted_out != self.shared.edge.load().opted_out {
+            self.update_edge_locked(&registry, |edge| edge.opted_out = opted_out);
+        }
         Ok(())
     }
 

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::body::Sender;
 use super::connect::ConnectError;
 use super::state::{BackendSlot, now_ms};
 use super::upstream::Upstream;
-use hyper::body::Incoming;
 
 /// Pool limits, copied from the router's config at start.
 #[derive(Clone, Copy)]
@@ -24,7 +24,7 @@ pub(crate) struct PoolLimits {
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: Sender,
     since_ms: u64,
 }
 
@@ -57,7 +57,7 @@ pub(crate) fn set_limits(limits: PoolLimits) {
 }
 
 /// An idle connection to `slot` that can take a request now, if this thread has one.
-pub(crate) fn checkout(slot: &BackendSlot) -> Option<SendRequest<Incoming>> {
+pub(crate) fn checkout(slot: &BackendSlot) -> Option<Sender> {
     POOLS.with(|pools| {
         let mut pools = pools.borrow_mut();
         let entry = pools.entries.get_mut(&slot.id)?;
@@ -105,7 +105,7 @@ pub(crate) fn checkin_raw(slot: &Arc<BackendSlot>, conn: Upstream) {
 }
 
 /// Returns a connection whose last response ended cleanly.
-pub(crate) fn checkin(slot: &Arc<BackendSlot>, sender: SendRequest<Incoming>) {
+pub(crate) fn checkin(slot: &Arc<BackendSlot>, sender: Sender) {
     if sender.is_closed() || slot.is_draining() {
         return;
     }
@@ -176,10 +176,7 @@ async fn tcp(slot: &BackendSlot, timeout: Duration) -> Result<TcpStream, Connect
 }
 
 /// A new keep-alive connection, its task spawned on the current runtime.
-pub(crate) async fn connect(
-    slot: &BackendSlot,
-    timeout: Duration,
-) -> Result<SendRequest<Incoming>, ConnectError> {
+pub(crate) async fn connect(slot: &BackendSlot, timeout: Duration) -> Result<Sender, ConnectError> {
     let stream = tcp(slot, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -197,7 +194,7 @@ pub(crate) async fn connect(
 pub(crate) async fn connect_upgradable(
     slot: &BackendSlot,
     timeout: Duration,
-) -> Result<SendRequest<Incoming>, ConnectError> {
+) -> Result<Sender, ConnectError> {
     let stream = tcp(slot, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))

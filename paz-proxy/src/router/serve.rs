@@ -400,6 +400,13 @@ impl Connection {
             }
             Err(_) => return,
         };
+        if crate::tls::is_acme_validation(stream.get_ref().1) {
+            // An ACME CA checked the TLS-ALPN-01 certificate: no HTTP on this connection.
+            let mut stream = stream;
+            let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, close).await;
+            return;
+        }
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let ctx = self.context(peer, "https");
         let config = &self.shared.config;
@@ -473,7 +480,9 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         Box::pin(async move {
             ctx.note_request();
             let tls = ctx.proto == "https";
-            let hsts = tls.then(|| ctx.shared.edge.load().hsts.clone()).flatten();
+            let hsts = tls
+                .then(|| super::handler::hsts(&ctx.shared.edge.load(), &req))
+                .flatten();
             let http1 = req.version() <= hyper::Version::HTTP_11;
             let connections = ctx.connections.clone();
             let mut response = handle(ctx, req).await;

@@ -22,6 +22,8 @@ pub(super) struct Registry {
     pub(super) static_routes: paz_core::RouteTable,
     /// The certificates last set, as given (handed to a successor at an upgrade).
     pub(super) certificates: Vec<crate::tls::CertificatePem>,
+    /// The exact names with a certificate (redirected to HTTPS unless their route opts out).
+    pub(super) certified: std::collections::HashSet<String>,
     next_id: u64,
 }
 

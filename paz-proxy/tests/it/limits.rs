@@ -1,5 +1,5 @@
-//! Slow clients cannot hold the router: the header deadline is total, and shutdown ends
-//! within its drain deadline.
+//! Slow clients cannot hold the router: the header and body deadlines are total, and
+//! shutdown ends within its drain deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -262,6 +262,117 @@ async fn an_idle_flood_is_closed_after_the_idle_timeout() {
             "connection {i} still open"
         );
     }
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+/// Reads until the peer closes (or `bound` passes): what it sent, and whether it closed.
+async fn read_until_closed(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    bound: Duration,
+) -> (String, bool) {
+    let deadline = Instant::now() + bound;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&seen).into_owned(), false),
+            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&seen).into_owned(), true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+const SLOW_POST: &[u8] = b"POST /echo HTTP/1.1\r\nHost: b.localhost\r\nContent-Length: 100\r\n\r\n";
+
+/// A body trickled a byte every 300 ms (each byte well within the timeout of the last) past
+/// a 1 s body deadline: 408 from the router, the connection closed, the backend connection
+/// let go, counted as the client's (a 408 of the service, no ejection); on a fresh
+/// connection and on one hyper already serves (a body request came before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_body_deadline_gets_408_and_the_connection_closes() {
+    let (b, r) = routed(RouterConfig {
+        body_timeout: Some(Duration::from_secs(1)),
+        ..RouterConfig::default()
+    })
+    .await;
+    for kept_alive in [false, true] {
+        let mut s = TcpStream::connect(r.public).await.unwrap();
+        if kept_alive {
+            assert!(served(&mut s, POST).await);
+        }
+        s.write_all(SLOW_POST).await.unwrap();
+        let started = Instant::now();
+        let (mut reader, writer) = s.into_split();
+        let writing = trickle(writer, vec![b'x'; 100], Duration::from_millis(300));
+        let (answer, closed) = read_until_closed(&mut reader, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        writing.abort();
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "kept alive {kept_alive}: {answer:?}"
+        );
+        assert!(answer.contains("connection: close"), "{answer:?}");
+        assert!(
+            answer.contains("the request body did not arrive within 1s"),
+            "{answer:?}"
+        );
+        assert!(closed, "kept alive {kept_alive}: the connection stays open");
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+    }
+    eventually(Duration::from_secs(2), || {
+        r.router.in_flight_now(&b.address()) == 0
+    })
+    .await
+    .expect("the request to the backend was let go");
+    assert!(
+        !r.router.is_ejected(&b.address()),
+        "not the backend's fault"
+    );
+    let metrics = r.router.metrics_text();
+    assert!(
+        metrics.contains(r#"paz_router_requests_total{service="b",code="408"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"code="504""#), "{metrics}");
+    assert!(!metrics.contains(r#"code="502""#), "{metrics}");
+    shut_down(r, Duration::from_secs(3)).await;
+}
+
+/// The deadline is for the whole body, not too early: a body sent at once, or trickled but
+/// complete well within the deadline, is proxied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_within_the_body_deadline_passes() {
+    let (_b, r) = routed(RouterConfig {
+        body_timeout: Some(Duration::from_secs(2)),
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: b.localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("hello"), "{answer:?}");
+
+    // Ten bytes, 100 ms apart: done in about 1 s of the 2 s.
+    let mut s = TcpStream::connect(r.public).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: b.localhost\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut reader, writer) = s.into_split();
+    let writing = trickle(writer, b"0123456789".to_vec(), Duration::from_millis(100));
+    let (answer, closed) = read_until_closed(&mut reader, Duration::from_secs(5)).await;
+    writing.abort();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("0123456789"), "{answer:?}");
+    assert!(closed);
     shut_down(r, Duration::from_secs(3)).await;
 }
 

@@ -29,8 +29,14 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// A body fed through a channel (streaming responses).
+/// A body fed through a channel (streaming responses, trickled requests).
 pub struct ChanBody(mpsc::Receiver<Bytes>);
+
+impl ChanBody {
+    pub fn new(receiver: mpsc::Receiver<Bytes>) -> Self {
+        ChanBody(receiver)
+    }
+}
 
 impl Body for ChanBody {
     type Data = Bytes;
@@ -340,6 +346,7 @@ pub fn table(entries: &[(&str, &str, Vec<TestBackendEntry>)]) -> RouteTable {
             (*host).to_owned(),
             Route {
                 service: (*service).to_owned(),
+                https_redirect: true,
                 backends: backends
                     .iter()
                     .map(|(a, weight, state)| {
