@@ -188,6 +188,9 @@ impl CertManager {
             stored.remove(&gone);
         }
         self.states().retain(|name, _| wanted.contains(name));
+        // What the store has is served at once; each new certificate as soon as it is issued
+        // (not after the orders of every other name).
+        self.publish_if_changed(&stored, published);
         let now = jiff::Timestamp::now();
         let renew_before = jiff::SignedDuration::try_from(config.renew_before).unwrap_or_default();
         for name in &wanted {
@@ -221,6 +224,7 @@ impl CertManager {
                         },
                     );
                     stored.insert(name.clone(), certificate);
+                    self.publish_if_changed(&stored, published);
                 }
                 Err(error) => {
                     let attempts = match self.states().get(name) {
@@ -243,16 +247,25 @@ impl CertManager {
                 }
             }
         }
+        self.publish_if_changed(&stored, published);
+        Ok(())
+    }
+
+    /// Hands `stored` to the router unless it serves exactly that already.
+    fn publish_if_changed(
+        &self,
+        stored: &BTreeMap<String, Certificate>,
+        published: &mut Option<Vec<(String, String)>>,
+    ) {
         let serving: Vec<(String, String)> = stored
             .values()
             .map(|c| (c.name.clone(), c.chain_pem.clone()))
             .collect();
         if published.as_ref() != Some(&serving) {
-            let certificates: Vec<Certificate> = stored.into_values().collect();
+            let certificates: Vec<Certificate> = stored.values().cloned().collect();
             (self.inner.publish)(&certificates);
             *published = Some(serving);
         }
-        Ok(())
     }
 
     async fn issue(&self, issuer: &mut Option<Issuer>, name: &str) -> Result<Certificate, String> {

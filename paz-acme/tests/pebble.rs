@@ -379,3 +379,93 @@ async fn a_certificate_is_issued_through_tls_alpn_01_on_the_routers_tls_listener
     assert_eq!(paz.certificates().await?.len(), 1);
     Ok(())
 }
+
+/// Each certificate is served as soon as it is issued, not after the orders of the other
+/// names; prints how long from issued (the CA's answer, `issued_at`) to served (the router
+/// swapped it in, so the next handshake gets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_certificate_is_served_as_soon_as_it_is_issued() -> Result<()> {
+    use paz_acme::{CertManager, ManagerConfig};
+    use paz_core::{EngineConfig, MemoryStore, Paz, ServiceSpec, Trigger};
+    if !pebble_available("each_certificate_is_served_as_soon_as_it_is_issued") {
+        return Ok(());
+    }
+    let router = Router::new(RouterConfig::default());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let plain = TcpListener::bind("127.0.0.1:0").await?;
+    let pebble = Pebble::start(plain.local_addr()?.port())?;
+    router.serve(plain, Scope::Public, shutdown.clone());
+    let tls = TcpListener::bind("127.0.0.1:0").await?;
+    let tls_address = tls.local_addr()?;
+    router.serve_tls(tls, Scope::Public, shutdown.clone());
+    let backend = backend().await;
+    let mut routes = table("a.localhost", backend);
+    routes.routes.extend(table("b.localhost", backend).routes);
+    router.apply_table(&routes)?;
+
+    let paz = Paz::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+    for name in ["a", "b"] {
+        let mut spec = ServiceSpec::new(name, "demo:v1");
+        spec.public = true;
+        spec.ports.push(paz_core::PortSpec {
+            port: 8080,
+            protocol: paz_core::Protocol::Http,
+        });
+        paz.create_service(spec, Trigger::create()).await?;
+    }
+    // Per publish: the names served and how long since the newest was issued.
+    let publishes = Arc::new(std::sync::Mutex::new(Vec::<(Vec<String>, Duration)>::new()));
+    let publish: paz_acme::Publish = {
+        let (router, publishes) = (router.clone(), publishes.clone());
+        Arc::new(move |certificates: &[paz_core::engine::Certificate]| {
+            let pems: Vec<CertificatePem> = certificates
+                .iter()
+                .map(|c| CertificatePem {
+                    names: vec![c.name.clone()],
+                    chain_pem: c.chain_pem.clone(),
+                    key_pem: c.key_pem.clone(),
+                })
+                .collect();
+            router.set_certificates(&pems, None).unwrap();
+            let newest = certificates.iter().map(|c| c.issued_at).max();
+            let since = newest
+                .map(|at| jiff::Timestamp::now().duration_since(at))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            let names = certificates.iter().map(|c| c.name.clone()).collect();
+            publishes.lock().unwrap().push((names, since));
+        })
+    };
+    let manager = CertManager::new(
+        paz.clone(),
+        ManagerConfig::new(pebble.config()),
+        Arc::new(RouterChallenges(router.clone())),
+        publish,
+    );
+    manager.pass(&mut None, &mut None).await?;
+    let publishes = publishes.lock().unwrap().clone();
+    let served: Vec<Vec<String>> = publishes.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        served,
+        [
+            vec!["a.localhost".to_owned()],
+            vec!["a.localhost".to_owned(), "b.localhost".to_owned()]
+        ],
+        "the first certificate is served before the second is ordered"
+    );
+    let root = pebble.issuing_root().await?;
+    for host in ["a.localhost", "b.localhost"] {
+        let client = https_client(&root, Some((host, tls_address)))?;
+        let url = format!("https://{host}:{}/", tls_address.port());
+        assert_eq!(client.get(&url).send().await?.text().await?, "hello");
+    }
+    for (names, since) in &publishes {
+        eprintln!(
+            "issued -> served: {:.2} ms ({} certificates served)",
+            since.as_secs_f64() * 1000.0,
+            names.len()
+        );
+        assert!(*since < Duration::from_secs(1), "{since:?}");
+    }
+    Ok(())
+}
