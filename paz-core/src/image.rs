@@ -92,6 +92,14 @@ impl ImageRef {
     pub fn tag_or_latest(&self) -> &str {
         self.tag.as_deref().unwrap_or("latest")
     }
+
+    /// The name without tag or digest: `[registry/]repository`.
+    pub fn name(&self) -> String {
+        match &self.registry {
+            Some(registry) => format!("{registry}/{}", self.repository),
+            None => self.repository.clone(),
+        }
+    }
 }
 
 fn check_registry(host: &str) -> Result<(), String> {
@@ -160,7 +168,8 @@ fn check_path_component(component: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+/// Checks a tag: 1 to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn check_tag(tag: &str) -> Result<(), String> {
     let mut chars = tag.chars();
     let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_');
     if !first_ok
@@ -179,7 +188,8 @@ const MAX_DIGEST_ALGORITHM: usize = 32;
 /// The most hex digits a digest may have (sha512 has 128).
 const MAX_DIGEST_HEX: usize = 128;
 
-fn check_digest(digest: &str) -> Result<(), String> {
+/// Checks a digest: `algorithm:hex` (sha256 has 64 hex digits).
+pub fn check_digest(digest: &str) -> Result<(), String> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(format!("digest {digest:?} must look like sha256:<hex>"));
     };

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod health;
+pub mod hook;
 pub mod image;
 pub mod manifest;
 pub mod model;

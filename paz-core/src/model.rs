@@ -63,7 +63,11 @@ pub struct Release {
     pub version: u64,
     /// The spec at the time of the release.
     pub spec: ServiceSpec,
-    /// The image resolved to a digest, when the registry gave one.
+    /// The exact image the release runs, fixed when it is made (a deploy of a digest, a
+    /// registry push) or when its first instance starts: `<repository>@sha256:…` (the
+    /// registry's digest, Docker's `RepoDigests`) or, for an image that never came from a
+    /// registry, the local image id `sha256:…`. Rollbacks and crash replacements run exactly
+    /// this image, whatever the tag in `spec.image` points to by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
     /// The secrets its instances get, by name (never their values).
@@ -74,6 +78,13 @@ pub struct Release {
     /// When it was made.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: jiff::Timestamp,
+}
+
+impl Release {
+    /// The image its instances run: the pinned one when known, else the spec's.
+    pub fn image(&self) -> &str {
+        self.image_digest.as_deref().unwrap_or(&self.spec.image)
+    }
 }
 
 /// The state of a deployment.

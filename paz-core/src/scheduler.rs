@@ -51,7 +51,7 @@ impl InstanceSpec {
             service: release.service.clone(),
             release: release.version,
             slot,
-            image: spec.image.clone(),
+            image: release.image().to_owned(),
             env: spec.env.clone(),
             command: spec.command.clone(),
             ports: spec.ports.clone(),
@@ -161,6 +161,13 @@ pub trait Scheduler: Send + Sync + 'static {
     async fn logs(&self, id: &str, options: LogOptions) -> Result<LogStream>;
     /// Changes as they happen.
     async fn events(&self) -> Result<EventStream>;
+    /// Pins `image` to exactly the image it names now, getting it first when missing (as
+    /// `start` would): `<repository>@sha256:…` when it came from a registry, else the local
+    /// image id `sha256:…`. `None` when the scheduler cannot tell (the default).
+    async fn resolve_image(&self, image: &str) -> Result<Option<String>> {
+        let _ = image;
+        Ok(None)
+    }
 }
 
 struct FakeState {
@@ -169,6 +176,10 @@ struct FakeState {
     failing_images: Vec<String>,
     down: bool,
     failing_starts: Option<crate::PortErrorKind>,
+    /// What `resolve_image` pins each image to.
+    tags: BTreeMap<String, String>,
+    /// The image each instance was started with.
+    images: BTreeMap<String, String>,
 }
 
 /// An in-memory scheduler for tests: instances are records, addresses are made up.
@@ -193,6 +204,8 @@ impl FakeScheduler {
                 failing_images: Vec::new(),
                 down: false,
                 failing_starts: None,
+                tags: BTreeMap::new(),
+                images: BTreeMap::new(),
             }),
             events: broadcast::channel(1024).0,
         }
@@ -211,6 +224,17 @@ impl FakeScheduler {
     /// not be reached for that call only.
     pub fn fail_starts(&self, kind: Option<crate::PortErrorKind>) {
         self.lock().failing_starts = kind;
+    }
+
+    /// Points `image` (a tag) at the image `id` (`sha256:…`): `resolve_image` pins it to
+    /// that from now on, as Docker would after a `docker tag`.
+    pub fn tag_image(&self, image: &str, id: &str) {
+        self.lock().tags.insert(image.to_owned(), id.to_owned());
+    }
+
+    /// The image instance `id` was started with.
+    pub fn image_of(&self, id: &str) -> Option<String> {
+        self.lock().images.get(id).cloned()
     }
 
     /// Makes every call fail, as if the daemon were down (`false` brings it back).
@@ -292,6 +316,7 @@ impl Scheduler for FakeScheduler {
             state
                 .instances
                 .insert(instance.id.clone(), instance.clone());
+            state.images.insert(instance.id.clone(), spec.image.clone());
             instance
         };
         let _ = self.events.send(SchedulerEvent::Started {
@@ -371,6 +396,18 @@ impl Scheduler for FakeScheduler {
         Ok(Box::pin(futures_util::stream::iter(
             lines.into_iter().map(Ok),
         )))
+    }
+
+    async fn resolve_image(&self, image: &str) -> Result<Option<String>> {
+        self.check_up()?;
+        let state = self.lock();
+        if state.failing_images.iter().any(|i| i == image) {
+            return Err(Error::scheduler(
+                crate::PortErrorKind::ImageUnavailable,
+                format!("image {image:?} cannot be pulled"),
+            ));
+        }
+        Ok(state.tags.get(image).cloned())
     }
 
     async fn events(&self) -> Result<EventStream> {

@@ -254,10 +254,61 @@ impl DockerScheduler {
             .and_then(|c| instance_of(&c, &self.context())))
     }
 
+    /// Pins `image` to exactly the image it names now, pulling it when missing: the
+    /// repository digest (`RepoDigests`) of its own repository, `<repository>@sha256:…`,
+    /// when it came from a registry, else the local image id `sha256:…`. A reference that
+    /// names a digest (or is an image id) is its own pin.
+    pub async fn pin_image(&self, image: &str) -> Result<String> {
+        if is_image_id(image) {
+            self.ensure_image(image).await?;
+            return Ok(image.to_owned());
+        }
+        let reference = ImageRef::parse(image).map_err(|source| Error::InvalidImage {
+            image: image.to_owned(),
+            source,
+        })?;
+        if let Some(digest) = &reference.digest {
+            return Ok(format!("{}@{digest}", reference.name()));
+        }
+        self.ensure_image(image).await?;
+        let inspected = self
+            .inner
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|source| Error::api(format!("inspect image {image:?}"), source))?;
+        let own = canonical_name(&reference.name());
+        let repo_digest = inspected.repo_digests.iter().flatten().find(|d| {
+            d.rsplit_once('@')
+                .is_some_and(|(name, _)| canonical_name(name) == own)
+        });
+        match (repo_digest, inspected.id) {
+            (Some(digest), _) => Ok(digest.clone()),
+            (None, Some(id)) if is_image_id(&id) => Ok(id),
+            _ => Err(Error::api(
+                format!("inspect image {image:?}"),
+                bollard::errors::Error::DockerStreamError {
+                    error: "the daemon gave neither a repository digest nor an image id".into(),
+                },
+            )),
+        }
+    }
+
     /// Makes sure `image` is on the daemon, pulling it when missing.
     async fn ensure_image(&self, image: &str) -> Result<()> {
         if self.image_exists(image).await? {
             return Ok(());
+        }
+        if is_image_id(image) {
+            // Never in a registry (else the release would be pinned to a repository digest):
+            // nothing to pull it from.
+            return Err(Error::ImageUnavailable {
+                image: image.to_owned(),
+                source: bollard::errors::Error::DockerStreamError {
+                    error: "this local image is gone from the daemon and never came from a                             registry, so it cannot be pulled again; build or load it again"
+                        .into(),
+                },
+            });
         }
         let reference = ImageRef::parse(image).map_err(|source| Error::InvalidImage {
             image: image.to_owned(),
@@ -579,6 +630,11 @@ impl Scheduler for DockerScheduler {
         Ok(self.instance_logs(id, options).await?)
     }
 
+    /// See [`DockerScheduler::pin_image`].
+    async fn resolve_image(&self, image: &str) -> paz_core::Result<Option<String>> {
+        Ok(Some(self.pin_image(image).await?))
+    }
+
     /// See [`crate::events`]: reconnects with backoff and emits `Resync` after every gap.
     async fn events(&self) -> paz_core::Result<EventStream> {
         Ok(crate::events::event_stream(
@@ -586,6 +642,25 @@ impl Scheduler for DockerScheduler {
             SystemTime::now(),
             self.inner.config.cluster.clone(),
         ))
+    }
+}
+
+/// Whether `image` is a full image id, `sha256:<64 hex>`.
+fn is_image_id(image: &str) -> bool {
+    image
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A repository name as Docker Hub spells it in full (`nginx` → `docker.io/library/nginx`),
+/// other registries' names as they are: Docker reports `RepoDigests` in the short form.
+fn canonical_name(name: &str) -> String {
+    match ImageRef::parse(name) {
+        Ok(reference) => match paz_core::hook::docker_hub_name(&reference) {
+            Some(hub) => format!("docker.io/{hub}"),
+            None => reference.name(),
+        },
+        Err(_) => name.to_owned(),
     }
 }
 
@@ -844,6 +919,23 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         );
         assert_ne!(container_name(&spec), name, "names are random");
+    }
+
+    #[test]
+    fn image_ids_and_canonical_names() {
+        let id = format!("sha256:{}", "ab".repeat(32));
+        assert!(is_image_id(&id));
+        assert!(!is_image_id("sha256:abc") && !is_image_id("paz-demo:v1"));
+        assert_eq!(canonical_name("nginx"), "docker.io/library/nginx");
+        assert_eq!(
+            canonical_name("docker.io/library/nginx"),
+            "docker.io/library/nginx"
+        );
+        assert_eq!(canonical_name("acme/web"), "docker.io/acme/web");
+        assert_eq!(
+            canonical_name("127.0.0.1:5000/paz-demo"),
+            "127.0.0.1:5000/paz-demo"
+        );
     }
 
     #[test]

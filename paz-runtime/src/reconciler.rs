@@ -458,6 +458,36 @@ impl Reconciler {
         })
     }
 
+    /// Pins `release` to the image its tag names now (the scheduler resolves it, pulling it
+    /// when missing) and records the pin on the release; the release as it is when the
+    /// scheduler cannot tell.
+    async fn pin(&self, release: &Release) -> paz_core::Result<Release> {
+        let Some(pin) = self
+            .inner
+            .scheduler
+            .resolve_image(&release.spec.image)
+            .await?
+        else {
+            return Ok(release.clone());
+        };
+        let pinned = self
+            .inner
+            .paz
+            .pin_release(&release.service, release.version, &pin)
+            .await?;
+        tracing::info!(
+            service = %release.service,
+            release = release.version,
+            image = %release.spec.image,
+            pinned = pinned.image(),
+            "release pinned to its image"
+        );
+        self.shared()
+            .releases
+            .insert((release.service.clone(), release.version), pinned.clone());
+        Ok(pinned)
+    }
+
     async fn release(&self, service: &str, version: u64) -> paz_core::Result<Release> {
         if let Some(release) = self.shared().releases.get(&(service.to_owned(), version)) {
             return Ok(release.clone());
@@ -942,16 +972,34 @@ impl Reconciler {
                 }
             }
         };
-        // Start the new instances at once: each `docker create` + `start` takes a while.
-        let started = futures_util::future::join_all(starts.iter().map(|&slot| {
-            let mut spec = InstanceSpec::from_release(&release, slot);
-            if let Some(env) = &env {
-                spec.env.clone_from(env);
+        // The release's exact image, pinned when it first starts (its tag may move later):
+        // every instance of it, crash replacements and rollbacks included, runs that image.
+        let (release, pin_error) = if starts.is_empty() || release.image_digest.is_some() {
+            (release, None)
+        } else {
+            match self.pin(&release).await {
+                Ok(pinned) => (pinned, None),
+                Err(error) => (release, Some(error)),
             }
-            spec.epoch = Some(epoch_of(service));
-            async move { (slot, self.inner.scheduler.start(&spec).await) }
-        }))
-        .await;
+        };
+        // Start the new instances at once: each `docker create` + `start` takes a while.
+        let started = match &pin_error {
+            Some(error) => starts
+                .iter()
+                .map(|&slot| (slot, Err(scheduler_error_like(error))))
+                .collect(),
+            None => {
+                futures_util::future::join_all(starts.iter().map(|&slot| {
+                    let mut spec = InstanceSpec::from_release(&release, slot);
+                    if let Some(env) = &env {
+                        spec.env.clone_from(env);
+                    }
+                    spec.epoch = Some(epoch_of(service));
+                    async move { (slot, self.inner.scheduler.start(&spec).await) }
+                }))
+                .await
+            }
+        };
         for (slot, result) in started {
             match result {
                 Ok(instance) => {
@@ -1367,6 +1415,19 @@ fn mark_draining(shared: &mut Shared, service: String, id: String) -> Option<Dra
 }
 
 /// The life of a service its instances are labelled with: its creation time.
+/// A scheduler error like `error`, for each slot a failed pin stops from starting.
+fn scheduler_error_like(error: &paz_core::Error) -> paz_core::Error {
+    match error {
+        paz_core::Error::Scheduler(e) => paz_core::Error::scheduler(e.kind, e.message.clone()),
+        other => paz_core::Error::scheduler(
+            other
+                .port_kind()
+                .unwrap_or(paz_core::PortErrorKind::Internal),
+            other.to_string(),
+        ),
+    }
+}
+
 fn epoch_of(service: &Service) -> String {
     service.created_at.to_string()
 }

@@ -140,19 +140,40 @@ pub fn deployment_duration(deployment: &Deployment, now: Timestamp) -> String {
 /// The releases table of `paz releases`.
 pub(super) fn releases_table(releases: &[Release], tty: bool, now: Timestamp) -> String {
     let mut table = new_table(
-        &["VERSION", "IMAGE", "INSTANCES", "TRIGGER", "CREATED"],
+        &[
+            "VERSION",
+            "IMAGE",
+            "PINNED",
+            "INSTANCES",
+            "TRIGGER",
+            "CREATED",
+        ],
         tty,
     );
     for release in releases {
         table.add_row(vec![
             format!("v{}", release.version),
             release.spec.image.clone(),
+            pin_text(release.image_digest.as_deref()),
             release.spec.instances.to_string(),
             trigger_text(&release.trigger),
             ago(release.created_at, now),
         ]);
     }
     render(table, tty)
+}
+
+/// The image a release is pinned to, short: `sha256:` and 12 hex digits of its digest or
+/// image id (`--output json` has it whole); `-` until its first start.
+pub(super) fn pin_text(pin: Option<&str>) -> String {
+    let Some(pin) = pin else {
+        return "-".into();
+    };
+    let digest = paz_core::hook::digest_of(pin);
+    match digest.split_once(':') {
+        Some((algorithm, hex)) if hex.len() > 12 => format!("{algorithm}:{}", &hex[..12]),
+        _ => digest.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +189,31 @@ mod tests {
             deployment_summary(&running, at(1_006)),
             "web-4: v3 (from v2), rolling, running for 5.0s, 6s ago"
         );
+    }
+
+    #[test]
+    fn releases_show_the_image_they_are_pinned_to() {
+        let digest = format!("sha256:{}", "e2f8af01".repeat(8));
+        let release = |version, pin: Option<String>| Release {
+            service: "web".into(),
+            version,
+            spec: paz_core::ServiceSpec::new("web", "paz-demo:latest"),
+            image_digest: pin,
+            secrets: Default::default(),
+            trigger: paz_core::Trigger::new(paz_core::TriggerKind::Deploy),
+            created_at: at(1_000),
+        };
+        let releases = [
+            release(1, Some(format!("127.0.0.1:5000/paz-demo@{digest}"))),
+            release(2, Some(format!("sha256:{}", "5c4941a0".repeat(8)))),
+            release(3, None),
+        ];
+        let text = releases_table(&releases, false, at(1_010));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("PINNED"), "{text}");
+        assert!(lines[1].contains("sha256:e2f8af01e2f8 "), "{text}");
+        assert!(lines[2].contains("sha256:5c4941a05c49 "), "{text}");
+        assert!(lines[3].contains(" - "), "{text}");
     }
 
     #[test]

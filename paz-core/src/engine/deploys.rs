@@ -8,6 +8,7 @@ use super::{RELEASES, decode, release_key};
 use crate::error::{Error, Result};
 use crate::model::{Deployment, DeploymentStatus, Release, Trigger};
 use crate::service::{Service, ServiceSpec};
+use crate::store::{Condition, Txn};
 
 impl Paz {
     /// Makes a new release (with a new image, or the same spec again) and records its
@@ -18,9 +19,26 @@ impl Paz {
         image: Option<String>,
         trigger: Trigger,
     ) -> Result<Deployment> {
+        self.deploy_pinned(name, image, None, trigger).await
+    }
+
+    /// [`Paz::deploy`] of an image already resolved to exactly one image: the release is
+    /// pinned to `pin` (`<repository>@sha256:…` or an image id `sha256:…`) when it is made,
+    /// so its instances run that image whatever `image`'s tag points to later. A registry
+    /// push names its digest, so its deploy is pinned this way.
+    pub async fn deploy_pinned(
+        &self,
+        name: &str,
+        image: Option<String>,
+        pin: Option<String>,
+        trigger: Trigger,
+    ) -> Result<Deployment> {
         if let Some(image) = &image {
             crate::image::ImageRef::parse(image)
                 .map_err(|e| Error::invalid("image", "INVALID_IMAGE", e.to_string()))?;
+        }
+        if let Some(pin) = &pin {
+            check_pin(pin).map_err(|m| Error::invalid("image_digest", "INVALID_IMAGE", m))?;
         }
         let applied = self
             .change(name, None, |current| {
@@ -28,12 +46,44 @@ impl Paz {
                 if let Some(image) = &image {
                     spec.image = image.clone();
                 }
-                Ok(plan_release(current, spec, &trigger))
+                let mut planned = plan_release(current, spec, &trigger);
+                if let (Some(pin), Some(release)) = (&pin, planned.release.as_mut()) {
+                    release.image_digest = Some(pin.clone());
+                }
+                Ok(planned)
             })
             .await?;
         Ok(applied
             .deployment
             .expect("a deploy always records a deployment"))
+    }
+
+    /// Pins release `version` of `name` to `pin` (see [`Release::image_digest`]) when it is
+    /// not pinned yet, and returns it; a release pinned already keeps its pin (the first
+    /// one wins). The runtime calls it when it first starts the release.
+    pub async fn pin_release(&self, name: &str, version: u64, pin: &str) -> Result<Release> {
+        check_pin(pin).map_err(|m| Error::invalid("image_digest", "INVALID_IMAGE", m))?;
+        let key = release_key(name, version);
+        let mut retries = super::Retries::new("release", name);
+        loop {
+            let kv = self.store.get(&key).await?.ok_or_else(|| Error::NotFound {
+                kind: "release",
+                name: format!("{name} v{version}"),
+            })?;
+            let mut release: Release = decode(&kv)?;
+            if release.image_digest.is_some() {
+                return Ok(release);
+            }
+            release.image_digest = Some(pin.to_owned());
+            let txn = Txn::new()
+                .when(key.clone(), Condition::ModRevision(kv.mod_revision))
+                .put(key.clone(), super::encode(&release));
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(release),
+                Err(Error::Conflict { .. }) => retries.lost()?,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Goes back to an earlier release (by default the one before the current) and records
@@ -166,7 +216,8 @@ pub(super) fn plan_release(current: &Service, spec: ServiceSpec, trigger: &Trigg
         service: spec.name.clone(),
         version: service.latest_release,
         spec: spec.clone(),
-        image_digest: None,
+        // An image named by its digest is pinned as it is made.
+        image_digest: pinned_reference(&spec.image),
         secrets: current.secrets.clone(),
         trigger: trigger.clone(),
         created_at: now,
@@ -186,6 +237,31 @@ pub(super) fn plan_release(current: &Service, spec: ServiceSpec, trigger: &Trigg
         release: Some(release),
         deployment: Some(deployment),
         sealed: None,
+    }
+}
+
+/// The pin of an image reference that names a digest (`repo[:tag]@sha256:…` →
+/// `repo@sha256:…`), else `None`.
+fn pinned_reference(image: &str) -> Option<String> {
+    let reference = crate::image::ImageRef::parse(image).ok()?;
+    let digest = reference.digest.as_deref()?;
+    Some(format!("{}@{digest}", reference.name()))
+}
+
+/// Checks a pin: a reference with a digest, or an image id `sha256:<64 hex>`.
+pub(crate) fn check_pin(pin: &str) -> std::result::Result<(), String> {
+    if let Some(hex) = pin.strip_prefix("sha256:") {
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(());
+        }
+        return Err(format!("image id {pin:?} must be sha256:<64 hex digits>"));
+    }
+    match crate::image::ImageRef::parse(pin) {
+        Ok(reference) if reference.digest.is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "{pin:?} names no digest; a pin is <repository>@sha256:… or an image id"
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

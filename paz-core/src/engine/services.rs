@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::event::EventKind;
-use crate::model::{Deployment, Release, Trigger};
+use crate::model::{Deployment, Release, Trigger, TriggerKind};
 use crate::service::{MAX_INSTANCES, Service, ServiceSpec};
 use crate::store::{Condition, Txn};
 
@@ -183,6 +183,17 @@ impl Paz {
             let current = self.load(name).await?;
             expect_revision(name, expected_revision, current.mod_revision)?;
             let mut planned = change(&current.service)?;
+            if let Some(release) = planned.release.as_mut()
+                && release.image_digest.is_none()
+                && matches!(
+                    release.trigger.kind,
+                    TriggerKind::Update | TriggerKind::Apply
+                )
+            {
+                release.image_digest = self
+                    .pin_to_keep(&current.service, &release.spec.image)
+                    .await?;
+            }
             let key = service_key(name);
             let mut txn =
                 Txn::new().when(key.clone(), Condition::ModRevision(current.mod_revision));
@@ -432,6 +443,24 @@ impl Paz {
 }
 
 impl Paz {
+    /// The pin of the service's current release when a change keeps its image: a change of
+    /// settings (env, ports, a secret) runs the image that ran before, not whatever its tag
+    /// points to by then. A deploy resolves the tag again.
+    async fn pin_to_keep(&self, service: &Service, image: &str) -> Result<Option<String>> {
+        let Some(version) = service.current_release else {
+            return Ok(None);
+        };
+        let Some(kv) = self
+            .store
+            .get(&release_key(&service.spec.name, version))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let release: Release = decode(&kv)?;
+        Ok(release.image_digest.filter(|_| release.spec.image == image))
+    }
+
     /// Checks a spec before it is stored: its own rules, then the server's (host mounts).
     fn admit(&self, spec: &ServiceSpec) -> Result<()> {
         spec.validate()?;

@@ -451,3 +451,44 @@ async fn connecting_twice_reuses_the_network() {
     .unwrap();
     assert_eq!(names.lines().count(), 1, "{names}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_pin_to_their_id_or_digest_and_a_pin_outlives_its_tag() {
+    let Some(env) = TestEnv::new("pin").await else {
+        return;
+    };
+    let id_of = |image: &str| docker(&["image", "inspect", "--format", "{{.Id}}", image]).unwrap();
+    // A local image (never pushed) pins to its image id.
+    let tag = format!("paz-demo:pin-{}", env.suffix);
+    docker(&["tag", "paz-demo:v1", &tag]).unwrap();
+    let pin = env.scheduler.pin_image(&tag).await.expect("pin");
+    assert_eq!(pin, id_of("paz-demo:v1"));
+    // The tag moves on; the pin still starts the first image.
+    docker(&["tag", "paz-demo:v2", &tag]).unwrap();
+    let web = env.service("web");
+    let mut spec = env.spec(&web, 0, &[]);
+    spec.image = pin.clone();
+    let instance = env.scheduler.start(&spec).await.expect("start by image id");
+    let image = docker(&["inspect", "--format", "{{.Image}}", &instance.id]).unwrap();
+    assert_eq!(image, pin, "the container runs the pinned image");
+    assert_eq!(
+        env.scheduler.resolve_image(&tag).await.unwrap(),
+        Some(id_of("paz-demo:v2"))
+    );
+    // A reference with a digest is its own pin; an unknown image id cannot be pulled.
+    let digest = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(
+        env.scheduler
+            .pin_image(&format!("registry.local:5000/x:v1@{digest}"))
+            .await
+            .unwrap(),
+        format!("registry.local:5000/x@{digest}")
+    );
+    let gone = env.scheduler.pin_image(&digest).await.unwrap_err();
+    assert!(
+        gone.to_string().contains("cannot be pulled again"),
+        "{gone}"
+    );
+    assert_eq!(gone.port_kind(), paz_core::PortErrorKind::ImageUnavailable);
+    let _ = docker(&["rmi", &tag]);
+}

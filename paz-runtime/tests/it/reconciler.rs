@@ -750,3 +750,95 @@ async fn restoring_gives_up_after_its_timeout_and_routes_what_is_known() {
     assert_eq!(world.backends("web.localhost").await, 0);
     world.shut_down().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn releases_pin_their_image_for_rollbacks_and_crash_replacements() {
+    let id = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let world = World::new();
+    world.scheduler.tag_image("demo:latest", &id('a'));
+    world.scheduler.tag_image("demo:v2", &id('b'));
+    let mut spec = web(1, Strategy::Rolling);
+    spec.image = "demo:latest".into();
+    world
+        .paz
+        .create_service(spec, Trigger::create())
+        .await
+        .unwrap();
+    world
+        .wait_deployment("web-1", DeploymentStatus::Succeeded)
+        .await;
+    let v1 = world.paz.release("web", 1).await.unwrap();
+    assert_eq!(v1.image_digest, Some(id('a')), "pinned at its first start");
+    let images = async || {
+        let mut images: Vec<String> = world
+            .scheduler
+            .list(Some("web"))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|i| world.scheduler.image_of(&i.id))
+            .collect();
+        images.sort();
+        images
+    };
+    assert_eq!(images().await, [id('a')]);
+
+    let d = world.deploy("demo:v2").await;
+    world
+        .wait_deployment(&d.id, DeploymentStatus::Succeeded)
+        .await;
+    // `latest` moves on; going back to v1 runs the image v1 ran.
+    world.scheduler.tag_image("demo:latest", &id('c'));
+    let back = world
+        .paz
+        .rollback("web", Some(1), Trigger::new(TriggerKind::Rollback))
+        .await
+        .unwrap();
+    world
+        .wait_deployment(&back.id, DeploymentStatus::Succeeded)
+        .await;
+    world
+        .until("only v1's image runs", async || images().await == [id('a')])
+        .await;
+
+    // A crash replacement runs it too.
+    let victim = world.scheduler.list(Some("web")).await.unwrap()[0]
+        .id
+        .clone();
+    world.scheduler.crash(&victim, 1);
+    world
+        .until("the crashed instance is replaced", async || {
+            let list = world.scheduler.list(Some("web")).await.unwrap();
+            list.len() == 1
+                && list[0].id != victim
+                && list[0].state != paz_core::InstanceState::Failed
+        })
+        .await;
+    assert_eq!(images().await, [id('a')]);
+
+    // A change of settings keeps the running image; a deploy resolves the tag again.
+    let mut changed = world.paz.service("web").await.unwrap().spec;
+    changed.env.insert("MODE".into(), "x".into());
+    let applied = world
+        .paz
+        .update_service("web", changed, None, Trigger::new(TriggerKind::Update))
+        .await
+        .unwrap();
+    assert_eq!(applied.release.unwrap().image_digest, Some(id('a')));
+    let redeploy = world
+        .paz
+        .deploy("web", None, Trigger::new(TriggerKind::Deploy))
+        .await
+        .unwrap();
+    world
+        .wait_deployment(&redeploy.id, DeploymentStatus::Succeeded)
+        .await;
+    let latest = world.paz.release("web", redeploy.release).await.unwrap();
+    assert_eq!(latest.image_digest, Some(id('c')));
+    world
+        .until("the redeploy runs what latest is now", async || {
+            images().await == [id('c')]
+        })
+        .await;
+    world.shut_down().await;
+}
