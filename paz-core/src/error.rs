@@ -261,10 +261,12 @@ impl Error {
                 "host" => "HOST_NOT_FOUND",
                 "secret" => "SECRET_NOT_FOUND",
                 "token" => "TOKEN_NOT_FOUND",
+                "hook" => "HOOK_NOT_FOUND",
                 _ => "NOT_FOUND",
             },
             Error::AlreadyExists { kind, .. } => match *kind {
                 "token" => "TOKEN_EXISTS",
+                "hook" => "HOOK_EXISTS",
                 _ => "SERVICE_EXISTS",
             },
             Error::SecretsUnavailable(_) => "SECRETS_UNAVAILABLE",

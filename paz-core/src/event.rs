@@ -42,6 +42,15 @@ pub enum EventKind {
         /// Its state.
         status: DeploymentStatus,
     },
+    /// A hook delivery was recorded (`GET /v1/services/{service}/deliveries`).
+    DeliveryRecorded {
+        /// The service.
+        service: String,
+        /// The delivery id.
+        id: String,
+        /// What became of it.
+        verdict: crate::hook::Verdict,
+    },
 }
 
 /// One event: what happened, at which store revision and when.
@@ -66,7 +75,8 @@ impl EventKind {
             | EventKind::ServiceUpdated { service }
             | EventKind::ServiceDeleted { service }
             | EventKind::ReleaseCreated { service, .. }
-            | EventKind::DeploymentChanged { service, .. } => service,
+            | EventKind::DeploymentChanged { service, .. }
+            | EventKind::DeliveryRecorded { service, .. } => service,
         }
     }
 
@@ -78,6 +88,7 @@ impl EventKind {
             EventKind::ServiceDeleted { .. } => "service_deleted",
             EventKind::ReleaseCreated { .. } => "release_created",
             EventKind::DeploymentChanged { .. } => "deployment_changed",
+            EventKind::DeliveryRecorded { .. } => "delivery_recorded",
         }
     }
 }

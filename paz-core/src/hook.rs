@@ -161,6 +161,26 @@ impl fmt::Debug for CreatedHook {
     }
 }
 
+/// A delivery key seen (a registry event's id, a CI request's idempotency key): a second
+/// delivery with it is not deployed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryKey {
+    /// The key as given.
+    pub key: String,
+    /// The SHA-256 of the body it came with (CI), to tell a retry from a reused key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// When it was first seen.
+    pub at: jiff::Timestamp,
+    /// The delivery that used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// The deployment it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -354,6 +354,8 @@ impl Reconciler {
             | EventKind::ServiceDeleted { service }
             | EventKind::ReleaseCreated { service, .. }
             | EventKind::DeploymentChanged { service, .. } => service,
+            // A delivery that deploys makes a release and a deployment of its own.
+            EventKind::DeliveryRecorded { .. } => return,
         };
         self.wake(service);
     }

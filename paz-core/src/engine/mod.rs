@@ -15,6 +15,7 @@ mod certs;
 mod cluster;
 mod deployments;
 mod deploys;
+mod hooks;
 mod hosts;
 mod retention;
 mod secrets;
@@ -23,6 +24,7 @@ mod tokens;
 
 pub use certs::Certificate;
 pub use cluster::check_cluster_id;
+pub use hooks::{DELIVERY_KEY_TTL, KEEP_DELIVERIES, KEEP_DELIVERY_KEYS};
 pub use retention::KEEP_DEPLOYMENTS;
 pub use services::merge_patch;
 

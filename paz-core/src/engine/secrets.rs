@@ -45,7 +45,7 @@ fn context(service: &str, secret: &str, release: u64) -> String {
 }
 
 impl Paz {
-    fn cipher(&self) -> Result<&dyn crate::secret::SecretCipher> {
+    pub(super) fn cipher(&self) -> Result<&dyn crate::secret::SecretCipher> {
         self.secrets.as_deref().ok_or_else(|| {
             Error::SecretsUnavailable(
                 "this server has no secret key configured (paz-server keeps one in <data dir>/secret-key, or reads PAZ_SECRET_KEY)".into(),

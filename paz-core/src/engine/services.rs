@@ -425,6 +425,7 @@ impl Paz {
             for domain in &current.service.spec.domains {
                 txn = txn.delete(domain_key(domain));
             }
+            let txn = self.delete_hook_keys(name, txn).await?;
             match self.store.commit(txn).await {
                 Ok(revision) => {
                     self.emit(
