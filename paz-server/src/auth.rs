@@ -91,7 +91,7 @@ pub fn access_for(method: &Method, path: &str) -> Access {
                 "v1",
                 "services",
                 name,
-                "status" | "releases" | "deployments" | "instances",
+                "status" | "releases" | "deployments" | "instances" | "deliveries",
             ],
         )
         | (&Method::GET, ["v1", "services", name, "releases", _]) => {
@@ -237,6 +237,13 @@ mod tests {
             get("/v1/deployments/web-api-7"),
             ReadService("web-api".into())
         );
+        assert_eq!(
+            get("/v1/services/web/deliveries"),
+            ReadService("web".into())
+        );
+        assert_eq!(get("/v1/services/web/hooks"), Read);
+        assert_eq!(post("/v1/services/web/hooks"), Admin);
+        assert_eq!(post("/v1/services/web/hooks/ci/rotate"), Admin);
         assert_eq!(get("/v1/services/web/logs"), Read);
         assert_eq!(get("/v1/services/web/secrets"), Read);
         assert_eq!(get("/v1/services"), Read);

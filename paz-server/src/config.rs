@@ -168,6 +168,17 @@ pub struct Config {
     /// connections are dropped.
     #[arg(long, env = "PAZ_SHUTDOWN_TIMEOUT", default_value = "10s")]
     pub shutdown_timeout: HumanDuration,
+    /// A host Docker Hub hook callbacks may be sent to (repeatable): a payload's
+    /// `callback_url` elsewhere is not called. Over https only, except loopback hosts
+    /// (`127.0.0.1`, `localhost`, `::1`), which are called over plain http (for tests).
+    #[arg(
+        long = "hook-callback-host",
+        env = "PAZ_HOOK_CALLBACK_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST",
+        default_value = crate::hooks::DEFAULT_CALLBACK_HOST
+    )]
+    pub hook_callback_hosts: Vec<String>,
     /// Take over from the paz-server running with this data dir (started with the same
     /// settings): its listening sockets and routes pass to this process, which serves at
     /// once, while the old one finishes its requests and exits. No request fails.

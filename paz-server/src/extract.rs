@@ -49,7 +49,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Whether the content type is JSON: `application/json` or `application/<something>+json`
 /// (as axum's `Json` decides).
-fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -197,6 +197,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         ),
         other => ApiError::new(other.status(), "INVALID_BODY", other.body_text()),
     }
+}
+
+/// The error answer of a raw body that could not be read (too large, too slow).
+pub(crate) fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    json_rejection(rejection.into())
 }
 
 /// Path parameters; a segment that cannot be decoded (`/v1/services/%ff`) is a JSON

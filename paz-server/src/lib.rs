@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 pub mod handlers;
+pub mod hooks;
 pub mod openapi;
 mod serve;
 pub mod token;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub router_port: Option<u16>,
     /// The ACME certificate manager, when the router gets certificates from a CA.
     pub certificates: Option<paz::acme::CertManager>,
+    /// The deploy hooks' in-memory delivery log, locks and callback policy.
+    pub hooks: Arc<hooks::HookState>,
 }
 
 impl AppState {
@@ -91,7 +94,14 @@ impl AppState {
             metrics: None,
             router_port: None,
             certificates: None,
+            hooks: Arc::new(hooks::HookState::default()),
         }
+    }
+
+    /// Sends Docker Hub callbacks only to these hosts (see `--hook-callback-host`).
+    pub fn with_hook_callback_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.hooks = Arc::new(hooks::HookState::new(hosts));
+        self
     }
 
     /// Adds the runtime's reconciler.
@@ -144,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token}", axum::routing::delete(revoke_token))
         .route("/metrics", get(handlers::metrics))
+        .merge(hook_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -151,12 +162,43 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/openapi.json", get(openapi_json))
+        .merge(hook_endpoints())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The hook endpoints: outside the token middleware (the hook's secret is the credential),
+/// inside the body limit.
+fn hook_endpoints() -> Router<AppState> {
+    use axum::routing::post;
+    Router::new()
+        .route("/v1/hooks/dockerhub/{hook_secret}", post(hooks::dockerhub))
+        .route("/v1/hooks/registry", post(hooks::registry))
+        .route("/v1/hooks/deploy", post(hooks::ci))
+}
+
+/// Managing hooks and reading deliveries (bearer token).
+fn hook_routes() -> Router<AppState> {
+    use axum::routing::post;
+    Router::new()
+        .route(
+            "/v1/services/{name}/hooks",
+            get(hooks::list_hooks).post(hooks::create_hook),
+        )
+        .route(
+            "/v1/services/{name}/hooks/{source}",
+            axum::routing::put(hooks::update_hook).delete(hooks::delete_hook),
+        )
+        .route(
+            "/v1/services/{name}/hooks/{source}/rotate",
+            post(hooks::rotate_hook),
+        )
+        .route("/v1/services/{name}/deliveries", get(hooks::deliveries))
+        .route("/v1/deliveries", get(hooks::unmatched_deliveries))
 }
 
 async fn openapi_json() -> Response {
@@ -337,7 +379,8 @@ pub async fn start_with(
         &address.ip().to_string(),
         config.host_labels().map_err(ServerError::Config)?,
     );
-    let mut state = AppState::new(paz.clone(), token, stop_rx.clone());
+    let mut state = AppState::new(paz.clone(), token, stop_rx.clone())
+        .with_hook_callback_hosts(config.hook_callback_hosts.clone());
     let mut registration = None;
     let edge = match launch.edge.take() {
         Some(edge) => Some(edge),

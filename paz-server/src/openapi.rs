@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers;
+use crate::{handlers, hooks};
 
 /// The OpenAPI description of the REST API.
 #[derive(OpenApi)]
@@ -40,6 +40,16 @@ use crate::handlers;
         handlers::list_tokens,
         handlers::revoke_token,
         handlers::events,
+        hooks::create_hook,
+        hooks::list_hooks,
+        hooks::update_hook,
+        hooks::rotate_hook,
+        hooks::delete_hook,
+        hooks::deliveries,
+        hooks::unmatched_deliveries,
+        hooks::dockerhub,
+        hooks::registry,
+        hooks::ci,
     ),
     modifiers(
         &BearerAuth,
@@ -62,6 +72,16 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // A registry hook's secret, sent by the registry as a static bearer header.
+        components.add_security_scheme(
+            "hook",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A registry hook's secret (`hook_<id>_<secret>`)"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -72,6 +92,11 @@ pub const SERVICE_NAME_PATTERN: &str = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$";
 pub const TOKEN_NAME_PATTERN: &str = r"^[a-z0-9._-]{1,64}$";
 /// A deployment id: `<service>-<sequence>`.
 pub const DEPLOYMENT_ID_PATTERN: &str = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?-[0-9]{1,19}$";
+
+/// A hook's secret: `hook_<12 hex id>_<64 hex secret>`.
+pub const HOOK_SECRET_PATTERN: &str = r"^hook_[0-9a-f]{12}_[0-9a-f]{64}$";
+/// `X-Paz-Signature`: `sha256=` and 64 hex digits.
+pub const SIGNATURE_PATTERN: &str = r"^sha256=[0-9a-f]{64}$";
 
 /// `If-Match`: a revision, bare or as a (weak) ETag such as `"12"` or `W/"12"`.
 pub const IF_MATCH_PATTERN: &str = r#"^(?:W/)?"?[0-9]{1,19}"?$"#;
@@ -226,6 +251,8 @@ impl Modify for ParameterRules {
                         .minimum(Some(1))
                         .build(),
                     (ParameterIn::Header, "If-Match") => string(IF_MATCH_PATTERN, None),
+                    (ParameterIn::Path, "hook_secret") => string(HOOK_SECRET_PATTERN, Some(82)),
+                    (ParameterIn::Header, "X-Paz-Signature") => string(SIGNATURE_PATTERN, Some(71)),
                     (ParameterIn::Query, "tail") => ObjectBuilder::new()
                         .schema_type(Type::Integer)
                         .minimum(Some(0))
@@ -363,7 +390,7 @@ struct Links;
 
 impl Links {
     /// The operations on one service, by operation id (all take `{name}`).
-    const SERVICE_OPERATIONS: [&str; 15] = [
+    const SERVICE_OPERATIONS: [&str; 18] = [
         "get_service",
         "put_service",
         "patch_service",
@@ -379,6 +406,9 @@ impl Links {
         "deployments",
         "logs",
         "secrets",
+        "create_hook",
+        "list_hooks",
+        "deliveries",
     ];
 }
 
@@ -419,6 +449,20 @@ impl Modify for Links {
                         "version": "$response.body#/release",
                     });
                     links.insert("release".to_owned(), link("release", parameters));
+                    (status, links)
+                }
+                // A hook: changing, rotating and deleting it.
+                Some(id @ ("create_hook" | "rotate_hook")) => {
+                    let status = if id == "create_hook" { "201" } else { "200" };
+                    let parameters = serde_json::json!({
+                        "name": "$response.body#/info/service",
+                        "source": "$response.body#/info/source",
+                    });
+                    let links: serde_json::Map<_, _> =
+                        ["update_hook", "rotate_hook", "delete_hook"]
+                            .iter()
+                            .map(|target| ((*target).to_owned(), link(target, parameters.clone())))
+                            .collect();
                     (status, links)
                 }
                 // A token: revoking it (by id, the part of the token after `paz_`).
