@@ -1,11 +1,11 @@
-//! `paz secret …` and `paz token …`.
+//! `paz secret …`, `paz token …` and `paz hook …`.
 
 use std::io::{IsTerminal as _, Read as _};
 
 use paz::Client;
 use paz_core::token::CreateTokenRequest;
 
-use crate::args::{SecretCommand, SecretSetArgs, TokenCommand};
+use crate::args::{HookCommand, SecretCommand, SecretSetArgs, TokenCommand};
 use crate::failure::UsageError;
 use crate::follow::follow;
 use crate::output::Output;
@@ -116,5 +116,88 @@ pub async fn token(client: &Client, command: TokenCommand, out: &Output) -> anyh
             eprintln!("revoked token {} ({})", info.name, info.id);
             Ok(())
         }
+    }
+}
+
+/// Carries out `paz hook …`.
+pub async fn hook(client: &Client, command: HookCommand, out: &Output) -> anyhow::Result<()> {
+    match command {
+        HookCommand::Create(args) => {
+            let created = client
+                .create_hook(&args.name, args.source.into(), args.tag)
+                .await?;
+            shown_once(client, &created, "created", out)
+        }
+        HookCommand::List { name } => out.hooks(&client.hooks(&name).await?),
+        HookCommand::Update(args) => {
+            let tag = if args.any_tag { None } else { args.tag };
+            let info = client
+                .update_hook(&args.name, args.source.into(), tag)
+                .await?;
+            eprintln!(
+                "hook {} of {} now deploys {}",
+                info.source,
+                info.service,
+                tag_text(info.tag.as_deref())
+            );
+            Ok(())
+        }
+        HookCommand::Rotate(args) => {
+            let created = client.rotate_hook(&args.name, args.source.into()).await?;
+            shown_once(client, &created, "rotated", out)
+        }
+        HookCommand::Delete(args) => {
+            let info = client.delete_hook(&args.name, args.source.into()).await?;
+            eprintln!("deleted hook {} of {}", info.source, info.service);
+            Ok(())
+        }
+    }
+}
+
+fn tag_text(tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("tags matching {tag:?}"),
+        None => "every tag".to_owned(),
+    }
+}
+
+/// Prints a new hook secret once: on stdout what to paste (Docker Hub: the URL; the others:
+/// the secret), how to use it on stderr.
+fn shown_once(
+    client: &Client,
+    created: &paz_core::hook::CreatedHook,
+    what: &str,
+    out: &Output,
+) -> anyhow::Result<()> {
+    use paz_core::hook::HookSource;
+    let info = &created.info;
+    let url = format!(
+        "{}{}",
+        client.base_url().trim_end_matches('/'),
+        created.path
+    );
+    eprintln!(
+        "{what} hook {} of {} (deploys {}); it is shown once, below: keep it secret",
+        info.source,
+        info.service,
+        tag_text(info.tag.as_deref())
+    );
+    match info.source {
+        HookSource::Dockerhub => eprintln!(
+            "add this URL as a webhook of the Docker Hub repository (Paz must be reachable at it)"
+        ),
+        HookSource::Registry => eprintln!(
+            "in the registry's config: notifications.endpoints: - url: {url}, headers: {{Authorization: [\"Bearer <this secret>\"]}}"
+        ),
+        HookSource::Ci => eprintln!(
+            "POST {url} with the JSON {{\"service\", \"tag\", \"timestamp\", \"idempotency_key\"}} and the header X-Paz-Signature: sha256=<hex HMAC-SHA256 of the body with this secret>"
+        ),
+    }
+    if out.is_json() {
+        out.json(created)
+    } else if info.source == HookSource::Dockerhub {
+        out.text(&format!("{url}\n"))
+    } else {
+        out.text(&format!("{}\n", created.secret))
     }
 }

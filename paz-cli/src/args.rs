@@ -138,6 +138,15 @@ pub enum Command {
     /// Create, list and revoke scoped API tokens (e.g. a deploy-only token for CI).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Deploy on a push: create, list, change, rotate and delete a service's hooks (Docker
+    /// Hub, a registry's notifications, a signed CI request).
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Show what a service's hooks were sent and what became of each delivery.
+    Deliveries {
+        /// The service.
+        name: String,
+    },
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -228,6 +237,90 @@ pub enum TokenCommand {
         /// The token's name or id.
         name: String,
     },
+}
+
+/// `paz hook …`.
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Create a hook; prints its secret (for Docker Hub: the URL to paste) on stdout, once.
+    ///
+    /// e.g. `paz hook create web --source registry --tag 'v*'`: the registry's pushes of a
+    /// tag starting with v deploy web.
+    Create(HookCreateArgs),
+    /// List a service's hooks (never their secrets).
+    #[command(visible_alias = "ls")]
+    List {
+        /// The service.
+        name: String,
+    },
+    /// Change a hook's tag filter (its secret stays).
+    Update(HookUpdateArgs),
+    /// Give a hook a new secret, printed once; the old one stops working at once.
+    Rotate(HookArgs),
+    /// Delete a hook; its secret stops working at once.
+    #[command(visible_alias = "rm")]
+    Delete(HookArgs),
+}
+
+/// `paz hook create`.
+#[derive(Debug, Args)]
+pub struct HookCreateArgs {
+    /// The service it deploys.
+    pub name: String,
+    /// Where its deliveries come from.
+    #[arg(long, value_enum)]
+    pub source: HookSourceArg,
+    /// Only pushed tags matching this deploy: exact (`main`) or a glob (`v*`, `1.?`);
+    /// default: every tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+}
+
+/// `paz hook update`.
+#[derive(Debug, Args)]
+pub struct HookUpdateArgs {
+    /// The service.
+    pub name: String,
+    /// Which hook.
+    #[arg(long, value_enum)]
+    pub source: HookSourceArg,
+    /// The new tag filter.
+    #[arg(long, value_name = "TAG", required_unless_present = "any_tag")]
+    pub tag: Option<String>,
+    /// Deploy every tag (no filter).
+    #[arg(long, conflicts_with = "tag")]
+    pub any_tag: bool,
+}
+
+/// `paz hook rotate|delete`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// The service.
+    pub name: String,
+    /// Which hook.
+    #[arg(long, value_enum)]
+    pub source: HookSourceArg,
+}
+
+/// Hook sources, as flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookSourceArg {
+    /// Docker Hub's webhook, on a secret URL.
+    Dockerhub,
+    /// A registry's notifications (docker-registry, distribution), with a bearer token.
+    Registry,
+    /// A CI job's request, signed with HMAC-SHA256.
+    Ci,
+}
+
+impl From<HookSourceArg> for paz_core::hook::HookSource {
+    fn from(value: HookSourceArg) -> Self {
+        match value {
+            HookSourceArg::Dockerhub => Self::Dockerhub,
+            HookSourceArg::Registry => Self::Registry,
+            HookSourceArg::Ci => Self::Ci,
+        }
+    }
 }
 
 /// `paz token create`.
@@ -538,6 +631,21 @@ mod tests {
             &["paz", "promote"],
             &["paz", "abort"],
             &["paz", "status", "web", "api"],
+            &["paz", "hook", "create", "web"],
+            &["paz", "hook", "create", "web", "--source", "ftp"],
+            &["paz", "hook", "update", "web", "--source", "ci"],
+            &[
+                "paz",
+                "hook",
+                "update",
+                "web",
+                "--source",
+                "ci",
+                "--tag",
+                "v*",
+                "--any-tag",
+            ],
+            &["paz", "deliveries"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

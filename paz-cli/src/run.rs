@@ -76,6 +76,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => apply(&client, &args, &out).await,
         Command::Secret(command) => crate::access::secret(&client, command, &out).await,
         Command::Token(command) => crate::access::token(&client, command, &out).await,
+        Command::Hook(command) => crate::access::hook(&client, command, &out).await,
+        Command::Deliveries { name } => out.deliveries(&client.deliveries(&name).await?),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

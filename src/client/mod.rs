@@ -9,6 +9,7 @@
 mod decode;
 mod deployments;
 mod error;
+mod hooks;
 mod request;
 mod secrets;
 mod services;

@@ -184,6 +184,36 @@ impl Output {
         self.text(&access::tokens_table(tokens, self.tty, Timestamp::now()))
     }
 
+    /// Prints a service's hooks.
+    pub fn hooks(&self, hooks: &[paz_core::hook::HookInfo]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(hooks);
+        }
+        if hooks.is_empty() {
+            eprintln!(
+                "no hooks; create one with `paz hook create SERVICE --source dockerhub|registry|ci`"
+            );
+            return Ok(());
+        }
+        self.text(&access::hooks_table(hooks, self.tty, Timestamp::now()))
+    }
+
+    /// Prints a service's delivery log.
+    pub fn deliveries(&self, deliveries: &[paz_core::hook::Delivery]) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(deliveries);
+        }
+        if deliveries.is_empty() {
+            eprintln!("no deliveries yet");
+            return Ok(());
+        }
+        self.text(&access::deliveries_table(
+            deliveries,
+            self.tty,
+            Timestamp::now(),
+        ))
+    }
+
     /// Prints the hosts.
     pub fn hosts(&self, hosts: &[Host]) -> anyhow::Result<()> {
         if self.is_json() {
