@@ -14,6 +14,8 @@ REQUIRED=(
   "curl:curl"
   "python3:python3"
   "pebble:pebble"
+  "docker-registry:docker-registry"
+  "openssl:openssl"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

@@ -3,4 +3,5 @@
 
 mod deploy;
 mod e2e;
+mod hooks;
 mod support;

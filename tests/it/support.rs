@@ -4,10 +4,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use paz::core::{HealthCheck, HumanDuration, PortSpec, Protocol, ServiceSpec};
+use paz::{DeploymentStatus, Service};
 use serde_json::Value;
 
 /// A binary of the workspace, built by `cargo build --workspace --bins`.
@@ -326,4 +330,282 @@ pub fn container_releases(network: &str, service: &str) -> Vec<u64> {
         .collect();
     releases.sort_unstable();
     releases
+}
+
+// ---------------------------------------------------------------------------------------
+// A server with Docker on a network of its own, and load through its router (shared by the
+// Docker end-to-end tests).
+
+/// Docker tests run one at a time: they share two cores with the engine and the builds.
+pub(crate) static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A server with Docker on its own network, removed at the end.
+pub(crate) struct Cluster {
+    pub(crate) server: Option<Server>,
+    pub(crate) client: paz::Client,
+    pub(crate) network: String,
+    pub(crate) data: PathBuf,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a cluster for `test`, one Docker test at a time; `None` when Docker is missing
+    /// outside CI (the test is skipped loudly; with `CI=true` it fails instead).
+    pub(crate) async fn begin(
+        test: &str,
+        name: &str,
+    ) -> Result<Option<(Cluster, tokio::sync::MutexGuard<'static, ()>)>> {
+        Self::begin_with(test, name, &[]).await
+    }
+
+    /// [`Cluster::begin`] with extra `paz-server` arguments.
+    pub(crate) async fn begin_with(
+        test: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<Option<(Cluster, tokio::sync::MutexGuard<'static, ()>)>> {
+        if !require_docker(test) {
+            return Ok(None);
+        }
+        let one_at_a_time = DOCKER.lock().await;
+        Ok(Some((Cluster::start_with(name, extra)?, one_at_a_time)))
+    }
+
+    /// `GET path` through the router with this `Host` header.
+    pub(crate) async fn get(&self, host: &str, path: &str) -> reqwest::Result<reqwest::Response> {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.router()))
+            .header("host", host)
+            .send()
+            .await
+    }
+
+    /// Starts a server on a network of its own, with extra `paz-server` arguments.
+    pub(crate) fn start_with(test: &str, extra: &[&str]) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("paz-data");
+        let network = test_network(test);
+        let mut args = vec![
+            "--router-listen",
+            "127.0.0.1:0",
+            "--docker-network",
+            &network,
+        ];
+        args.extend_from_slice(extra);
+        let server = Server::start_with(&data, &args)?;
+        let client = server.client(&data)?;
+        Ok(Cluster {
+            server: Some(server),
+            client,
+            network,
+            data,
+            _dir: dir,
+        })
+    }
+
+    pub(crate) fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server runs")
+    }
+
+    pub(crate) fn router(&self) -> String {
+        self.server()
+            .router
+            .clone()
+            .expect("the server runs a router")
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data and network.
+    pub(crate) fn restart_after_kill(&mut self) -> Result<()> {
+        self.server.take().expect("the server runs").kill();
+        let server = Server::start_with(
+            &self.data,
+            &[
+                "--router-listen",
+                "127.0.0.1:0",
+                "--docker-network",
+                &self.network,
+            ],
+        )?;
+        self.client = server.client(&self.data)?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    pub(crate) async fn create(&self, spec: &ServiceSpec) -> Result<Service> {
+        let service = self.client.create_service(spec).await?;
+        self.wait_latest(&spec.name, DeploymentStatus::Succeeded)
+            .await?;
+        Ok(service)
+    }
+
+    /// Waits until the service's newest deployment ends, and checks how.
+    pub(crate) async fn wait_latest(
+        &self,
+        service: &str,
+        expected: DeploymentStatus,
+    ) -> Result<paz::Deployment> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let history = self.client.deployments(service).await?;
+            let latest = history.last().expect("a service has deployments").clone();
+            if latest.status.is_final() {
+                ensure!(
+                    latest.status == expected,
+                    "deployment {} ended {} (expected {expected}): {:?}",
+                    latest.id,
+                    latest.status,
+                    latest.error
+                );
+                return Ok(latest);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {} still {} after 60 s: {:?}",
+                latest.id,
+                latest.status,
+                latest.steps
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) async fn wait_deployment(
+        &self,
+        id: &str,
+        expected: DeploymentStatus,
+    ) -> Result<paz::Deployment> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let deployment = self.client.deployment(id).await?;
+            if deployment.status.is_final() {
+                ensure!(
+                    deployment.status == expected,
+                    "deployment {id} ended {} (expected {expected}): {:?}",
+                    deployment.status,
+                    deployment.error
+                );
+                return Ok(deployment);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "deployment {id} still {} after 60 s",
+                deployment.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the service's containers are exactly `releases` (sorted).
+    pub(crate) async fn wait_containers(&self, service: &str, releases: &[u64]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = container_releases(&self.network, service);
+            if seen == releases {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "containers of {service}: {seen:?}, expected {releases:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill();
+        }
+        cleanup_network(&self.network);
+    }
+}
+
+pub(crate) fn demo(name: &str, instances: u32) -> ServiceSpec {
+    let mut spec = ServiceSpec::new(name, "paz-demo:v1");
+    spec.instances = instances;
+    spec.public = true;
+    spec.ports.push(PortSpec {
+        port: 8080,
+        protocol: Protocol::Http,
+    });
+    spec.health = Some(HealthCheck {
+        path: "/health".into(),
+        ..HealthCheck::default()
+    });
+    spec.deploy.health_timeout = HumanDuration::from_secs(10);
+    spec.deploy.drain_timeout = HumanDuration::from_secs(10);
+    spec
+}
+
+/// Clients hammering one path through the router: half reuse connections, half open a new
+/// connection per request. Every non-2xx answer and every transport error is a failure.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    pub(crate) fn start(router: &str, host: &str, path: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let url = format!("http://{router}{path}");
+        let tasks = (0..clients)
+            .map(|n| {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(if n % 2 == 0 { 8 } else { 0 })
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let (stop, ok, url, host) =
+                    (stop.clone(), ok.clone(), url.clone(), host.to_owned());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get(&url).header("host", &host).send().await {
+                            Ok(response) if response.status().is_success() => {
+                                let _ = response.bytes().await;
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(response) => {
+                                let status = response.status();
+                                failures.push(format!(
+                                    "{status}: {}",
+                                    response.text().await.unwrap_or_default().trim()
+                                ));
+                            }
+                            Err(error) => failures.push(format!("transport error: {error:?}")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, tasks }
+    }
+
+    /// Stops the clients; returns the successes and the failures.
+    pub(crate) async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+pub(crate) async fn assert_no_failures(load: Load, what: &str) {
+    let (ok, failures) = load.finish().await;
+    assert!(ok > 50, "{what}: only {ok} requests succeeded");
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} requests failed, first: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    eprintln!("{what}: {ok} requests, 0 failed");
 }
