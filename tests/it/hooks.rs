@@ -474,7 +474,11 @@ async fn docker_hub_and_ci_hooks_deploy_under_load_and_report_back() -> Result<(
     assert_eq!(log[0]["callback"], "success sent (HTTP 200)", "{log:#}");
     let hooks = cluster.client.hooks("web").await?;
     let sources: Vec<HookSource> = hooks.iter().map(|h| h.source).collect();
-    assert_eq!(sources, [HookSource::Ci, HookSource::Dockerhub], "by source name");
+    assert_eq!(
+        sources,
+        [HookSource::Ci, HookSource::Dockerhub],
+        "by source name"
+    );
     Ok(())
 }
 
@@ -578,4 +582,196 @@ impl Drop for Untag {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rmi", &self.0]).output();
     }
+}
+
+/// Polls `GET /` through the router (every 2 ms, for at most 60 s) until it answers
+/// `expected`; when it did.
+async fn first_served(router: String, expected: &'static str) -> Result<jiff::Timestamp> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = client
+            .get(format!("http://{router}/"))
+            .header("host", "web.localhost")
+            .send()
+            .await;
+        if let Ok(response) = response
+            && response
+                .text()
+                .await
+                .is_ok_and(|body| body.trim() == expected)
+        {
+            return Ok(jiff::Timestamp::now());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{expected} is not served after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn millis(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64() * 1000.0
+}
+
+/// The benchmark of BENCHMARKS.md: time from a registry's push notification reaching Paz to
+/// the new release serving its first request through the router, next to the same deploy
+/// started with `paz deploy --detach`. Run by hand:
+/// `cargo test -p paz --test it hooks::bench -- --ignored --nocapture` (`PAZ_BENCH_ROUNDS`,
+/// default 7, per way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand (see BENCHMARKS.md)"]
+async fn bench_registry_notification_to_serving_vs_cli_deploy() -> Result<()> {
+    const TEST: &str = "bench_registry_notification_to_serving_vs_cli_deploy";
+    if !require_registry(TEST) {
+        return Ok(());
+    }
+    let Some((cluster, _one_at_a_time)) = Cluster::begin_with(TEST, "bench", &[]).await? else {
+        return Ok(());
+    };
+    let rounds: usize = std::env::var("PAZ_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(7);
+    let mut registry = Registry::new()?;
+    let v1 = registry.tag("paz-demo:v1", "v1")?;
+    let mut spec = demo("web", 2);
+    spec.image = v1;
+    cluster.create(&spec).await?;
+    let token = create_hook(&cluster, "web", "registry", "*")?;
+    registry.start(
+        &format!("{}/v1/hooks/registry", cluster.server().url),
+        &token,
+    )?;
+    // Every image in the registry first, so both ways deploy images already local.
+    for version in ["v2", "v3"] {
+        registry.push(&format!("paz-demo:{version}"), version)?;
+    }
+    // Those pushes deployed; wait for them to settle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .client
+        .deliveries("web")
+        .await?
+        .iter()
+        .filter(|d| d.code == "DEPLOYED")
+        .count()
+        < 2
+    {
+        ensure!(Instant::now() < deadline, "the first pushes did not deploy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster
+        .wait_latest("web", DeploymentStatus::Succeeded)
+        .await?;
+    let router = cluster.router();
+    let (mut hook, mut push_to_served, mut cli) = (Vec::new(), Vec::new(), Vec::new());
+    let mut decided = Vec::new();
+    let mut current = "v3";
+    for round in 0..rounds * 2 {
+        let next: &'static str = if current == "v3" { "v2" } else { "v3" };
+        let served = tokio::spawn(first_served(router.clone(), next));
+        if round % 2 == 0 {
+            let deployed = cluster
+                .client
+                .deliveries("web")
+                .await?
+                .iter()
+                .filter(|d| d.code == "DEPLOYED")
+                .count();
+            // Push the tag again (same digest, a new event): the registry notifies Paz.
+            let image = registry.image(next);
+            docker(&["push", &image])?;
+            let pushed = jiff::Timestamp::now();
+            let delivery = {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let log = cluster.client.deliveries("web").await?;
+                    let done: Vec<&Delivery> =
+                        log.iter().filter(|d| d.code == "DEPLOYED").collect();
+                    if done.len() > deployed {
+                        break (*done.last().unwrap()).clone();
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "the push of {next} did not deploy"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let at = served.await??;
+            let deployment = cluster
+                .client
+                .deployment(delivery.deployment.as_deref().context("a deployment")?)
+                .await?;
+            decided.push(millis(delivery.received_at, deployment.created_at));
+            hook.push(millis(delivery.received_at, at));
+            push_to_served.push(millis(pushed, at));
+        } else {
+            let started = jiff::Timestamp::now();
+            let output = crate::support::paz(
+                cluster.server(),
+                &cluster.data,
+                &[
+                    "deploy",
+                    "web",
+                    "--image",
+                    &registry.image(next),
+                    "--detach",
+                ],
+            );
+            ensure!(
+                output.status.success(),
+                "paz deploy: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let at = served.await??;
+            cli.push(millis(started, at));
+        }
+        cluster
+            .wait_latest("web", DeploymentStatus::Succeeded)
+            .await?;
+        current = next;
+    }
+    let show = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "registry notification received -> first request served by the new release (ms): {}",
+        show(&hook)
+    );
+    eprintln!(
+        "`docker push` returned -> first request served (ms): {}",
+        show(&push_to_served)
+    );
+    eprintln!(
+        "`paz deploy --detach` started -> first request served (ms): {}",
+        show(&cli)
+    );
+    let (hook, push, cli) = (
+        median(&mut hook),
+        median(&mut push_to_served),
+        median(&mut cli),
+    );
+    eprintln!(
+        "medians over {rounds} rounds each: notification {hook:.0} ms, push returned {push:.0} ms, CLI {cli:.0} ms (notification - CLI: {:+.0} ms); the hook decides in {:.1} ms",
+        hook - cli,
+        median(&mut decided)
+    );
+    Ok(())
 }
