@@ -168,4 +168,25 @@ pub async fn run(scheduler: &impl Scheduler, fixture: &Fixture) {
             .expect("list")
             .is_empty()
     );
+
+    // A pin, when the scheduler gives one, is stable and starts the image it names.
+    let pin = scheduler
+        .resolve_image(&fixture.image)
+        .await
+        .expect("resolve the fixture's image");
+    if let Some(pin) = pin {
+        assert_eq!(
+            scheduler.resolve_image(&pin).await.expect("resolve a pin"),
+            Some(pin.clone()),
+            "a pin pins to itself"
+        );
+        let mut spec = fixture.spec("contract-pin", 0);
+        spec.image = pin;
+        let pinned = scheduler.start(&spec).await.expect("start from a pin");
+        scheduler
+            .stop(&pinned.id, Duration::from_secs(5))
+            .await
+            .expect("stop");
+        scheduler.remove(&pinned.id).await.expect("remove");
+    }
 }

@@ -13,6 +13,7 @@ async fn passes_the_scheduler_contract() {
     // The contract uses fixed service names: clear leftovers of an interrupted run first.
     env.guard.service("contract-a");
     env.guard.service("contract-b");
+    env.guard.service("contract-pin");
     env.guard.remove_containers();
     let fixture = Fixture {
         image: IMAGE.to_owned(),
