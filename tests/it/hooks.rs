@@ -275,7 +275,7 @@ async fn a_registry_push_deploys_exactly_the_pushed_digest_with_no_failed_reques
     assert_eq!(release.image_digest.as_deref(), Some(pin.as_str()));
     assert_eq!(release.spec.image, registry.image("v2"));
     cluster.wait_containers("web", &[done.release; 2]).await?;
-    assert_eq!(running_images(&cluster, "web")?, [pin.clone()]);
+    assert_eq!(running_images(&cluster, "web")?, std::slice::from_ref(&pin));
     assert_eq!(version(&cluster).await?, "v2");
 
     // The same digest under another tag deploys nothing; a filtered tag neither.
@@ -517,7 +517,10 @@ async fn a_rollback_runs_the_image_its_release_ran_after_the_tag_moved() -> Resu
         .wait_deployment(&back.id, DeploymentStatus::Succeeded)
         .await?;
     cluster.wait_containers("web", &[1, 1]).await?;
-    assert_eq!(running_images(&cluster, "web")?, [v1_id.clone()]);
+    assert_eq!(
+        running_images(&cluster, "web")?,
+        std::slice::from_ref(&v1_id)
+    );
     assert_eq!(
         version(&cluster).await?,
         "v1",
@@ -559,7 +562,10 @@ async fn a_rollback_runs_the_image_its_release_ran_after_the_tag_moved() -> Resu
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(running_images(&cluster, "web")?, [v1_id.clone()]);
+    assert_eq!(
+        running_images(&cluster, "web")?,
+        std::slice::from_ref(&v1_id)
+    );
     let releases = json_of(&crate::support::paz(
         cluster.server(),
         &cluster.data,
