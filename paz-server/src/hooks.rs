@@ -766,8 +766,14 @@ pub async fn registry(
             .await);
         }
     };
-    let service = state.paz.service(&name).await?;
-    let image = service_image(&service.spec.image)?;
+    let service = match state.paz.service(&name).await {
+        Ok(service) => service,
+        Err(error) => return Err(failed(&state, &draft, error).await),
+    };
+    let image = match service_image(&service.spec.image) {
+        Ok(image) => image,
+        Err(error) => return Err(failed(&state, &draft, error).await),
+    };
     let mut answer = RegistryAnswer {
         deliveries: Vec::new(),
         skipped: 0,
