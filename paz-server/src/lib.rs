@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 pub mod handlers;
+pub mod notify;
 pub mod openapi;
 mod serve;
 pub mod token;
@@ -337,6 +338,9 @@ pub async fn start_with(
         &address.ip().to_string(),
         config.host_labels().map_err(ServerError::Config)?,
     );
+    if let Some(notify) = config.notify_config().map_err(ServerError::Config)? {
+        tokio::spawn(notify::run(notify, paz.clone(), stop_rx.clone()));
+    }
     let mut state = AppState::new(paz.clone(), token, stop_rx.clone());
     let mut registration = None;
     let edge = match launch.edge.take() {
