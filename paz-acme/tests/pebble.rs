@@ -443,7 +443,14 @@ async fn each_certificate_is_served_as_soon_as_it_is_issued() -> Result<()> {
         publish,
     );
     manager.pass(&mut None, &mut None).await?;
-    let publishes = publishes.lock().unwrap().clone();
+    // (The pass starts by serving what the store has: nothing here.)
+    let publishes: Vec<_> = publishes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(names, _)| !names.is_empty())
+        .cloned()
+        .collect();
     let served: Vec<Vec<String>> = publishes.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(
         served,

@@ -111,6 +111,16 @@ pub enum Command {
     /// to its stdout or its stderr; `--output json` prints each as one JSON object per line
     /// (`{"instance", "stream", "line"}`).
     Logs(LogsArgs),
+    /// Follow the server's events as they happen (services, releases, deployments and their
+    /// steps, instances), one line each (`--output json`: one JSON object per line).
+    ///
+    /// A dropped connection is resumed where it stopped (`Last-Event-ID`); when the server
+    /// cannot give the events missed (it restarted), a line says so. Stop with Ctrl-C.
+    Events {
+        /// Only the events of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Set the number of instances of a service (no new release).
     Scale {
         /// The service.

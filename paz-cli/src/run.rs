@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { name: Some(name) } => out.status(&client.status(&name).await?),
         Command::Status { name: None } => out.statuses(&all_statuses(&client).await?),
         Command::Logs(args) => logs(&client, &args, &out).await,
+        Command::Events { service } => events(&client, service.as_deref(), &out).await,
         Command::Scale { name, instances } => {
             let service = client.scale(&name, instances).await?;
             eprintln!("scaled {name} to {instances} instances");
@@ -175,6 +176,59 @@ async fn logs(client: &Client, args: &LogsArgs, out: &Output) -> anyhow::Result<
         );
     }
     Ok(())
+}
+
+/// How many times in a row `paz events` reconnects before it gives up.
+const EVENT_RECONNECTS: u32 = 30;
+
+/// `paz events`: follows the event stream, resuming after the last event seen when the
+/// connection drops (at most [`EVENT_RECONNECTS`] times in a row, a second apart).
+async fn events(client: &Client, service: Option<&str>, out: &Output) -> anyhow::Result<()> {
+    let mut last_id: Option<String> = None;
+    let mut failures = 0;
+    loop {
+        match client.events_after(last_id.as_deref()).await {
+            Ok(mut stream) => {
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(event) => {
+                            failures = 0;
+                            last_id = Some(event.id.clone());
+                            if service.is_some_and(|s| s != event.kind.service()) {
+                                continue;
+                            }
+                            if !out.event_line(&event)? {
+                                return Ok(()); // stdout was closed
+                            }
+                        }
+                        Err(e @ paz::Error::EventsMissed { .. }) => {
+                            eprintln!("warning: {}", failure::message_of(&e));
+                        }
+                        Err(e @ paz::Error::Decode { .. }) => {
+                            eprintln!("warning: skipped {}", failure::message_of(&e));
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "warning: the event stream broke ({}); resuming",
+                                failure::message_of(&e)
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.status().is_some() => return Err(e).context("following the events"),
+            Err(e) => eprintln!(
+                "warning: cannot reach the server ({}); retrying",
+                failure::message_of(&e)
+            ),
+        }
+        failures += 1;
+        if failures > EVENT_RECONNECTS {
+            anyhow::bail!("the event stream kept failing; giving up");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// `paz apply`: plan against the current services, print the plan, then create and update

@@ -57,6 +57,7 @@ const HEALTH_IDLE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Tracked {
     service: String,
+    release: u64,
     address: Option<String>,
     check: Option<HealthCheck>,
     host: String,
@@ -78,6 +79,7 @@ impl Tracked {
         let checked = check.is_none() || instance.address.is_none();
         Tracked {
             service: instance.service.clone(),
+            release: instance.release,
             address: instance.address.clone(),
             health: HealthState {
                 healthy: check.is_none(),
@@ -98,6 +100,7 @@ impl Tracked {
 struct DrainJob {
     id: String,
     service: String,
+    release: u64,
     address: Option<String>,
     timeout: Duration,
 }
@@ -354,8 +357,14 @@ impl Reconciler {
             | EventKind::ServiceDeleted { service }
             | EventKind::ReleaseCreated { service, .. }
             | EventKind::DeploymentChanged { service, .. } => service,
-            // A delivery that deploys makes a release and a deployment of its own.
-            EventKind::DeliveryRecorded { .. } => return,
+            // The runtime's own reports (and steps, which it recorded) change nothing here;
+            // a delivery that deploys makes a release and a deployment of its own.
+            EventKind::DeploymentStep { .. }
+            | EventKind::InstanceStarted { .. }
+            | EventKind::InstanceHealthy { .. }
+            | EventKind::InstanceUnhealthy { .. }
+            | EventKind::InstanceStopped { .. }
+            | EventKind::DeliveryRecorded { .. } => return,
         };
         self.wake(service);
     }
@@ -942,8 +951,17 @@ impl Reconciler {
                             None,
                         ));
                     }
-                    if let Err(error) = self.inner.scheduler.remove(id).await {
-                        tracing::warn!(%id, %error, "remove failed");
+                    match self.inner.scheduler.remove(id).await {
+                        Ok(()) => {
+                            if let Some(o) = observed.iter().find(|o| &o.id == id) {
+                                self.inner.paz.publish(EventKind::InstanceStopped {
+                                    service: name.clone(),
+                                    instance: id.clone(),
+                                    release: o.release,
+                                });
+                            }
+                        }
+                        Err(error) => tracing::warn!(%id, %error, "remove failed"),
                     }
                 }
                 paz_core::deploy::Action::Start { slot } => {
@@ -1006,6 +1024,11 @@ impl Reconciler {
             match result {
                 Ok(instance) => {
                     tracing::info!(service = %name, release = target, slot, id = %instance.id, "instance started");
+                    self.inner.paz.publish(EventKind::InstanceStarted {
+                        service: name.clone(),
+                        instance: instance.id.clone(),
+                        release: target,
+                    });
                     steps.push((
                         format!("start v{target} slot {slot}: {}", instance.id),
                         StepStatus::Succeeded,
@@ -1190,6 +1213,7 @@ impl Reconciler {
         let DrainJob {
             id,
             service,
+            release,
             address,
             timeout,
         } = job;
@@ -1214,6 +1238,11 @@ impl Reconciler {
                 this.requeue(&service, AFTER_ERROR);
                 return;
             }
+            this.inner.paz.publish(EventKind::InstanceStopped {
+                service: service.clone(),
+                instance: id,
+                release,
+            });
             this.wake(&service);
         });
     }
@@ -1298,9 +1327,20 @@ impl Reconciler {
                                     Transition::BecameHealthy => {
                                         t.healthy_at = Some(Instant::now());
                                         tracing::info!(%id, service = %t.service, after = ?t.started.elapsed(), "instance healthy");
+                                        this.inner.paz.publish(EventKind::InstanceHealthy {
+                                            service: t.service.clone(),
+                                            instance: id.clone(),
+                                            release: t.release,
+                                        });
                                     }
                                     Transition::BecameUnhealthy => {
                                         tracing::warn!(%id, detail = %report.detail, "instance failed its health check");
+                                        this.inner.paz.publish(EventKind::InstanceUnhealthy {
+                                            service: t.service.clone(),
+                                            instance: id.clone(),
+                                            release: t.release,
+                                            detail: report.detail.clone(),
+                                        });
                                     }
                                     Transition::None => {}
                                 }
@@ -1403,6 +1443,7 @@ fn mark_draining(shared: &mut Shared, service: String, id: String) -> Option<Dra
         .get(&service)
         .and_then(|list| list.iter().find(|i| i.id == id));
     let address = instance.and_then(|i| i.address.clone());
+    let release = instance.map_or(0, |i| i.release);
     let timeout = instance
         .and_then(|i| shared.releases.get(&(i.service.clone(), i.release)))
         .map_or(Duration::from_secs(30), |r| {
@@ -1411,6 +1452,7 @@ fn mark_draining(shared: &mut Shared, service: String, id: String) -> Option<Dra
     Some(DrainJob {
         id,
         service,
+        release,
         address,
         timeout,
     })

@@ -184,6 +184,25 @@ pub struct Config {
     /// once, while the old one finishes its requests and exits. No request fails.
     #[arg(long)]
     pub upgrade: bool,
+    /// POST selected events as JSON to this URL (repeatable), signed with HMAC-SHA256 of
+    /// `--notify-secret` in `X-Paz-Signature`.
+    #[arg(long = "notify-url", env = "PAZ_NOTIFY_URLS", value_delimiter = ',')]
+    pub notify_urls: Vec<String>,
+    /// The notifications' HMAC key (at least 16 bytes).
+    #[arg(long, env = "PAZ_NOTIFY_SECRET", hide_env_values = true)]
+    pub notify_secret: Option<String>,
+    /// The event types to send (`deployment_changed`, or a prefix: `deployment_*`);
+    /// default: deployment_changed and instance_unhealthy.
+    #[arg(
+        long = "notify-events",
+        env = "PAZ_NOTIFY_EVENTS",
+        value_delimiter = ',',
+        default_value = "deployment_changed,instance_unhealthy"
+    )]
+    pub notify_events: Vec<String>,
+    /// Allow notifications to this local or private address (repeatable; refused otherwise).
+    #[arg(long = "notify-allow", env = "PAZ_NOTIFY_ALLOW", value_delimiter = ',')]
+    pub notify_allow: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -200,6 +219,7 @@ impl Config {
         }
         self.host_labels()?;
         self.tls_config()?;
+        self.notify_config()?;
         if self.upgrade && self.store == StoreKind::Memory {
             return Err(
                 "--upgrade with --store memory would lose every service: the state moves \
@@ -222,6 +242,65 @@ impl Config {
             claims.extend(self.runtime_config().claims());
         }
         paz::config::check_claims(&claims).map_err(|e| e.to_string())
+    }
+
+    /// The outgoing notifications, when `--notify-url` is given.
+    pub fn notify_config(&self) -> Result<Option<crate::notify::NotifyConfig>, String> {
+        if self.notify_urls.is_empty() {
+            return Ok(None);
+        }
+        let mut urls = Vec::new();
+        for text in &self.notify_urls {
+            let url: reqwest::Url = text
+                .parse()
+                .map_err(|e| format!("--notify-url {text:?}: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!(
+                    "--notify-url {text:?}: not an http(s) URL with a host"
+                ));
+            }
+            urls.push(url);
+        }
+        let secret = self
+            .notify_secret
+            .as_deref()
+            .filter(|s| s.len() >= 16)
+            .ok_or("--notify-url needs --notify-secret (PAZ_NOTIFY_SECRET), at least 16 bytes")?;
+        let known = [
+            "service_created",
+            "service_updated",
+            "service_deleted",
+            "release_created",
+            "deployment_changed",
+            "deployment_step",
+            "instance_started",
+            "instance_healthy",
+            "instance_unhealthy",
+            "instance_stopped",
+            "delivery_recorded",
+        ];
+        for pattern in &self.notify_events {
+            let matches_some = match pattern.strip_suffix('*') {
+                Some(prefix) => known.iter().any(|k| k.starts_with(prefix)),
+                None => known.contains(&pattern.as_str()),
+            };
+            if !matches_some {
+                return Err(format!(
+                    "--notify-events {pattern:?} names no event type (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(Some(crate::notify::NotifyConfig {
+            urls,
+            secret: std::sync::Arc::from(secret.as_bytes()),
+            events: self.notify_events.clone(),
+            allow: self
+                .notify_allow
+                .iter()
+                .map(|ip| ip.to_canonical())
+                .collect(),
+        }))
     }
 
     /// The engine settings.
@@ -364,6 +443,29 @@ mod tests {
         Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
             .unwrap()
             .validate()
+    }
+
+    #[test]
+    fn notification_settings_are_checked() {
+        let url = ["--notify-url", "https://hooks.example.com/paz"];
+        let err = validate(&url).unwrap_err();
+        assert!(err.contains("--notify-secret"), "{err}");
+        let secret = ["--notify-secret", "0123456789abcdef"];
+        assert!(validate(&[&url[..], &secret[..]].concat()).is_ok());
+        assert!(
+            validate(&[&url[..], &secret[..], &["--notify-events", "deploy*"]].concat()).is_ok()
+        );
+        let err = validate(&[&url[..], &secret[..], &["--notify-events", "nothing"]].concat())
+            .unwrap_err();
+        assert!(err.contains("names no event type"), "{err}");
+        let err = validate(&[
+            "--notify-url",
+            "ftp://x/",
+            "--notify-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap_err();
+        assert!(err.contains("not an http(s) URL"), "{err}");
     }
 
     #[test]

@@ -283,42 +283,79 @@ pub async fn hosts(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> 
     Ok(Json(state.paz.hosts().await?))
 }
 
-/// Streams events as Server-Sent Events: the event name is the event type, the id its store
-/// revision, the data the event as JSON. A `resync` event means some were missed: re-read.
+/// Streams events as Server-Sent Events: the event name is the event type, the id the
+/// event's id (`<epoch>-<sequence>`), the data the event as JSON. A client that reconnects
+/// with `Last-Event-ID` gets the events it missed first (the server keeps the last 4,096); a
+/// `resync` event means some cannot be given (too old, or the server restarted): re-read the
+/// state.
 #[utoipa::path(get, path = "/v1/events", tag = "system",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen: resume after it")),
     responses((status = 200, content_type = "text/event-stream", body = paz_core::Event)))]
 pub async fn events(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let receiver = state.paz.subscribe();
-    let stream =
-        futures_util::stream::unfold((receiver, caller), |(mut receiver, caller)| async move {
+    use futures_util::StreamExt;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let (replay, receiver) = state.paz.subscribe_since(last_id);
+    let visible = {
+        let caller = caller.clone();
+        move |event: &paz_core::Event| caller.sees_service(event.kind.service())
+    };
+    let missed: Vec<SseEvent> = match replay {
+        paz_core::event::Replay::Events(events) => events
+            .iter()
+            .filter(|e| visible(e))
+            .map(sse_event)
+            .collect(),
+        paz_core::event::Replay::Gap => vec![resync("the events after Last-Event-ID are gone")],
+    };
+    let live = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let visible = visible.clone();
+        async move {
             let event = loop {
                 match receiver.recv().await {
                     // A deploy token sees only its services' events.
-                    Ok(event) if !caller.sees_service(event.kind.service()) => continue,
+                    Ok(event) if !visible(&event) => continue,
                     other => break other,
                 }
             };
             let event = match event {
-                Ok(event) => SseEvent::default()
-                    .event(event.kind.name())
-                    .id(event.revision.to_string())
-                    .json_data(&event)
-                    .unwrap_or_else(|_| SseEvent::default().event("resync").data("{}")),
+                Ok(event) => sse_event(&event),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    SseEvent::default().event("resync").data("{}")
+                    resync("this client fell behind the events")
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            Some((Ok(event), (receiver, caller)))
-        });
+            Some((Ok(event), receiver))
+        }
+    });
+    let stream = futures_util::stream::iter(missed.into_iter().map(Ok)).chain(live);
     let mut shutdown = state.shutdown.clone();
     let stream = stream.take_until(async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn sse_event(event: &paz_core::Event) -> SseEvent {
+    SseEvent::default()
+        .event(event.kind.name())
+        .id(event.id.clone())
+        .json_data(event)
+        .unwrap_or_else(|_| resync("an event could not be encoded"))
+}
+
+fn resync(reason: &str) -> SseEvent {
+    SseEvent::default()
+        .event("resync")
+        .json_data(serde_json::json!({ "reason": reason }))
+        .unwrap_or_default()
 }
 
 /// Moves a canary deployment to its next traffic step.

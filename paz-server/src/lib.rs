@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 pub mod handlers;
 pub mod hooks;
+pub mod notify;
 pub mod openapi;
 mod serve;
 pub mod token;
@@ -379,6 +380,9 @@ pub async fn start_with(
         &address.ip().to_string(),
         config.host_labels().map_err(ServerError::Config)?,
     );
+    if let Some(notify) = config.notify_config().map_err(ServerError::Config)? {
+        tokio::spawn(notify::run(notify, paz.clone(), stop_rx.clone()));
+    }
     let mut state = AppState::new(paz.clone(), token, stop_rx.clone())
         .with_hook_callback_hosts(config.hook_callback_hosts.clone());
     let mut registration = None;

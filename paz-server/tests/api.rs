@@ -557,6 +557,93 @@ async fn events_stream_as_sse() {
     assert!(text.contains("id: "), "{text}");
 }
 
+/// Reads SSE text from `body` until it holds `wanted`.
+async fn sse_until(body: &mut Body, wanted: &str) -> String {
+    let mut text = String::new();
+    while !text.contains(wanted) {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} in {text}"))
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text
+}
+
+fn events_request(last_id: Option<&str>) -> Request<Body> {
+    let mut request =
+        Request::get("/v1/events").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_resumes_the_events_after_its_last_event_id() {
+    let api = Api::new();
+    let mut first = api
+        .app
+        .clone()
+        .oneshot(events_request(None))
+        .await
+        .unwrap()
+        .into_body();
+    api.create_web().await;
+    let text = sse_until(&mut first, "event: deployment_changed").await;
+    let last_id = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .expect("events carry ids")
+        .to_owned();
+    drop(first);
+    // Missed while disconnected: a change to another service.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/v1/services",
+            Some(json!({"name": "api", "image": "demo:v1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut resumed = api
+        .app
+        .clone()
+        .oneshot(events_request(Some(&last_id)))
+        .await
+        .unwrap()
+        .into_body();
+    let text = sse_until(&mut resumed, "\"service\":\"api\"").await;
+    assert!(
+        text.starts_with("event: "),
+        "the missed events come first: {text}"
+    );
+    assert!(
+        !text.contains(&format!("id: {last_id}\n")),
+        "not the one already seen: {text}"
+    );
+    assert!(
+        !text.contains("\"service\":\"web\""),
+        "only what came after: {text}"
+    );
+    // An id of another process (or garbage) is a gap: `resync` first.
+    for stale in ["00000000-1", "junk"] {
+        let mut body = api
+            .app
+            .clone()
+            .oneshot(events_request(Some(stale)))
+            .await
+            .unwrap()
+            .into_body();
+        let text = sse_until(&mut body, "event: resync").await;
+        assert!(text.contains("reason"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_matches_the_golden_file() {
     let document = paz_server::openapi::document();

@@ -158,6 +158,13 @@ impl LineSplitter {
 }
 
 fn decode_event(message: SseMessage) -> Result<Event, Error> {
+    if message.event == "resync" {
+        let reason = serde_json::from_str::<serde_json::Value>(&message.data)
+            .ok()
+            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "no reason given".into());
+        return Err(Error::EventsMissed { reason });
+    }
     serde_json::from_str(&message.data).map_err(|source| Error::Decode {
         what: format!("the {:?} event", message.event),
         source,

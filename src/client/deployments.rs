@@ -172,7 +172,7 @@ impl Client {
                     }
                     // A `resync` event (some events were missed) or one this client does not
                     // know: read again to be sure.
-                    Some(Err(Error::Decode { .. })) => true,
+                    Some(Err(Error::Decode { .. } | Error::EventsMissed { .. })) => true,
                     Some(Err(Error::Http(e))) if e.is_timeout() => return Err(timed_out(seen)),
                     Some(Err(e)) => return Err(e),
                     None => break,

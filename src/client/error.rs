@@ -66,6 +66,13 @@ pub enum Error {
     /// The log stream sent a line longer than the client accepts.
     #[error("the log stream sent a line longer than {MAX_LOG_LINE} bytes")]
     LogLineTooLarge,
+    /// The event stream said some events were missed (`resync`: the client fell behind, or
+    /// its `Last-Event-ID` is too old or from before a restart): read the state again.
+    #[error("some events were missed ({reason}): read the state again")]
+    EventsMissed {
+        /// The server's reason.
+        reason: String,
+    },
     /// The server kept closing the event stream that [`Client::wait_for_deployment`](crate::Client::wait_for_deployment) watches
     /// (it is shutting down, or a proxy cuts long-lived answers).
     #[error("the server closed the event stream")]

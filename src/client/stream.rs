@@ -24,12 +24,21 @@ impl Client {
     /// [`Error::Decode`] item and the stream goes on; a broken connection yields an
     /// [`Error::Http`] item and the stream ends (subscribe again to resume).
     pub async fn events(&self) -> Result<EventStream, Error> {
-        let response = self
+        self.events_after(None).await
+    }
+
+    /// [`Client::events`], resuming after the event with id `last_id` (an [`Event::id`]
+    /// seen before a disconnect): the events missed meanwhile come first. When the server
+    /// cannot give them all (too old, or it restarted), the stream's first item is
+    /// [`Error::EventsMissed`]: read the state again.
+    pub async fn events_after(&self, last_id: Option<&str>) -> Result<EventStream, Error> {
+        let mut request = self
             .request(Method::GET, &["v1", "events"])
-            .header(ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(Error::Http)?;
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(Error::Http)?;
         let response = check(response).await?;
         Ok(EventStream::new(response.bytes_stream()))
     }

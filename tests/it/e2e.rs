@@ -314,3 +314,97 @@ async fn metrics_need_a_token_except_on_their_own_listener() -> Result<()> {
     assert_eq!(authorized.status(), 200);
     Ok(())
 }
+
+/// Lines a child process prints, read on a thread.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most `bound`) for a line containing `wanted`.
+fn line_within(
+    lines: &std::sync::mpsc::Receiver<String>,
+    wanted: &str,
+    bound: Duration,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return Ok(line),
+            Ok(_) => {}
+            Err(_) => anyhow::bail!("no line with {wanted:?} within {bound:?}"),
+        }
+    }
+}
+
+/// [`line_within`] 15 s.
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> Result<String> {
+    line_within(lines, wanted, Duration::from_secs(15))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paz_events_follows_the_server_and_survives_an_upgrade() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("paz-data");
+    let server = Server::start(&data)?;
+    let client = server.client(&data)?;
+    let mut follower = Command::new(bin("paz"))
+        .args(["events", "--output", "json"])
+        .env("PAZ_SERVER", &server.url)
+        .env("PAZ_DATA_DIR", &data)
+        .env_remove("PAZ_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = lines_of(follower.stdout.take().expect("piped"));
+    let stderr = lines_of(follower.stderr.take().expect("piped"));
+    // The CLI subscribes in the background: create until its event shows up.
+    let mut created = serde_json::Value::Null;
+    for attempt in 0..50 {
+        let name = format!("web{attempt}");
+        client
+            .create_service(&paz::ServiceSpec::new(&name, "demo:v1"))
+            .await?;
+        let wanted = format!("\"service\":\"{name}\"");
+        if let Ok(line) = line_within(&stdout, &wanted, Duration::from_millis(300)) {
+            created = serde_json::from_str(&line)?;
+            break;
+        }
+    }
+    assert_eq!(created["type"], "service_created", "{created}");
+    assert!(created["id"].as_str().is_some_and(|id| id.contains('-')));
+
+    // Upgrade the server: the stream ends; the CLI resumes on the new process, which
+    // cannot replay the old one's events and says so.
+    let upgraded = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || Server::start_with(&data, &["--scheduler", "none", "--upgrade"])
+    })
+    .await??;
+    tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(30))).await??;
+    let warning =
+        tokio::task::spawn_blocking(move || line_with(&stderr, "events were missed")).await??;
+    assert!(warning.contains("warning"), "{warning}");
+    let client = upgraded.client(&data)?;
+    client
+        .create_service(&paz::ServiceSpec::new("after", "demo:v1"))
+        .await?;
+    let line =
+        tokio::task::spawn_blocking(move || line_with(&stdout, "\"service\":\"after\"")).await??;
+    assert!(line.contains("service_created"), "{line}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    Ok(())
+}

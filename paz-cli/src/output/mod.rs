@@ -250,21 +250,39 @@ impl Output {
     /// Prints one log line as it arrives: `<instance> | <line>`, or one JSON object per line.
     /// Returns `false` once stdout is closed (`paz logs -f web | head`).
     pub fn log_line(&self, line: &LogLine) -> anyhow::Result<bool> {
-        let mut text = if self.is_json() {
+        let text = if self.is_json() {
             serde_json::to_string(line)?
         } else {
             text::log_line_text(line)
         };
-        text.push('\n');
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        write_line(text)
+    }
+}
+
+/// Writes `text` and a newline to stdout at once; `false` once stdout is closed.
+fn write_line(mut text: String) -> anyhow::Result<bool> {
+    text.push('\n');
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Output {
+    /// Prints one event as it arrives: `<time> <type> <service> <details>`, or one JSON
+    /// object per line. Returns `false` once stdout is closed.
+    pub fn event_line(&self, event: &paz::Event) -> anyhow::Result<bool> {
+        let text = if self.is_json() {
+            serde_json::to_string(event)?
+        } else {
+            text::event_line_text(event)
+        };
+        write_line(text)
     }
 }
 

@@ -44,6 +44,63 @@ pub fn log_line_text(line: &LogLine) -> String {
     format!("{} | {}", short_id(&line.instance), line.line)
 }
 
+/// One event for people: `<time> <type> <service> <details>`.
+pub fn event_line_text(event: &paz::Event) -> String {
+    use paz::EventKind as K;
+    let details = match &event.kind {
+        K::ServiceCreated { .. } | K::ServiceUpdated { .. } | K::ServiceDeleted { .. } => {
+            String::new()
+        }
+        K::ReleaseCreated { version, .. } => format!("v{version}"),
+        K::DeploymentChanged {
+            id,
+            release,
+            status,
+            ..
+        } => format!("{id} v{release} {status}"),
+        K::DeploymentStep {
+            id,
+            name,
+            status,
+            message,
+            ..
+        } => {
+            let status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            match message {
+                Some(message) => format!("{id} {status}: {name}: {message}"),
+                None => format!("{id} {status}: {name}"),
+            }
+        }
+        K::InstanceStarted {
+            instance, release, ..
+        }
+        | K::InstanceHealthy {
+            instance, release, ..
+        }
+        | K::InstanceStopped {
+            instance, release, ..
+        } => format!("{} v{release}", short_id(instance)),
+        K::InstanceUnhealthy {
+            instance,
+            release,
+            detail,
+            ..
+        } => format!("{} v{release}: {detail}", short_id(instance)),
+        K::DeliveryRecorded { id, verdict, .. } => format!("{id} {verdict}"),
+    };
+    let at = event.at.strftime("%H:%M:%S");
+    format!(
+        "{at} {:<19} {} {details}",
+        event.kind.name(),
+        event.kind.service()
+    )
+    .trim_end()
+    .to_owned()
+}
+
 pub(super) fn ports_text(ports: &[PortSpec]) -> String {
     ports
         .iter()

@@ -10,6 +10,24 @@ use crate::model::Deployment;
 use crate::service::{Service, ServiceSpec};
 use crate::store::{Condition, Txn};
 
+/// A [`EventKind::DeploymentStep`] for each step of `new` that `old` did not have or had
+/// otherwise.
+fn step_events(old: &Deployment, new: &Deployment) -> Vec<EventKind> {
+    new.steps
+        .iter()
+        .enumerate()
+        .filter(|(index, step)| old.steps.get(*index) != Some(step))
+        .map(|(index, step)| EventKind::DeploymentStep {
+            service: new.service.clone(),
+            id: new.id.clone(),
+            index,
+            name: step.name.clone(),
+            status: step.status,
+            message: step.message.clone(),
+        })
+        .collect()
+}
+
 impl Paz {
     /// The deployments of a service, oldest first (its deploy history).
     pub async fn deployments(&self, name: &str) -> Result<Vec<Deployment>> {
@@ -42,7 +60,9 @@ impl Paz {
                 .put(key, encode(&merged));
             match self.store.commit(txn).await {
                 Ok(revision) => {
-                    self.emit(revision, vec![deployment_event(&merged)]);
+                    let mut events = vec![deployment_event(&merged)];
+                    events.extend(step_events(&stored, &merged));
+                    self.emit(revision, events);
                     return Ok(());
                 }
                 Err(Error::Conflict { .. }) => retries.lost()?,
@@ -165,8 +185,66 @@ impl Paz {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{paz, spec};
-    use crate::model::{DeploymentStatus, Trigger, TriggerKind};
+    use crate::model::{DeploymentStatus, StepStatus, Trigger, TriggerKind};
     use crate::service::Strategy;
+
+    #[tokio::test]
+    async fn a_saved_step_is_an_event_of_its_own_and_ids_resume() {
+        use crate::event::{EventKind, Replay};
+        let paz = paz();
+        paz.create_service(spec(Strategy::Rolling), Trigger::create())
+            .await
+            .unwrap();
+        let mut events = paz.subscribe();
+        let mut deployment = paz.deployment("web-1").await.unwrap();
+        deployment.status = DeploymentStatus::Running;
+        deployment.record("start v1 slot 0", StepStatus::Succeeded, None);
+        paz.save_deployment(&deployment).await.unwrap();
+        let changed = events.recv().await.unwrap();
+        assert!(matches!(changed.kind, EventKind::DeploymentChanged { .. }));
+        let step = events.recv().await.unwrap();
+        assert_eq!(
+            step.kind,
+            EventKind::DeploymentStep {
+                service: "web".into(),
+                id: "web-1".into(),
+                index: 0,
+                name: "start v1 slot 0".into(),
+                status: StepStatus::Succeeded,
+                message: None,
+            }
+        );
+        // Saving again with one more step: only the new step is an event.
+        deployment.record("route v1", StepStatus::Succeeded, Some("2 backends".into()));
+        paz.save_deployment(&deployment).await.unwrap();
+        let _changed = events.recv().await.unwrap();
+        let next = events.recv().await.unwrap();
+        assert!(
+            matches!(next.kind, EventKind::DeploymentStep { index: 1, .. }),
+            "{next:?}"
+        );
+        assert!(events.try_recv().is_err());
+        // Every event has an id a client can resume after.
+        let (replay, _) = paz.subscribe_since(Some(&step.id));
+        match replay {
+            Replay::Events(after) => {
+                assert_eq!(after.len(), 2);
+                assert_eq!(after[1], next);
+            }
+            Replay::Gap => panic!("the journal has them"),
+        }
+        // The runtime's reports travel the same way.
+        paz.publish(EventKind::InstanceHealthy {
+            service: "web".into(),
+            instance: "i1".into(),
+            release: 1,
+        });
+        let healthy = events.recv().await.unwrap();
+        assert_eq!(
+            (healthy.revision, healthy.kind.name()),
+            (0, "instance_healthy")
+        );
+    }
 
     #[tokio::test]
     async fn a_failed_deployment_reverts_the_service() {

@@ -140,6 +140,9 @@ pub struct Paz {
     store: Arc<dyn Store>,
     config: EngineConfig,
     events: broadcast::Sender<Event>,
+    /// The recent events, for resuming subscribers; sending happens under its lock, so a
+    /// subscriber's replay and live events neither overlap nor leave a hole.
+    journal: Arc<std::sync::Mutex<crate::event::EventJournal>>,
     secrets: Option<Arc<dyn crate::secret::SecretCipher>>,
 }
 
@@ -155,6 +158,9 @@ impl Paz {
             store,
             config,
             events: broadcast::channel(1024).0,
+            journal: Arc::new(std::sync::Mutex::new(crate::event::EventJournal::new(
+                process_epoch(),
+            ))),
             secrets: None,
         }
     }
@@ -181,11 +187,44 @@ impl Paz {
         self.events.subscribe()
     }
 
+    /// Receives every event from now on and, for a client resuming with the id of the last
+    /// event it saw (`Last-Event-ID`), the recent events after it (or
+    /// [`Replay::Gap`](crate::event::Replay::Gap) when they are no longer known), with no
+    /// event lost or repeated between the two.
+    pub fn subscribe_since(
+        &self,
+        last_id: Option<&str>,
+    ) -> (crate::event::Replay, broadcast::Receiver<Event>) {
+        let journal = self.journal();
+        let replay = match last_id {
+            Some(id) => journal.since(id),
+            None => crate::event::Replay::Events(Vec::new()),
+        };
+        (replay, self.events.subscribe())
+    }
+
+    /// Reports what the runtime saw of an instance (started, healthy, unhealthy, stopped):
+    /// journaled and sent to subscribers like the engine's own events, with revision 0.
+    pub fn publish(&self, kind: EventKind) {
+        self.emit(0, vec![kind]);
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, crate::event::EventJournal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn emit(&self, revision: u64, kinds: Vec<EventKind>) {
         let at = jiff::Timestamp::now();
+        let mut journal = self.journal();
         for kind in kinds {
+            let event = journal.record(Event {
+                id: String::new(),
+                revision,
+                at,
+                kind,
+            });
             // No subscriber is fine.
-            let _ = self.events.send(Event { revision, at, kind });
+            let _ = self.events.send(event);
         }
     }
 
@@ -205,6 +244,15 @@ impl Paz {
             mod_revision: kv.mod_revision,
         })
     }
+}
+
+/// A random tag for this process's event ids (from the std's randomly seeded hasher and
+/// the time: it only tells processes apart).
+fn process_epoch() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_i128(jiff::Timestamp::now().as_nanosecond());
+    format!("{:08x}", hasher.finish() as u32)
 }
 
 fn deployment_event(deployment: &Deployment) -> EventKind {
