@@ -408,7 +408,7 @@ pub struct CiDeployRequest {
     /// The image to deploy, in the service's image repository (a digest pins it:
     /// `repo:tag@sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::optional_image))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::repository_image))]
     pub image: Option<String>,
     /// When the request was made, in Unix seconds: refused more than 5 minutes away from
     /// the server's clock (a captured request cannot be replayed later).

@@ -97,6 +97,20 @@ pub fn optional_image() -> Schema {
     .into()
 }
 
+/// An image of the service's own repository in a CI hook request (`null`: none).
+pub fn repository_image() -> Schema {
+    string(
+        IMAGE_PATTERN,
+        "An image of the service's repository; with `@sha256:…` the release is pinned to it.",
+    )
+    .max_length(Some(crate::image::MAX_NAME_LEN))
+    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+        Type::String,
+        Type::Null,
+    ]))
+    .into()
+}
+
 /// `ServiceSpec::domains`.
 pub fn domains() -> Schema {
     ArrayBuilder::new()
@@ -181,6 +195,20 @@ pub fn canary_steps() -> Schema {
         ))
         .examples([serde_json::json!([10, 50, 100])])
         .into()
+}
+
+/// An optional duration above zero (`null`: none).
+pub fn optional_positive_duration() -> RefOr<Schema> {
+    string(
+        POSITIVE_DURATION_PATTERN,
+        "A duration above zero, such as 500ms, 5s, 2m, 1h or 1m30s.",
+    )
+    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+        Type::String,
+        Type::Null,
+    ]))
+    .examples(["720h"])
+    .into()
 }
 
 /// A duration field that must be above zero.

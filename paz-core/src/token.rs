@@ -121,7 +121,10 @@ pub struct CreateTokenRequest {
     pub services: Vec<String>,
     /// How long it works, above zero, e.g. `720h` (30 days); without it, until revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::positive_duration))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::schema::optional_positive_duration)
+    )]
     pub expires_in: Option<HumanDuration>,
 }
 

@@ -164,6 +164,23 @@ impl HookState {
     }
 }
 
+/// The span of each API request (the trace layer's), with a Docker Hub hook's secret cut
+/// from the path: that URL is a credential and must not reach the logs.
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let uri = request.uri();
+    let shown = if uri.path().starts_with("/v1/hooks/dockerhub/") {
+        "/v1/hooks/dockerhub/<secret>".to_owned()
+    } else {
+        uri.to_string()
+    };
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %shown,
+        version = ?request.version(),
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Secrets.
 
@@ -1557,6 +1574,45 @@ mod tests {
         }
         let default = HookState::default();
         assert!(default.callback_target("http://127.0.0.1:9/cb").is_err());
+    }
+
+    #[test]
+    fn request_spans_never_show_a_docker_hub_secret() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Seen(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Seen {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let seen = Seen::default();
+        let writer = seen.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            for uri in [
+                "/v1/hooks/dockerhub/hook_0123456789ab_s3cret",
+                "/v1/services?x=1",
+            ] {
+                let request = axum::http::Request::builder().uri(uri).body(()).unwrap();
+                let _span = request_span(&request).entered();
+            }
+        });
+        let text = String::from_utf8(seen.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("/v1/hooks/dockerhub/<secret>") && text.contains("/v1/services?x=1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -348,14 +348,18 @@ impl Modify for EventStream {
                 .schema_type(Type::String)
                 .description(Some(description))
         };
-        let data = string("The event as JSON; `{}` for `resync`.")
+        let data = string("The event as JSON; for `resync`, `{}` or why (`reason`).")
             .content_media_type("application/json")
             .extensions(Some(
                 [(
                     "contentSchema",
                     serde_json::json!({"anyOf": [
                         {"$ref": "#/components/schemas/Event"},
-                        {"type": "object", "maxProperties": 0},
+                        {
+                            "type": "object",
+                            "properties": {"reason": {"type": "string"}},
+                            "additionalProperties": false,
+                        },
                     ]}),
                 )]
                 .into_iter()
