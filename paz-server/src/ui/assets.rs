@@ -70,7 +70,10 @@ pub(crate) async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Respo
     }
     (
         cache,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        )],
         asset.body,
     )
         .into_response()

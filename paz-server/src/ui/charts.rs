@@ -209,7 +209,9 @@ impl Charts {
             }
             series.push_back(point);
         }
-        state.series.retain(|service, _| current.contains_key(service));
+        state
+            .series
+            .retain(|service, _| current.contains_key(service));
         state.last = current;
         state.last_at = Some(at);
         state.generation += 1;
@@ -360,7 +362,10 @@ mod tests {
         let charts = Charts::default();
         let t0 = jiff::Timestamp::from_second(1_000_000).unwrap();
         charts.sample(&text(0, 0, 0, 0), t0);
-        assert!(charts.points("web").is_empty(), "one reading makes no point");
+        assert!(
+            charts.points("web").is_empty(),
+            "one reading makes no point"
+        );
         let t1 = jiff::Timestamp::from_second(1_000_010).unwrap();
         charts.sample(&text(90, 10, 50, 50), t1);
         let points = charts.points("web");
@@ -371,7 +376,10 @@ mod tests {
         // Half the requests took at most 1 ms: the median is at the bucket's top.
         assert!((p.p50.unwrap() - 1.0).abs() < 0.01, "{p:?}");
         assert!(p.p99.unwrap() > 90.0 && p.p99.unwrap() <= 100.0, "{p:?}");
-        assert!(charts.points("idle").is_empty(), "no ring for a service without requests");
+        assert!(
+            charts.points("idle").is_empty(),
+            "no ring for a service without requests"
+        );
         assert_eq!(charts.rate("web"), Some(10.0));
         assert!(charts.generation() >= 2);
     }

@@ -151,7 +151,13 @@ impl ServiceForm {
         let e = &mut errors;
         let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let mut spec = ServiceSpec::new(self.name.trim(), self.image.trim());
-        if let Some(n) = whole(e, "instances", "INVALID_INSTANCES", &self.instances, "instances") {
+        if let Some(n) = whole(
+            e,
+            "instances",
+            "INVALID_INSTANCES",
+            &self.instances,
+            "instances",
+        ) {
             spec.instances = small(n);
         }
         for (i, item) in items(&self.ports).enumerate() {
@@ -220,7 +226,7 @@ impl ServiceForm {
             }
         }
         spec.health = match self.health_kind.as_str() {
-            "none" => None,
+            "" | "none" => None,
             kind => {
                 let mut health = HealthCheck {
                     kind: if kind == "tcp" {
@@ -233,10 +239,17 @@ impl ServiceForm {
                 if !self.health_path.trim().is_empty() {
                     health.path = self.health_path.trim().to_owned();
                 }
-                if let Some(d) = duration(e, "health.interval", "INVALID_HEALTH", &self.health_interval) {
+                if let Some(d) = duration(
+                    e,
+                    "health.interval",
+                    "INVALID_HEALTH",
+                    &self.health_interval,
+                ) {
                     health.interval = d;
                 }
-                if let Some(d) = duration(e, "health.timeout", "INVALID_HEALTH", &self.health_timeout) {
+                if let Some(d) =
+                    duration(e, "health.timeout", "INVALID_HEALTH", &self.health_timeout)
+                {
                     health.timeout = d;
                 }
                 if let Some(d) = duration(
@@ -247,7 +260,9 @@ impl ServiceForm {
                 ) {
                     health.start_period = d;
                 }
-                if let Some(port) = whole(e, "health.port", "INVALID_PORT", &self.health_port, "port") {
+                if let Some(port) =
+                    whole(e, "health.port", "INVALID_PORT", &self.health_port, "port")
+                {
                     health.port = Some(small(port));
                 }
                 if let Some(n) = whole(
@@ -278,7 +293,10 @@ impl ServiceForm {
                 _ => e.push(FieldError::new(
                     "resources.cpus",
                     "INVALID_RESOURCES",
-                    format!("cpus {:?} is not a number such as 0.5 or 2", self.cpus.trim()),
+                    format!(
+                        "cpus {:?} is not a number such as 0.5 or 2",
+                        self.cpus.trim()
+                    ),
                 )),
             }
         }
@@ -306,10 +324,21 @@ impl ServiceForm {
             strategy,
             ..DeploySettings::default()
         };
-        if let Some(n) = whole(e, "deploy.max_surge", "INVALID_DEPLOY", &self.max_surge, "max_surge") {
+        if let Some(n) = whole(
+            e,
+            "deploy.max_surge",
+            "INVALID_DEPLOY",
+            &self.max_surge,
+            "max_surge",
+        ) {
             deploy.max_surge = small(n);
         }
-        if let Some(d) = duration(e, "deploy.drain_timeout", "INVALID_DEPLOY", &self.drain_timeout) {
+        if let Some(d) = duration(
+            e,
+            "deploy.drain_timeout",
+            "INVALID_DEPLOY",
+            &self.drain_timeout,
+        ) {
             deploy.drain_timeout = d;
         }
         if let Some(d) = duration(
@@ -524,7 +553,10 @@ mod tests {
         assert_eq!(field_for("health"), Some("health_interval"));
         assert_eq!(field_for("placement.constraints[2]"), Some("constraints"));
         assert_eq!(field_for("deploy.canary_steps"), Some("canary_steps"));
-        assert_eq!(field_for("deploy.health_timeout"), Some("deploy_health_timeout"));
+        assert_eq!(
+            field_for("deploy.health_timeout"),
+            Some("deploy_health_timeout")
+        );
         assert_eq!(field_for("spec"), None);
     }
 }

@@ -246,7 +246,10 @@ mod tests {
         let a = fragment("x", html! { p { "one" } });
         let b = fragment("x", html! { p { "two" } });
         assert_ne!(version_of(&a), version_of(&b));
-        assert_eq!(version_of(&a), version_of(&fragment("x", html! { p { "one" } })));
+        assert_eq!(
+            version_of(&a),
+            version_of(&fragment("x", html! { p { "one" } }))
+        );
         assert!(a.0.starts_with("<div id=\"x\" data-v=\""));
     }
 }

@@ -22,10 +22,10 @@ use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{PageError, stopped};
 use super::layout::{self, Ctx};
 use super::pages::{self, Rendered};
 use super::session::SessionView;
+use super::{PageError, stopped};
 use crate::AppState;
 
 /// How often instance health is looked at.
@@ -56,7 +56,10 @@ enum View {
 impl View {
     fn parse(query: LiveQuery) -> Result<View, PageError> {
         let missing = |what: &str| {
-            PageError::new(StatusCode::BAD_REQUEST, format!("the live view needs {what}"))
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the live view needs {what}"),
+            )
         };
         Ok(match query.view.as_str() {
             "dashboard" => View::Dashboard,

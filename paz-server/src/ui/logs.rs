@@ -24,10 +24,10 @@ use paz_core::scheduler::{LogLine, LogOptions, LogStream, LogStreamKind};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{PageError, stopped};
 use super::layout::{self, Nav, Page};
 use super::pages::{Segment, ctx};
 use super::session::SessionView;
+use super::{PageError, stopped};
 use crate::AppState;
 
 /// Lines the page shows, and the stream starts with.
@@ -159,11 +159,19 @@ pub(crate) async fn page(
         Err(error) if error.status == StatusCode::CONFLICT => note = Some(error.message),
         Err(error) => return Err(error),
     }
-    let needle = query.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
+    let needle = query
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
     let shown: Vec<(&LogLine, String)> = lines
         .iter()
         .map(|l| (l, terminal_text(&l.line)))
-        .filter(|(_, text)| needle.as_ref().is_none_or(|n| text.to_lowercase().contains(n)))
+        .filter(|(_, text)| {
+            needle
+                .as_ref()
+                .is_none_or(|n| text.to_lowercase().contains(n))
+        })
         .collect();
     let mut stream_query = vec![("tail", tail.to_string())];
     if let Some(instance) = &query.instance {
@@ -290,9 +298,7 @@ pub(crate) async fn stream(
             };
             let lost = dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
-                let event = SseEvent::default()
-                    .event("dropped")
-                    .data(lost.to_string());
+                let event = SseEvent::default().event("dropped").data(lost.to_string());
                 return Some((event, (rx, dropped, Some(line))));
             }
             Some((line_event(&line), (rx, dropped, None)))

@@ -65,7 +65,9 @@ impl Ui {
     /// Takes one sample of the router's metrics (Prometheus text) for the charts; the
     /// server does it every [`SAMPLE_EVERY`].
     pub fn sample_metrics(&self, prometheus_text: &str) {
-        self.inner.charts.sample(prometheus_text, jiff::Timestamp::now());
+        self.inner
+            .charts
+            .sample(prometheus_text, jiff::Timestamp::now());
     }
 }
 
@@ -199,8 +201,8 @@ impl From<ApiError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, layout::error_page(self.status, &self.message))
-            .into_response();
+        let mut response =
+            (self.status, layout::error_page(self.status, &self.message)).into_response();
         no_store(&mut response);
         response
     }

@@ -70,7 +70,9 @@ impl Recent {
             state.latest.clear();
             state.dirty = by_name.keys().map(|n| (*n).to_owned()).collect();
         }
-        state.latest.retain(|name, _| by_name.contains_key(name.as_str()));
+        state
+            .latest
+            .retain(|name, _| by_name.contains_key(name.as_str()));
         for name in std::mem::take(&mut state.dirty) {
             let Some(service) = by_name.get(name.as_str()) else {
                 state.latest.remove(&name);
@@ -97,7 +99,8 @@ impl Recent {
                 .latest
                 .get(&service.spec.name)
                 .is_some_and(|d| d.sequence < service.latest_deployment)
-                || (service.latest_deployment > 0 && !state.latest.contains_key(&service.spec.name));
+                || (service.latest_deployment > 0
+                    && !state.latest.contains_key(&service.spec.name));
             if stale && let Some(deployment) = paz.latest_deployment_of(service).await? {
                 state.latest.insert(service.spec.name.clone(), deployment);
             }

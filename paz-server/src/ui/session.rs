@@ -69,7 +69,10 @@ fn random_hex(bytes: usize) -> Result<String, PageError> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer).map_err(|e| {
         tracing::error!(error = %e, "no random bytes for a session");
-        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "No random bytes for a session")
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No random bytes for a session",
+        )
     })?;
     Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -244,7 +247,10 @@ fn client_of(parts: &Parts) -> String {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(peer)| peer.ip().to_string())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |ConnectInfo(peer)| peer.ip().to_string(),
+        )
 }
 
 /// The value of cookie `name`.
@@ -301,7 +307,8 @@ pub(crate) async fn require_session(
     next: Next,
 ) -> Response {
     let take_flash = request.method() == axum::http::Method::GET;
-    let session = session_id(request.headers()).and_then(|id| state.ui.inner.sessions.get(id, take_flash));
+    let session =
+        session_id(request.headers()).and_then(|id| state.ui.inner.sessions.get(id, take_flash));
     let Some(session) = session else {
         let path = request.uri().path();
         let wants_page = request.method() == axum::http::Method::GET
@@ -376,7 +383,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Csrf<T> {
             .map_err(|e| PageError::new(e.status(), "The form could not be read"))?;
         check_token(&bytes, &session.csrf)?;
         let fields = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
-            PageError::new(StatusCode::BAD_REQUEST, format!("The form is not valid: {e}"))
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("The form is not valid: {e}"),
+            )
         })?;
         Ok(Csrf(session, fields))
     }
@@ -426,18 +436,17 @@ pub(crate) async fn login_page(
     request: Request,
 ) -> Result<Response, PageError> {
     let (parts, _) = request.into_parts();
-    let query: NextQuery = serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-        .unwrap_or(NextQuery {
+    let query: NextQuery =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or(NextQuery {
             next: None,
             signed_out: None,
         });
     let next = safe_next(query.next.as_deref());
-    if session_id(&parts.headers).is_some_and(|id| state.ui.inner.sessions.get(id, false).is_some()) {
+    if session_id(&parts.headers).is_some_and(|id| state.ui.inner.sessions.get(id, false).is_some())
+    {
         return Ok(Redirect::to(&next).into_response());
     }
-    let note = query
-        .signed_out
-        .map(|_| "You are signed out.".to_owned());
+    let note = query.signed_out.map(|_| "You are signed out.".to_owned());
     login_form(&parts, &next, None, note, StatusCode::OK)
 }
 
@@ -453,7 +462,13 @@ fn login_form(
     let mut response = (status, body).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_COOKIE, &csrf, "/login", LOGIN_FORM_LIFETIME, is_tls(parts)),
+        set_cookie(
+            LOGIN_COOKIE,
+            &csrf,
+            "/login",
+            LOGIN_FORM_LIFETIME,
+            is_tls(parts),
+        ),
     );
     super::no_store(&mut response);
     Ok(response)
@@ -489,8 +504,7 @@ pub(crate) async fn login(
         .map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "The form is not valid"))?;
     let next = safe_next(form.next.as_deref());
     let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or("");
-    if form.csrf.is_empty() || expected.is_empty() || !crate::token::matches(&form.csrf, expected)
-    {
+    if form.csrf.is_empty() || expected.is_empty() || !crate::token::matches(&form.csrf, expected) {
         return login_form(
             &parts,
             &next,
@@ -532,9 +546,10 @@ pub(crate) async fn logout(
     state.ui.inner.sessions.remove(&session.key);
     let mut response = Redirect::to("/login?signed_out=1").into_response();
     for (name, secure) in [(COOKIE, false), (COOKIE_TLS, true)] {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(name, "", "/", Duration::ZERO, secure));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(name, "", "/", Duration::ZERO, secure),
+        );
     }
     response
 }
@@ -553,7 +568,14 @@ mod tests {
     fn next_is_only_a_local_path() {
         assert_eq!(safe_next(Some("/services/web")), "/services/web");
         assert_eq!(safe_next(Some("/services?q=a")), "/services?q=a");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "", "x", "/login"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "",
+            "x",
+            "/login",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
@@ -569,7 +591,10 @@ mod tests {
         assert!(sessions.get("not-an-id", false).is_none());
         sessions.flash(&view.key, "hello");
         assert_eq!(sessions.get(&id, false).unwrap().flash, None);
-        assert_eq!(sessions.get(&id, true).unwrap().flash.as_deref(), Some("hello"));
+        assert_eq!(
+            sessions.get(&id, true).unwrap().flash.as_deref(),
+            Some("hello")
+        );
         assert_eq!(sessions.get(&id, true).unwrap().flash, None);
         sessions.remove(&view.key);
         assert!(sessions.get(&id, false).is_none());
@@ -590,7 +615,10 @@ mod tests {
         for n in 0..MAX_FAILURES_TOTAL {
             limiter.fail(&format!("192.0.2.{}", n % 250));
         }
-        assert!(limiter.check("10.0.0.3").is_err(), "the total limit holds for a new client");
+        assert!(
+            limiter.check("10.0.0.3").is_err(),
+            "the total limit holds for a new client"
+        );
     }
 
     #[test]

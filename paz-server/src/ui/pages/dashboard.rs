@@ -60,7 +60,10 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         .as_ref()
         .map(|r| r.warnings())
         .unwrap_or_default();
-    let ready_hosts = hosts.iter().filter(|h| h.status == HostStatus::Ready).count();
+    let ready_hosts = hosts
+        .iter()
+        .filter(|h| h.status == HostStatus::Ready)
+        .count();
     let total_rate: f32 = services
         .iter()
         .filter_map(|s| state.ui.inner.charts.rate(&s.spec.name))

@@ -221,7 +221,11 @@ pub(crate) fn trigger_text(trigger: &paz_core::Trigger) -> String {
 }
 
 /// A table of deployments (newest first).
-pub(crate) fn deployments_table(ctx: &Ctx, deployments: &[&Deployment], with_service: bool) -> Markup {
+pub(crate) fn deployments_table(
+    ctx: &Ctx,
+    deployments: &[&Deployment],
+    with_service: bool,
+) -> Markup {
     html! {
         div.table-wrap {
             table {

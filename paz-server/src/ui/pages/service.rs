@@ -41,7 +41,9 @@ struct Actions {
 }
 
 fn canary_controls(ctx: &Ctx, deployment: &Deployment, release: Option<&Release>) -> Markup {
-    let steps = release.map(|r| r.spec.deploy.canary_steps.clone()).unwrap_or_default();
+    let steps = release
+        .map(|r| r.spec.deploy.canary_steps.clone())
+        .unwrap_or_default();
     let percent = steps.get(deployment.canary_step as usize).copied();
     let last = deployment.canary_step as usize + 1 >= steps.len();
     let service = &deployment.service;
@@ -201,10 +203,19 @@ pub(crate) async fn fragments(
     Ok(Rendered {
         fragments: vec![
             ("svc-summary", layout::fragment("svc-summary", summary_html)),
-            ("svc-deployment", layout::fragment("svc-deployment", deployment_html)),
-            ("svc-instances", layout::fragment("svc-instances", instances_html)),
+            (
+                "svc-deployment",
+                layout::fragment("svc-deployment", deployment_html),
+            ),
+            (
+                "svc-instances",
+                layout::fragment("svc-instances", instances_html),
+            ),
             ("svc-charts", layout::fragment("svc-charts", charts_html)),
-            ("svc-releases", layout::fragment("svc-releases", releases_html)),
+            (
+                "svc-releases",
+                layout::fragment("svc-releases", releases_html),
+            ),
             ("svc-history", layout::fragment("svc-history", history_html)),
         ],
         services: vec![name.to_owned()],
@@ -223,17 +234,37 @@ fn charts_of(state: &AppState, ctx: &Ctx, name: &str) -> Markup {
     let series = |f: fn(&charts::Point) -> Option<f32>| -> Vec<(i64, Option<f32>)> {
         points.iter().map(|p| (p.at, f(p))).collect()
     };
-    let ms = |v: Option<f32>| v.map_or_else(|| "—".to_owned(), |v| format!("{} ms", charts::trim_number(v)));
+    let ms = |v: Option<f32>| {
+        v.map_or_else(
+            || "—".to_owned(),
+            |v| format!("{} ms", charts::trim_number(v)),
+        )
+    };
     let rate = charts::svg(
-        &[Line { class: "main", values: series(|p| Some(p.rate)) }],
+        &[Line {
+            class: "main",
+            values: series(|p| Some(p.rate)),
+        }],
         now,
-        &format!("Requests per second over the last hour; now {}", charts::trim_number(last.rate)),
+        &format!(
+            "Requests per second over the last hour; now {}",
+            charts::trim_number(last.rate)
+        ),
     );
     let latency = charts::svg(
         &[
-            Line { class: "p99", values: series(|p| p.p99) },
-            Line { class: "p95", values: series(|p| p.p95) },
-            Line { class: "main", values: series(|p| p.p50) },
+            Line {
+                class: "p99",
+                values: series(|p| p.p99),
+            },
+            Line {
+                class: "p95",
+                values: series(|p| p.p95),
+            },
+            Line {
+                class: "main",
+                values: series(|p| p.p50),
+            },
         ],
         now,
         &format!(
@@ -244,7 +275,10 @@ fn charts_of(state: &AppState, ctx: &Ctx, name: &str) -> Markup {
         ),
     );
     let errors = charts::svg(
-        &[Line { class: "bad", values: series(|p| p.errors) }],
+        &[Line {
+            class: "bad",
+            values: series(|p| p.errors),
+        }],
         now,
         &format!(
             "Share of 5xx answers over the last hour; now {} %",
@@ -288,7 +322,10 @@ async fn page(
     let mut rendered = fragments(state, ctx, name).await?;
     let service = state.paz.service(name).await?;
     let secrets = state.paz.secrets(name).await.unwrap_or_default();
-    let image_value = actions.image.clone().unwrap_or_else(|| service.spec.image.clone());
+    let image_value = actions
+        .image
+        .clone()
+        .unwrap_or_else(|| service.spec.image.clone());
     let instances_value = actions
         .instances
         .clone()
@@ -365,7 +402,8 @@ async fn page(
             }
         }
     };
-    let live = serde_urlencoded::to_string([("view", "service"), ("name", name)]).unwrap_or_default();
+    let live =
+        serde_urlencoded::to_string([("view", "service"), ("name", name)]).unwrap_or_default();
     let mut response = (
         status,
         layout::page(
@@ -389,7 +427,14 @@ pub(crate) async fn service(
     Extension(session): Extension<SessionView>,
     Segment(name): Segment,
 ) -> Result<Response, PageError> {
-    page(&state, &ctx(&session), &name, &Actions::default(), StatusCode::OK).await
+    page(
+        &state,
+        &ctx(&session),
+        &name,
+        &Actions::default(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// The deploy form.
@@ -428,7 +473,14 @@ pub(crate) async fn deploy(
                 image_error: Some(message),
                 ..Actions::default()
             };
-            page(&state, &ctx(&session), &name, &actions, StatusCode::UNPROCESSABLE_ENTITY).await
+            page(
+                &state,
+                &ctx(&session),
+                &name,
+                &actions,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(error) => Err(error.into()),
     }
@@ -454,8 +506,18 @@ pub(crate) async fn scale(
         ..Actions::default()
     };
     let Ok(instances) = text.parse::<u32>() else {
-        let actions = failed(format!("instances {text:?} is not a whole number from 0 to {}", paz_core::service::MAX_INSTANCES));
-        return page(&state, &ctx(&session), &name, &actions, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let actions = failed(format!(
+            "instances {text:?} is not a whole number from 0 to {}",
+            paz_core::service::MAX_INSTANCES
+        ));
+        return page(
+            &state,
+            &ctx(&session),
+            &name,
+            &actions,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     };
     match state.paz.scale(&name, instances).await {
         Ok(service) => {
@@ -468,7 +530,14 @@ pub(crate) async fn scale(
         }
         Err(paz_core::Error::Validation(errors)) => {
             let actions = failed(errors.first().message.clone());
-            page(&state, &ctx(&session), &name, &actions, StatusCode::UNPROCESSABLE_ENTITY).await
+            page(
+                &state,
+                &ctx(&session),
+                &name,
+                &actions,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(error) => Err(error.into()),
     }

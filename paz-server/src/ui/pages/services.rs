@@ -159,7 +159,10 @@ enum Mode<'a> {
     Edit(&'a str),
 }
 
-fn errors_of<'a>(errors: &'a BTreeMap<&'static str, Vec<String>>, name: &str) -> Option<&'a Vec<String>> {
+fn errors_of<'a>(
+    errors: &'a BTreeMap<&'static str, Vec<String>>,
+    name: &str,
+) -> Option<&'a Vec<String>> {
     errors.get(name).filter(|e| !e.is_empty())
 }
 
@@ -283,7 +286,11 @@ fn form_page(
     let any = |names: &[&str]| names.iter().any(|n| e.contains_key(n));
     let domain = &state.paz.config().domain;
     let (title, action, submit) = match mode {
-        Mode::New => ("New service".to_owned(), "/services".to_owned(), "Create service"),
+        Mode::New => (
+            "New service".to_owned(),
+            "/services".to_owned(),
+            "Create service",
+        ),
         Mode::Edit(name) => (
             format!("Edit {name}"),
             format!("/services/{name}/edit"),
@@ -391,17 +398,28 @@ fn field_errors(error: paz_core::Error) -> Result<(StatusCode, Vec<FieldError>),
     let status = |_: &E| StatusCode::CONFLICT;
     Ok(match error {
         E::Validation(errors) => (StatusCode::UNPROCESSABLE_ENTITY, errors.0),
-        e @ E::AlreadyExists { .. } => (status(&e), vec![FieldError::new("name", "ALREADY_EXISTS", e.to_string())]),
-        e @ E::DomainConflict { .. } => (status(&e), vec![FieldError::new("domains", "DOMAIN_CONFLICT", e.to_string())]),
+        e @ E::AlreadyExists { .. } => (
+            status(&e),
+            vec![FieldError::new("name", "ALREADY_EXISTS", e.to_string())],
+        ),
+        e @ E::DomainConflict { .. } => (
+            status(&e),
+            vec![FieldError::new("domains", "DOMAIN_CONFLICT", e.to_string())],
+        ),
         E::RevisionMismatch { name, .. } => (
             StatusCode::PRECONDITION_FAILED,
             vec![FieldError::new(
                 "spec",
                 "REVISION_MISMATCH",
-                format!("{name} was changed by someone else since this form was opened: open the edit form again to see their change"),
+                format!(
+                    "{name} was changed by someone else since this form was opened: open the edit form again to see their change"
+                ),
             )],
         ),
-        e @ E::InvalidState(_) => (status(&e), vec![FieldError::new("spec", "INVALID_STATE", e.to_string())]),
+        e @ E::InvalidState(_) => (
+            status(&e),
+            vec![FieldError::new("spec", "INVALID_STATE", e.to_string())],
+        ),
         other => return Err(other.into()),
     })
 }
