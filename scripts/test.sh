@@ -14,6 +14,8 @@ REQUIRED=(
   "curl:curl"
   "python3:python3"
   "pebble:pebble"
+  "chromium:chromium"
+  "chromedriver:chromium-driver"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

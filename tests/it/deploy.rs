@@ -22,18 +22,18 @@ static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type SpecChange = Box<dyn Fn(&mut ServiceSpec)>;
 
 /// A server with Docker on its own network, removed at the end.
-struct Cluster {
+pub(crate) struct Cluster {
     server: Option<Server>,
-    client: paz::Client,
+    pub(crate) client: paz::Client,
     network: String,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts a cluster for `test`, one Docker test at a time; `None` when Docker is missing
     /// outside CI (the test is skipped loudly; with `CI=true` it fails instead).
-    async fn begin(
+    pub(crate) async fn begin(
         test: &str,
         name: &str,
     ) -> Result<Option<(Cluster, tokio::sync::MutexGuard<'static, ()>)>> {
@@ -45,7 +45,7 @@ impl Cluster {
     }
 
     /// `GET path` through the router with this `Host` header.
-    async fn get(&self, host: &str, path: &str) -> reqwest::Result<reqwest::Response> {
+    pub(crate) async fn get(&self, host: &str, path: &str) -> reqwest::Result<reqwest::Response> {
         reqwest::Client::new()
             .get(format!("http://{}{path}", self.router()))
             .header("host", host)
@@ -76,11 +76,11 @@ impl Cluster {
         })
     }
 
-    fn server(&self) -> &Server {
+    pub(crate) fn server(&self) -> &Server {
         self.server.as_ref().expect("the server runs")
     }
 
-    fn router(&self) -> String {
+    pub(crate) fn router(&self) -> String {
         self.server()
             .router
             .clone()
@@ -104,7 +104,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn create(&self, spec: &ServiceSpec) -> Result<Service> {
+    pub(crate) async fn create(&self, spec: &ServiceSpec) -> Result<Service> {
         let service = self.client.create_service(spec).await?;
         self.wait_latest(&spec.name, DeploymentStatus::Succeeded)
             .await?;
@@ -194,7 +194,7 @@ impl Drop for Cluster {
     }
 }
 
-fn demo(name: &str, instances: u32) -> ServiceSpec {
+pub(crate) fn demo(name: &str, instances: u32) -> ServiceSpec {
     let mut spec = ServiceSpec::new(name, "paz-demo:v1");
     spec.instances = instances;
     spec.public = true;

@@ -4,3 +4,4 @@
 mod deploy;
 mod e2e;
 mod support;
+mod ui;

@@ -298,6 +298,9 @@ fn form_page(
         ),
     };
     let editing = matches!(mode, Mode::Edit(_));
+    // A section opens when it holds an error or anything but the defaults.
+    let defaults = ServiceForm::new_service();
+    let changed = |pick: fn(&ServiceForm) -> &String| pick(form) != pick(&defaults);
     let body = html! {
         h1 { (title) }
         @if !errors.is_empty() {
@@ -331,7 +334,8 @@ fn form_page(
                 (area(&e, "env", "Environment", Some("NAME=value, one per line. Secrets belong in paz secrets, not here."), &form.env, 4))
                 (area(&e, "command", "Command", Some("One argument per line; empty keeps the image's."), &form.command, 2))
             }
-            details open[any(&["health_path", "health_port", "health_interval", "health_timeout", "health_retries", "health_start_period"])] {
+            details open[any(&["health_path", "health_port", "health_interval", "health_timeout", "health_retries", "health_start_period"])
+                || [changed(|f| &f.health_kind), changed(|f| &f.health_path), changed(|f| &f.health_port), changed(|f| &f.health_interval), changed(|f| &f.health_timeout), changed(|f| &f.health_retries)].contains(&true)] {
                 summary { "Health check" }
                 (choice(&e, "health_kind", "Check", &form.health_kind, &[("http", "HTTP GET (2xx is healthy)"), ("tcp", "TCP connect"), ("none", "None: healthy once the port accepts")]))
                 div.row {
@@ -345,7 +349,8 @@ fn form_page(
                     (text(&e, "health_start_period", "Start period", None, &form.health_start_period, "text", Some("0s"), false))
                 }
             }
-            details open[any(&["strategy", "max_surge", "drain_timeout", "deploy_health_timeout", "canary_steps"])] {
+            details open[any(&["strategy", "max_surge", "drain_timeout", "deploy_health_timeout", "canary_steps"])
+                || [changed(|f| &f.strategy), changed(|f| &f.max_surge), changed(|f| &f.drain_timeout), changed(|f| &f.deploy_health_timeout), changed(|f| &f.canary_steps)].contains(&true)] {
                 summary { "Deploys" }
                 (choice(&e, "strategy", "Strategy", &form.strategy, &[("rolling", "Rolling (start new, then stop old)"), ("recreate", "Recreate (stop old first)"), ("blue-green", "Blue-green (switch at once)"), ("canary", "Canary (weighted steps)")]))
                 div.row {
@@ -355,7 +360,8 @@ fn form_page(
                 }
                 (text(&e, "canary_steps", "Canary steps", Some("Percentages of traffic, ending at 100: 10, 50, 100."), &form.canary_steps, "text", None, false))
             }
-            details open[any(&["memory_mb", "cpus", "constraints", "spread", "volumes"]) || !form.volumes.is_empty()] {
+            details open[any(&["memory_mb", "cpus", "constraints", "spread", "volumes"])
+                || [changed(|f| &f.memory_mb), changed(|f| &f.cpus), changed(|f| &f.constraints), changed(|f| &f.spread), changed(|f| &f.volumes)].contains(&true)] {
                 summary { "Resources, placement and volumes" }
                 div.row {
                     (text(&e, "memory_mb", "Memory (MiB)", None, &form.memory_mb, "text", None, false))
