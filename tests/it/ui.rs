@@ -89,8 +89,9 @@ impl Driver {
         }
     }
 
-    async fn browser(&self, chromium: &Path, profile: &Path) -> Result<Client> {
-        let capabilities = serde_json::json!({
+    /// A browser session; `phone` emulates a 390 × 844 screen.
+    async fn browser(&self, chromium: &Path, profile: &Path, phone: bool) -> Result<Client> {
+        let mut capabilities = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
@@ -103,6 +104,11 @@ impl Driver {
                 ],
             },
         });
+        if phone {
+            capabilities["goog:chromeOptions"]["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 1 },
+            });
+        }
         let serde_json::Value::Object(capabilities) = capabilities else {
             unreachable!()
         };
@@ -179,8 +185,37 @@ async fn wait_count(c: &Client, css: &str, count: usize) -> Result<()> {
     }
 }
 
-/// Waits until the page's path (and query) is `path`.
-async fn wait_path(c: &Client, path: &str) -> Result<()> {
+/// Whether the browser shows its own error page (a navigation failed).
+async fn on_error_page(c: &Client) -> bool {
+    c.execute(
+        "return !!document.getElementById('main-frame-error') \
+         || document.body.classList.contains('neterror');",
+        vec![],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_bool())
+    .unwrap_or(false)
+}
+
+/// Opens `url`. Chromium cancels page loads when the host's addresses change
+/// (`ERR_NETWORK_CHANGED`), as they do whenever Docker adds or removes a container's
+/// interface; such a load is tried again (at most 5 times).
+async fn visit(c: &Client, url: &str) -> Result<()> {
+    for attempt in 1..=5 {
+        match c.goto(url).await {
+            Ok(()) if !on_error_page(c).await => return Ok(()),
+            Ok(()) => eprintln!("ui test: {url} did not load (network change?); attempt {attempt}"),
+            Err(error) => eprintln!("ui test: {url}: {error}; attempt {attempt}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!("{url} did not load in 5 attempts")
+}
+
+/// Waits until the browser is at `path` (after a click or a redirect), loading it again
+/// if the load was cancelled ([`visit`]).
+async fn arrive(c: &Client, base: &str, path: &str) -> Result<()> {
     let deadline = Instant::now() + WAIT;
     loop {
         let url = c.current_url().await?;
@@ -188,6 +223,10 @@ async fn wait_path(c: &Client, path: &str) -> Result<()> {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_owned(),
         };
+        if url.scheme() == "chrome-error" || on_error_page(c).await {
+            eprintln!("ui test: the way to {path} was cut (network change?); loading it again");
+            return visit(c, &format!("{base}{path}")).await;
+        }
         if here == path || url.path() == path {
             return Ok(());
         }
@@ -196,6 +235,21 @@ async fn wait_path(c: &Client, path: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The page's message says `text`; a page loaded again (after a cancelled load) has had
+/// its message taken already, which is noted.
+async fn flash_says(c: &Client, text: &str) -> Result<()> {
+    let shown = text_of(c, ".flash").await;
+    if shown.is_empty() {
+        eprintln!("ui test: no message (the page was loaded again), expected {text:?}");
+        return Ok(());
+    }
+    ensure!(
+        shown.contains(text),
+        "the message says {shown:?}, not {text:?}"
+    );
+    Ok(())
 }
 
 /// Types `text` into the field `css`, replacing what it holds.
@@ -209,6 +263,14 @@ async fn type_into(c: &Client, css: &str, text: &str) -> Result<()> {
 async fn click(c: &Client, css: &str) -> Result<()> {
     c.find(Locator::Css(css)).await?.click().await?;
     Ok(())
+}
+
+/// Says how far the test got, and when (for the CI log).
+fn progress(started: Instant, what: &str) {
+    eprintln!(
+        "ui test: {what} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Opens the form section whose summary reads `title`.
@@ -255,9 +317,11 @@ async fn the_web_ui_in_a_real_browser() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let driver = Driver::start(&chromedriver, &scratch.path().join("chromedriver.log")).await?;
     let c = driver
-        .browser(&chromium, &scratch.path().join("profile"))
+        .browser(&chromium, &scratch.path().join("profile"), false)
         .await?;
-    let result = drive(&c, &cluster).await;
+    let phone_profile = scratch.path().join("phone");
+    let phone = || driver.browser(&chromium, &phone_profile, true);
+    let result = drive(&c, &cluster, phone).await;
     if result.is_err() {
         let _ = screenshot(&c, "failure").await;
         if let Ok(source) = c.source().await {
@@ -268,7 +332,11 @@ async fn the_web_ui_in_a_real_browser() -> Result<()> {
     result
 }
 
-async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
+async fn drive<F: std::future::Future<Output = Result<Client>>>(
+    c: &Client,
+    cluster: &Cluster,
+    phone: impl Fn() -> F,
+) -> Result<()> {
     let started = Instant::now();
     let base = cluster.server().url.clone();
     let token = std::fs::read_to_string(cluster.data.join("admin-token"))?
@@ -295,8 +363,8 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
     };
 
     // Sign in.
-    c.goto(&format!("{base}/")).await?;
-    wait_path(c, "/login").await?;
+    visit(c, &format!("{base}/")).await?;
+    arrive(c, &base, "/login").await?;
     screenshot(c, "sign-in").await?;
     type_into(c, "#token", "not-the-token").await?;
     click(c, "button[type=submit]").await?;
@@ -304,6 +372,7 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
     type_into(c, "#token", &token).await?;
     click(c, "button[type=submit]").await?;
     wait_text(c, "h1", "Dashboard").await?;
+    progress(started, "signed in");
 
     // Create a service: first a name the validator refuses, shown next to the field.
     click(c, "header nav a[href='/services']").await?;
@@ -338,19 +407,21 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
     screenshot(c, "new-service-error").await?;
     type_into(c, "#name", "web").await?;
     click(c, "form.service-form button[type=submit]").await?;
-    wait_path(c, "/services/web").await?;
-    wait_text(c, ".flash", "Created web").await?;
+    arrive(c, &base, "/services/web").await?;
+    flash_says(c, "Created web").await?;
+    progress(started, "created web");
 
     // It turns healthy on the page, without a reload.
     mark(c).await?;
     wait_text(c, "#svc-instances", "healthy").await?;
     wait_text(c, "#svc-summary", "1 healthy of 1").await?;
     ensure!(same_document(c).await?, "the service page was reloaded");
+    progress(started, "healthy");
 
     // Deploy v2: the deployment's page shows its steps as they happen.
     type_into(c, "#deploy-image", "paz-demo:v2").await?;
     click(c, "form[action='/services/web/deploy'] button").await?;
-    wait_path(c, "/deployments/web-2").await?;
+    arrive(c, &base, "/deployments/web-2").await?;
     mark(c).await?;
     let at_first = text_of(c, "#deployment").await;
     wait_text(c, "#deployment", "succeeded").await?;
@@ -365,13 +436,14 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
         eprintln!("note: web-2 had succeeded before its page loaded: {at_first:?}");
     }
     screenshot(c, "deployment").await?;
+    progress(started, "deployed v2");
 
     // Scale to 2: both instances turn healthy live.
     click(c, "div.actions a[href='/services/web']").await?;
-    wait_path(c, "/services/web").await?;
+    arrive(c, &base, "/services/web").await?;
     type_into(c, "#scale-instances", "2").await?;
     click(c, "form[action='/services/web/scale'] button").await?;
-    wait_text(c, ".flash", "Scaled web to 2 instances.").await?;
+    flash_says(c, "Scaled web to 2 instances.").await?;
     mark(c).await?;
     wait_count(c, "#svc-instances tr.instance[data-state='healthy']", 2).await?;
     ensure!(same_document(c).await?, "the service page was reloaded");
@@ -384,14 +456,15 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
         "form[action='/services/web/rollback'] button[type=submit]",
     )
     .await?;
-    wait_path(c, "/deployments/web-3").await?;
+    arrive(c, &base, "/deployments/web-3").await?;
     wait_text(c, "#deployment", "succeeded").await?;
-    c.goto(&format!("{base}/services/web")).await?;
+    visit(c, &format!("{base}/services/web")).await?;
     wait_text(c, "#svc-summary", "paz-demo:v1").await?;
     wait_text(c, "#svc-summary", "2 healthy of 2").await?;
+    progress(started, "rolled back");
 
     // Logs, followed over SSE.
-    c.goto(&format!("{base}/services/web/logs")).await?;
+    visit(c, &format!("{base}/services/web/logs")).await?;
     wait_text(c, "#log", "demo-app: listening").await?;
     click(c, "#log-pause").await?;
     let pressed = c
@@ -401,38 +474,62 @@ async fn drive(c: &Client, cluster: &Cluster) -> Result<()> {
         .await?;
     ensure!(pressed.as_deref() == Some("true"), "pause is pressed");
     screenshot(c, "logs").await?;
+    progress(started, "logs");
 
     // Charts need two samples of the router's metrics (taken every 10 s).
     let charted = started + Duration::from_secs(22);
     tokio::time::sleep(charted.saturating_duration_since(Instant::now())).await;
-    c.goto(&format!("{base}/services/web")).await?;
+    visit(c, &format!("{base}/services/web")).await?;
     wait_text(c, "#svc-instances", "healthy").await?;
     screenshot(c, "service").await?;
-    c.goto(&format!("{base}/services")).await?;
+    progress(started, "service page");
+    visit(c, &format!("{base}/services")).await?;
     wait_text(c, "#services", "web").await?;
     screenshot(c, "services").await?;
-    c.goto(&format!("{base}/hosts")).await?;
+    progress(started, "services page");
+    visit(c, &format!("{base}/hosts")).await?;
     wait_text(c, "#hosts", "ready").await?;
     screenshot(c, "hosts").await?;
-    c.goto(&format!("{base}/")).await?;
+    progress(started, "hosts page");
+    visit(c, &format!("{base}/")).await?;
     wait_text(c, "#dashboard", "All good").await?;
     screenshot(c, "dashboard").await?;
-    // On a phone.
-    c.set_window_size(390, 844).await?;
-    c.goto(&format!("{base}/services/web")).await?;
-    wait_text(c, "#svc-instances", "healthy").await?;
-    screenshot(c, "service-phone").await?;
-    c.set_window_size(1280, 900).await?;
+    progress(started, "dashboard page");
+    // On a phone, in the same session.
+    let session = c.get_named_cookie("paz_session").await?;
+    let small = phone().await?;
+    visit(&small, &format!("{base}/login")).await?;
+    small.add_cookie(session.clone()).await?;
+    visit(&small, &format!("{base}/services/web")).await?;
+    wait_text(&small, "#svc-instances", "healthy").await?;
+    let width = small
+        .execute("return document.documentElement.scrollWidth;", vec![])
+        .await?;
+    if width.as_u64() != Some(390) {
+        let wide = small
+            .execute(
+                "const out = []; document.querySelectorAll('body *').forEach(e => { \
+                 const r = e.getBoundingClientRect(); \
+                 if (r.right > 391) out.push(e.tagName + '.' + e.className + ' ' + Math.round(r.right)); }); \
+                 return out.slice(0, 12);",
+                vec![],
+            )
+            .await?;
+        bail!("the service page is {width} px wide on a 390 px phone: {wide}");
+    }
+    screenshot(&small, "service-phone").await?;
+    progress(started, "service-phone page");
+    small.close().await?;
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.await;
+    progress(started, "traffic stopped");
 
     // Sign out, and be refused: the browser and the old cookie.
-    let session = c.get_named_cookie("paz_session").await?;
     let old = format!("paz_session={}", session.value());
     click(c, "form.signout button").await?;
     wait_text(c, ".flash", "You are signed out.").await?;
-    c.goto(&format!("{base}/services/web")).await?;
-    wait_path(c, "/login").await?;
+    visit(c, &format!("{base}/services/web")).await?;
+    arrive(c, &base, "/login").await?;
     let refused = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?

@@ -217,6 +217,68 @@ pub(crate) fn step_status(status: StepStatus) -> Markup {
     }
 }
 
+/// One dot per instance, coloured by its state, with the counts in words for screen
+/// readers (and on hover).
+pub(crate) fn dots(instances: &[paz_core::Instance]) -> Markup {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for instance in instances {
+        let word = state_word(instance.state);
+        match counts.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((word, 1)),
+        }
+    }
+    let words = counts
+        .iter()
+        .map(|(w, n)| format!("{n} {w}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    html! {
+        span.dots title=(words) {
+            @for instance in instances {
+                span class={"dot " (state_class(instance.state))} aria-hidden="true" {}
+            }
+            span.visually-hidden { (words) }
+        }
+    }
+}
+
+fn state_word(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Healthy => "healthy",
+        InstanceState::Starting => "starting",
+        InstanceState::Draining => "draining",
+        InstanceState::Stopped => "stopped",
+        InstanceState::Failed => "failed",
+    }
+}
+
+fn state_class(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Healthy => "ok",
+        InstanceState::Starting => "warn",
+        InstanceState::Draining => "info",
+        InstanceState::Stopped => "muted",
+        InstanceState::Failed => "bad",
+    }
+}
+
+/// `text` with every container id (64 hex digits) cut to its first 12, as `docker ps`
+/// shows them.
+pub(crate) fn short_ids(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let hex = word.trim_end_matches([',', ':', ')']);
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                format!("{}{}", &hex[..12], &word[64..])
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The first 12 characters of a container id.
 pub(crate) fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
@@ -239,6 +301,23 @@ mod tests {
         assert_eq!(span_text(7200), "2 h");
         assert_eq!(span_text(200_000), "2 d");
         assert_eq!(span_text(-5), "0 s");
+    }
+
+    #[test]
+    fn container_ids_are_shortened_in_text() {
+        let id = "e89ac509e2221956edfba7444b12623ba690d502dcdc53fdc4f187e58bc4bcd3";
+        assert_eq!(
+            short_ids(&format!("start v2 slot 0: {id}")),
+            "start v2 slot 0: e89ac509e222"
+        );
+        assert_eq!(
+            short_ids(&format!("drain {id}, then")),
+            "drain e89ac509e222, then"
+        );
+        assert_eq!(
+            short_ids("deploying v2 (rolling)"),
+            "deploying v2 (rolling)"
+        );
     }
 
     #[test]

@@ -94,24 +94,38 @@
       if (again) again.focus();
     }
   }
+  // A page left for another closes its streams (a browser keeps only a few connections per
+  // server, and keeps left pages in its back-forward cache); shown again, it reconnects and
+  // the server sends every fragment afresh.
+  function stream(url, setup) {
+    var source = null;
+    function open() {
+      source = new EventSource(url);
+      setup(source);
+    }
+    window.addEventListener('pagehide', function () { if (source) source.close(); });
+    window.addEventListener('pageshow', function (e) { if (e.persisted) open(); });
+    open();
+  }
   var live = document.body.dataset.live;
   if (live && window.EventSource) {
-    var source = new EventSource(live);
-    source.addEventListener('open', function () { say('live', 'on'); });
-    source.addEventListener('fragment', function (e) { apply(JSON.parse(e.data)); });
-    source.addEventListener('gone', function (e) {
-      source.close();
-      say('gone', 'bad');
-      banner(JSON.parse(e.data).message + '. It no longer exists.');
-    });
-    source.addEventListener('signed_out', function () {
-      source.close();
-      say('signed out', 'bad');
-      banner('You are signed out: sign in again for live updates.');
-    });
-    source.addEventListener('error', function () {
-      if (source.readyState === EventSource.CLOSED) say('offline', 'bad');
-      else say('reconnecting…', 'warn');
+    stream(live, function (source) {
+      source.addEventListener('open', function () { say('live', 'on'); });
+      source.addEventListener('fragment', function (e) { apply(JSON.parse(e.data)); });
+      source.addEventListener('gone', function (e) {
+        source.close();
+        say('gone', 'bad');
+        banner(JSON.parse(e.data).message + '. It no longer exists.');
+      });
+      source.addEventListener('signed_out', function () {
+        source.close();
+        say('signed out', 'bad');
+        banner('You are signed out: sign in again for live updates.');
+      });
+      source.addEventListener('error', function () {
+        if (source.readyState === EventSource.CLOSED) say('offline', 'bad');
+        else say('reconnecting…', 'warn');
+      });
     });
   }
 
@@ -161,25 +175,32 @@
       queue = [];
       add(lines);
     };
-    var logs = new EventSource(log.dataset.stream);
-    logs.addEventListener('open', function () {
-      // The stream starts again from the last lines: show those instead of the page's.
-      log.textContent = '';
-      queue = [];
-    });
-    logs.addEventListener('line', function (e) {
-      var line = JSON.parse(e.data);
-      var into = paused ? waiting : queue;
-      into.push(line);
-      if (into.length > MAX) { into.shift(); dropped++; }
-      if (paused) { show(); return; }
-      if (!timer) timer = setTimeout(flush, 40);
-    });
-    logs.addEventListener('dropped', function (e) { dropped += Number(e.data) || 0; show(); });
-    logs.addEventListener('end', function () {
-      logs.close();
-      if (timer) { clearTimeout(timer); flush(); }
-      info.textContent = 'The instances stopped: no more output.';
+    stream(log.dataset.stream, function (logs) {
+      logs.addEventListener('error', function () {
+        if (logs.readyState === EventSource.CLOSED) say('offline', 'bad');
+        else say('reconnecting…', 'warn');
+      });
+      logs.addEventListener('open', function () {
+        say('following', 'on');
+        // The stream starts again from the last lines: show those instead of the page's.
+        log.textContent = '';
+        queue = [];
+      });
+      logs.addEventListener('line', function (e) {
+        var line = JSON.parse(e.data);
+        var into = paused ? waiting : queue;
+        into.push(line);
+        if (into.length > MAX) { into.shift(); dropped++; }
+        if (paused) { show(); return; }
+        if (!timer) timer = setTimeout(flush, 40);
+      });
+      logs.addEventListener('dropped', function (e) { dropped += Number(e.data) || 0; show(); });
+      logs.addEventListener('end', function () {
+        logs.close();
+        if (timer) { clearTimeout(timer); flush(); }
+        say('ended', '');
+        info.textContent = 'The instances stopped: no more output.';
+      });
     });
     pause.addEventListener('click', function () {
       paused = !paused;

@@ -16,6 +16,8 @@ use crate::ui::{PageError, no_store};
 const RECENT: usize = 8;
 /// How many services needing attention it lists.
 const ATTENTION: usize = 50;
+/// How many services it shows with their instances.
+const OVERVIEW: usize = 12;
 
 /// The dashboard's live part.
 pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, PageError> {
@@ -26,6 +28,7 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
     let mut counts = [0usize; 6];
     let (mut healthy_instances, mut all_instances) = (0, 0);
     let mut attention = Vec::new();
+    let mut overview = Vec::new();
     for service in &services {
         let own = instances
             .as_ref()
@@ -34,6 +37,10 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         counts[summary.health as usize] += 1;
         healthy_instances += summary.healthy;
         all_instances += summary.total;
+        if let Some(own) = own {
+            let rate = state.ui.inner.charts.rate(&service.spec.name);
+            overview.push((service, summary, own, rate));
+        }
         if summary.health.needs_attention() {
             let problem = state
                 .reconciler
@@ -43,6 +50,13 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         }
     }
     attention.sort_by_key(|(s, summary, _)| (summary.health, s.spec.name.clone()));
+    // Those needing attention first, then the busiest.
+    overview.sort_by(|a, b| {
+        a.1.health
+            .cmp(&b.1.health)
+            .then(b.3.unwrap_or(0.0).total_cmp(&a.3.unwrap_or(0.0)))
+            .then(a.0.spec.name.cmp(&b.0.spec.name))
+    });
     let mut recent: Vec<_> = latest.all().collect();
     recent.sort_by(|a, b| {
         b.created_at
@@ -64,10 +78,7 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         .iter()
         .filter(|h| h.status == HostStatus::Ready)
         .count();
-    let total_rate: f32 = services
-        .iter()
-        .filter_map(|s| state.ui.inner.charts.rate(&s.spec.name))
-        .sum();
+    let total_rate: f32 = overview.iter().filter_map(|o| o.3).sum();
     let count = |h: Health| counts[h as usize];
     let body = html! {
         section.stats aria-label="Summary" {
@@ -127,6 +138,32 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
                 @if attention.len() > ATTENTION {
                     p.muted { "and " (attention.len() - ATTENTION) " more: "
                         a href="/services?state=attention" { "see them all" } }
+                }
+            }
+        }
+        @if !overview.is_empty() {
+            section aria-labelledby="services-h" {
+                h2 #services-h { "Services" }
+                div.table-wrap { table {
+                    thead { tr { th scope="col" { "Service" } th scope="col" { "State" }
+                        th scope="col" { "Instances" } th scope="col" class="num" { "Healthy" }
+                        th scope="col" class="num" { "Release" } th scope="col" class="num" { "Req/s" } } }
+                    tbody {
+                        @for (service, summary, own, rate) in overview.iter().take(OVERVIEW) {
+                            @let live: Vec<_> = own.iter().filter(|i| i.state != paz_core::InstanceState::Stopped).cloned().collect();
+                            tr {
+                                td { a href={"/services/" (service.spec.name)} { (service.spec.name) } }
+                                td { (summary.health.badge()) }
+                                td { (layout::dots(&live)) }
+                                td.num { (summary.healthy) " / " (summary.wanted) }
+                                td.num { (super::release_text(service.current_release)) }
+                                td.num { (rate.map(crate::ui::charts::trim_number).unwrap_or_else(|| "—".into())) }
+                            }
+                        }
+                    }
+                } }
+                @if services.len() > OVERVIEW {
+                    p.muted { a href="/services" { "All " (services.len()) " services" } }
                 }
             }
         }

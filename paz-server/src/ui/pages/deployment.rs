@@ -47,7 +47,7 @@ pub(crate) async fn fragments(
             div { dt { "Trigger" } dd { (trigger_text(&deployment.trigger)) } }
             div { dt { "Recorded" } dd { (layout::ago(ctx, deployment.created_at)) } }
             @if let Some(ms) = took {
-                div { dt { "Took" } dd.num { (format!("{:.1} s", ms as f64 / 1000.0)) } }
+                div { dt { "Took" } dd { (format!("{:.1} s", ms as f64 / 1000.0)) } }
             }
         }
         @if let Some(error) = &deployment.error {
@@ -69,8 +69,8 @@ pub(crate) async fn fragments(
                 @for step in &deployment.steps {
                     li {
                         (layout::step_status(step.status)) " "
-                        span.step-name { (step.name) }
-                        @if let Some(m) = &step.message { " " span.muted { (m) } }
+                        span.step-name title=(step.name) { (layout::short_ids(&step.name)) }
+                        @if let Some(m) = &step.message { " " span.muted { (layout::short_ids(m)) } }
                         @if let Some(t) = step.started_at { " " span.when { (layout::ago(ctx, t)) } }
                     }
                 }

@@ -156,7 +156,7 @@ pub(crate) async fn fragments(
                     ", " (trigger_text(&d.trigger)) ", " (layout::ago(ctx, d.created_at))
                 }
                 @if let Some(step) = d.steps.last() {
-                    p.muted { "Last step: " (step.name) @if let Some(m) = &step.message { ": " (m) } }
+                    p.muted { "Last step: " (layout::short_ids(&step.name)) @if let Some(m) = &step.message { ": " (layout::short_ids(m)) } }
                 }
                 @if let Some(error) = &d.error { p.notice.bad { (error) } }
                 @if running(d.status) {
@@ -340,50 +340,49 @@ async fn page(
             }
         }
         (rendered.take("svc-summary"))
-        div.panels {
-            section.card aria-labelledby="deploy-h" {
-                h2 #deploy-h { "Deploy" }
-                form method="post" action={"/services/" (name) "/deploy"} novalidate {
-                    (layout::csrf(ctx))
-                    div.field.invalid[actions.image_error.is_some()] {
-                        label for="deploy-image" { "Image" }
-                        input #deploy-image name="image" type="text" value=(image_value) spellcheck="false"
-                            autocomplete="off"
-                            aria-invalid=[actions.image_error.as_ref().map(|_| "true")]
-                            aria-describedby="hint-deploy-image err-deploy-image";
-                        p.hint #hint-deploy-image { "Deploys a new release; the same image releases the spec again." }
-                        @if let Some(error) = &actions.image_error { p.error #err-deploy-image { (error) } }
-                    }
-                    button.primary type="submit" { "Deploy" }
-                }
-            }
-            section.card aria-labelledby="scale-h" {
-                h2 #scale-h { "Scale" }
-                form method="post" action={"/services/" (name) "/scale"} novalidate {
-                    (layout::csrf(ctx))
-                    div.field.invalid[actions.instances_error.is_some()] {
-                        label for="scale-instances" { "Instances" }
-                        input #scale-instances name="instances" type="number" min="0" max="1000"
-                            value=(instances_value)
-                            aria-invalid=[actions.instances_error.as_ref().map(|_| "true")]
-                            aria-describedby="err-scale-instances";
-                        @if let Some(error) = &actions.instances_error { p.error #err-scale-instances { (error) } }
-                    }
-                    button type="submit" { "Scale" }
-                }
-            }
+        section aria-labelledby="instances-h" {
+            h2 #instances-h { "Instances" }
+            (rendered.take("svc-instances"))
         }
         section aria-labelledby="current-h" {
             h2 #current-h { "Current deployment" }
             (rendered.take("svc-deployment"))
         }
-        section aria-labelledby="instances-h" {
-            h2 #instances-h { "Instances" }
-            (rendered.take("svc-instances"))
-        }
         section aria-labelledby="charts-h" {
             h2 #charts-h { "Traffic, last hour" }
             (rendered.take("svc-charts"))
+        }
+        section.card.act aria-labelledby="act-h" {
+            h2 #act-h .visually-hidden { "Deploy and scale" }
+            form method="post" action={"/services/" (name) "/deploy"} novalidate {
+                (layout::csrf(ctx))
+                div.field.invalid[actions.image_error.is_some()] {
+                    label for="deploy-image" { "Deploy an image" }
+                    div.inline-field {
+                        input #deploy-image name="image" type="text" value=(image_value) spellcheck="false"
+                            autocomplete="off"
+                            aria-invalid=[actions.image_error.as_ref().map(|_| "true")]
+                            aria-describedby="hint-deploy-image err-deploy-image";
+                        button.primary type="submit" { "Deploy" }
+                    }
+                    p.hint #hint-deploy-image { "Makes a new release; the same image releases the spec again." }
+                    @if let Some(error) = &actions.image_error { p.error #err-deploy-image { (error) } }
+                }
+            }
+            form method="post" action={"/services/" (name) "/scale"} novalidate {
+                (layout::csrf(ctx))
+                div.field.invalid[actions.instances_error.is_some()] {
+                    label for="scale-instances" { "Instances" }
+                    div.inline-field {
+                        input #scale-instances name="instances" type="number" min="0" max="1000"
+                            value=(instances_value)
+                            aria-invalid=[actions.instances_error.as_ref().map(|_| "true")]
+                            aria-describedby="err-scale-instances";
+                        button type="submit" { "Scale" }
+                    }
+                    @if let Some(error) = &actions.instances_error { p.error #err-scale-instances { (error) } }
+                }
+            }
         }
         section aria-labelledby="releases-h" {
             h2 #releases-h { "Releases" }
