@@ -251,7 +251,8 @@ pub(crate) struct Line<'a> {
 const WIDTH: f32 = 300.0;
 const HEIGHT: f32 = 72.0;
 
-/// A small SVG chart of `lines` over the hour before `now`, scaled to a round number at or
+/// A small SVG chart of `lines` over the hour before `now` (or since their first point, if
+/// that is later, but at least a minute), scaled to a round number at or
 /// above the largest value (returned with it); `label` is its accessible description.
 pub(crate) fn svg(lines: &[Line<'_>], now: i64, label: &str) -> (String, f32) {
     let max = lines
@@ -259,8 +260,16 @@ pub(crate) fn svg(lines: &[Line<'_>], now: i64, label: &str) -> (String, f32) {
         .flat_map(|l| l.values.iter().filter_map(|(_, v)| *v))
         .fold(0.0f32, f32::max);
     let top = nice_ceiling(max);
-    let start = now - 3600;
-    let x = |at: i64| ((at - start) as f32 / 3600.0 * WIDTH).clamp(0.0, WIDTH);
+    // The hour before `now`, or less while there is less: a new service's first minutes
+    // fill the chart instead of a sliver at its right edge.
+    let first = lines
+        .iter()
+        .filter_map(|l| l.values.first().map(|(at, _)| *at))
+        .min()
+        .unwrap_or(now);
+    let start = first.clamp(now - 3600, now - 60);
+    let span = (now - start) as f32;
+    let x = |at: i64| ((at - start) as f32 / span * WIDTH).clamp(0.0, WIDTH);
     let y = |v: f32| HEIGHT - (v / top).clamp(0.0, 1.0) * (HEIGHT - 4.0) - 1.0;
     let mut out = String::new();
     let _ = write!(

@@ -308,7 +308,10 @@ fn charts_of(state: &AppState, ctx: &Ctx, name: &str) -> Markup {
                 (chart(errors, "%"))
             }
         }
-        p.muted.small { "From the router's own metrics, sampled every " (charts::SAMPLE_EVERY.as_secs()) " s." }
+        p.muted.small { "From the router's own metrics, sampled every " (charts::SAMPLE_EVERY.as_secs()) " s"
+            @if let Some(first) = points.first().and_then(|p| jiff::Timestamp::from_second(p.at).ok()) {
+                ", since " (layout::ago(ctx, first))
+            } "." }
     }
 }
 
