@@ -850,3 +850,44 @@ async fn assets_are_cached_by_content_and_small() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_canary_is_promoted_and_a_deployment_aborted_from_the_page() {
+    let ui = Ui::new();
+    let (cookie, csrf) = ui.sign_in().await;
+    let mut spec = ServiceSpec::new("web", "demo:v1");
+    spec.deploy.strategy = paz_core::Strategy::Canary;
+    spec.deploy.canary_steps = vec![10, 50, 100];
+    ui.paz
+        .create_service(spec, Trigger::new(TriggerKind::Create))
+        .await
+        .unwrap();
+    // Without a runtime the deployment stays in progress: the page offers its controls.
+    let page = ui.get("/services/web", Some(&cookie)).await;
+    assert!(page.body.contains("of traffic goes to v1"), "{}", page.body);
+    assert!(page.body.contains("Promote to 50%"));
+    assert!(page.body.contains("action=\"/services/web/abort\""));
+    let promoted = ui
+        .post("/services/web/promote", &cookie, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(promoted.status, StatusCode::SEE_OTHER);
+    assert_eq!(promoted.location(), "/deployments/web-1");
+    let deployment = ui.get("/deployments/web-1", Some(&cookie)).await;
+    assert!(deployment.body.contains("Promoted web-1."), "the flash");
+    assert!(deployment.body.contains("promoted to 50%"), "the step");
+    assert_eq!(ui.paz.deployment("web-1").await.unwrap().canary_step, 1);
+    let aborted = ui
+        .post("/services/web/abort", &cookie, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(aborted.status, StatusCode::SEE_OTHER);
+    let deployment = ui.paz.deployment("web-1").await.unwrap();
+    assert_eq!(deployment.status, paz_core::DeploymentStatus::Failed);
+    assert_eq!(deployment.error.as_deref(), Some("aborted by the user"));
+    let page = ui.get("/deployments/web-1", Some(&cookie)).await;
+    assert!(
+        page.body
+            .contains("Why it failed: </strong>aborted by the user"),
+        "{}",
+        page.body
+    );
+}

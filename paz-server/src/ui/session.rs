@@ -290,7 +290,7 @@ pub(crate) fn safe_next(next: Option<&str>) -> String {
             if path.starts_with('/')
                 && !path.starts_with("//")
                 && !path.starts_with("/\\")
-                && !path.contains(['\r', '\n'])
+                && !path.chars().any(char::is_control)
                 && path != "/login" =>
         {
             path.to_owned()
