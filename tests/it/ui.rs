@@ -476,8 +476,9 @@ async fn drive<F: std::future::Future<Output = Result<Client>>>(
     screenshot(c, "logs").await?;
     progress(started, "logs");
 
-    // Charts need two samples of the router's metrics (taken every 10 s).
-    let charted = started + Duration::from_secs(22);
+    // Charts draw a point per sample of the router's metrics (every 10 s) after the first:
+    // a few for the pictures.
+    let charted = started + Duration::from_secs(45);
     tokio::time::sleep(charted.saturating_duration_since(Instant::now())).await;
     visit(c, &format!("{base}/services/web")).await?;
     wait_text(c, "#svc-instances", "healthy").await?;

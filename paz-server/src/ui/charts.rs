@@ -290,10 +290,15 @@ pub(crate) fn svg(lines: &[Line<'_>], now: i64, label: &str) -> (String, f32) {
         // A gap in the data (no point for a while, or no requests) breaks the line.
         let mut path = String::new();
         let mut previous: Option<i64> = None;
+        let mut alone = false;
         for &(at, value) in &line.values {
             match value {
                 Some(v) => {
                     let jump = previous.is_none_or(|p| at - p > 3 * SAMPLE_EVERY.as_secs() as i64);
+                    if jump && alone {
+                        // A point with no neighbour: a dot (a round cap on a zero-length line).
+                        path.push_str("l0,0");
+                    }
                     let _ = write!(
                         path,
                         "{}{:.1},{:.1}",
@@ -301,10 +306,20 @@ pub(crate) fn svg(lines: &[Line<'_>], now: i64, label: &str) -> (String, f32) {
                         x(at),
                         y(v)
                     );
+                    alone = jump;
                     previous = Some(at);
                 }
-                None => previous = None,
+                None => {
+                    if alone {
+                        path.push_str("l0,0");
+                    }
+                    alone = false;
+                    previous = None;
+                }
             }
+        }
+        if alone {
+            path.push_str("l0,0");
         }
         if !path.is_empty() {
             let _ = write!(
@@ -413,6 +428,10 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("aria-label=\"requests &lt;per&gt; second\""));
         assert_eq!(svg.matches('M').count(), 2, "{svg}");
+        assert!(
+            svg.ends_with("l0,0\" vector-effect=\"non-scaling-stroke\"/></svg>"),
+            "the lone last point is a dot: {svg}"
+        );
         assert_eq!(top, 5.0);
         assert!(svg.ends_with("</svg>"));
         assert_eq!(nice_ceiling(0.3), 1.0);

@@ -36,7 +36,7 @@ pub(crate) fn table(hosts: &[Host]) -> Markup {
                 tbody {
                     @for host in hosts {
                         tr {
-                            td { (host.name) br; span.muted.mono { (host.id) } }
+                            td { (host.name) @if host.id != host.name { br; span.muted.mono { (host.id) } } }
                             td { (status(host.status)) }
                             td.mono { (host.address) }
                             td { (host.version.as_deref().unwrap_or("—")) }
@@ -54,22 +54,19 @@ pub(crate) async fn fragments(state: &AppState, _ctx: &Ctx) -> Result<Rendered, 
     let hosts = state.paz.hosts().await?;
     let services = state.paz.services().await?;
     let instances = instances_of(state, &services);
-    // host -> service -> (healthy, all)
-    let mut placed: BTreeMap<String, BTreeMap<String, (usize, usize)>> = BTreeMap::new();
+    // host -> service -> its instances there
+    let mut placed: BTreeMap<String, BTreeMap<String, Vec<paz_core::Instance>>> = BTreeMap::new();
     for (service, list) in instances.iter().flatten() {
         for instance in list {
             if instance.state == InstanceState::Stopped {
                 continue;
             }
-            let entry = placed
+            placed
                 .entry(instance.host.clone())
                 .or_default()
                 .entry(service.clone())
-                .or_default();
-            entry.1 += 1;
-            if instance.state == InstanceState::Healthy {
-                entry.0 += 1;
-            }
+                .or_default()
+                .push(instance.clone());
         }
     }
     let body = html! {
@@ -84,10 +81,12 @@ pub(crate) async fn fragments(state: &AppState, _ctx: &Ctx) -> Result<Rendered, 
                 section.card {
                     h3 { (host) }
                     ul.placed {
-                        @for (service, (healthy, all)) in services {
+                        @for (service, list) in services {
+                            @let healthy = list.iter().filter(|i| i.state == InstanceState::Healthy).count();
                             li {
-                                a href={"/services/" (service)} { (service) }
-                                " " span.num { (healthy) "/" (all) " healthy" }
+                                a href={"/services/" (service)} { (service) } " "
+                                (layout::dots(list)) " "
+                                span.muted.num { (healthy) " of " (list.len()) " healthy" }
                             }
                         }
                     }
