@@ -66,6 +66,7 @@ fn instances(services: &[Service]) -> Vec<Instance> {
                 state: InstanceState::Healthy,
                 message: None,
                 epoch: None,
+                started_at: None,
             })
         })
         .collect()

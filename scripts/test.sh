@@ -16,6 +16,8 @@ REQUIRED=(
   "pebble:pebble"
   "docker-registry:docker-registry"
   "openssl:openssl"
+  "chromium:chromium"
+  "chromedriver:chromium-driver"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

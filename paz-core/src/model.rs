@@ -285,6 +285,10 @@ pub struct Instance {
     /// Which life of the service started it (see `InstanceSpec::epoch`), when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// When its process last started, when the scheduler knows it (its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub started_at: Option<jiff::Timestamp>,
 }
 
 /// The state of a host.

@@ -312,6 +312,7 @@ impl Scheduler for FakeScheduler {
                 state: InstanceState::Starting,
                 message: None,
                 epoch: spec.epoch.clone(),
+                started_at: Some(jiff::Timestamp::now()),
             };
             state
                 .instances

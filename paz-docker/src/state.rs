@@ -230,6 +230,13 @@ pub(crate) fn instance_of(
         state,
         message,
         epoch: labels.get(LABEL_EPOCH).cloned(),
+        // Docker writes `0001-01-01T00:00:00Z` for a container never started.
+        started_at: container
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .filter(|t| t.as_second() > 0),
     })
 }
 

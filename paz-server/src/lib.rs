@@ -13,6 +13,7 @@ pub mod notify;
 pub mod openapi;
 mod serve;
 pub mod token;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -82,12 +83,15 @@ pub struct AppState {
     pub certificates: Option<paz::acme::CertManager>,
     /// The deploy hooks' in-memory delivery log, locks and callback policy.
     pub hooks: Arc<hooks::HookState>,
+    /// The web UI's sessions, charts and indexes.
+    pub ui: ui::Ui,
 }
 
 impl AppState {
     /// State for an engine and a token; `shutdown` ends event streams when it turns true.
     pub fn new(paz: Paz, token: impl Into<Arc<str>>, shutdown: watch::Receiver<bool>) -> Self {
         AppState {
+            ui: ui::Ui::new(&paz),
             paz,
             token: token.into(),
             shutdown,
@@ -165,6 +169,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .merge(hook_endpoints())
         .merge(api)
+        // The web UI at `/` (not part of the OpenAPI document).
+        .merge(ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -410,6 +416,7 @@ pub async fn start_with(
             .with_metrics(started.metrics.clone());
         state.router_port = Some(started.router_address.port());
         state.certificates = started.certificates.clone();
+        ui::spawn_sampler(&state, stop_rx.clone());
     } else {
         registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
     }

@@ -86,8 +86,8 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "API accept failed");
@@ -100,7 +100,11 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let body_timeout = limits.body_timeout;
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            // Who is calling (the UI limits sign-ins per client).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             handle(app.clone(), body_timeout, request)
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));

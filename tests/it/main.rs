@@ -5,3 +5,4 @@ mod deploy;
 mod e2e;
 mod hooks;
 mod support;
+mod ui;

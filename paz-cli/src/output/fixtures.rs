@@ -39,6 +39,7 @@ pub fn instance(id: &str, release: u64, slot: u32, state: InstanceState) -> Inst
         state,
         message: None,
         epoch: None,
+        started_at: None,
     }
 }
 
