@@ -113,11 +113,11 @@ impl Driver {
             unreachable!()
         };
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        Ok(ClientBuilder::new(connector)
+        ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&self.url)
             .await
-            .context("open a Chromium session")?)
+            .context("open a Chromium session")
     }
 }
 
