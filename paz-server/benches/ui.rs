@@ -121,6 +121,22 @@ fn main() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Steady state: every first deployment has finished too.
+        loop {
+            let mut running = 0;
+            for i in 0..SERVICES {
+                let latest = paz.latest_deployment(&format!("svc-{i:04}")).await.unwrap();
+                running += usize::from(latest.is_some_and(|d| !d.status.is_final()));
+            }
+            if running == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{running} deployments still running after 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let state = AppState::new(paz, "bench-token-0123456789", shutdown).with_runtime(reconciler);
         state.ui.sample_metrics(&metrics_text(0));
         tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -104,14 +104,29 @@ impl View {
 async fn fingerprint(state: &AppState, view: &View, services: &[String]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     if let Some(reconciler) = &state.reconciler {
-        for name in services {
-            for instance in reconciler.instances(name) {
+        let mut hash = |instances: &[paz_core::Instance]| {
+            for instance in instances {
                 instance.id.hash(&mut hasher);
                 instance.state.hash(&mut hasher);
                 instance.address.hash(&mut hasher);
                 instance.message.hash(&mut hasher);
             }
-            reconciler.problems(name).hash(&mut hasher);
+        };
+        match view {
+            View::Service(_) | View::Deployment(_) => {
+                for name in services {
+                    hash(&reconciler.instances(name));
+                }
+                for name in services {
+                    reconciler.problems(name).hash(&mut hasher);
+                }
+            }
+            // One lock for the lot (a crash loop shows in the instances' states).
+            _ => {
+                for instances in reconciler.all_instances().values() {
+                    hash(instances);
+                }
+            }
         }
     }
     if matches!(view, View::Service(_) | View::Services(_) | View::Dashboard) {

@@ -8,7 +8,7 @@ mod login;
 mod service;
 mod services;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
@@ -172,18 +172,13 @@ pub(crate) fn summarize(
     }
 }
 
-/// The instances of every service in `services`, when the server runs a scheduler.
+/// The instances of every service, when the server runs a scheduler (one lock of the
+/// runtime's state for the whole page).
 pub(crate) fn instances_of(
     state: &AppState,
-    services: &[Service],
-) -> Option<HashMap<String, Vec<Instance>>> {
-    let reconciler = state.reconciler.as_ref()?;
-    Some(
-        services
-            .iter()
-            .map(|s| (s.spec.name.clone(), reconciler.instances(&s.spec.name)))
-            .collect(),
-    )
+    _services: &[Service],
+) -> Option<BTreeMap<String, Vec<Instance>>> {
+    Some(state.reconciler.as_ref()?.all_instances())
 }
 
 /// Where a public service answers through the router.
