@@ -261,6 +261,7 @@ fn line_event(line: &LogLine) -> SseEvent {
 /// `GET /services/{name}/logs/stream`: the last lines, then new ones as they come.
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    Extension(session): Extension<SessionView>,
     Segment(name): Segment,
     Query(query): Query<LogsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, PageError> {
@@ -270,11 +271,17 @@ pub(crate) async fn stream(
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = dropped.clone();
     let mut shutdown = state.shutdown.clone();
+    let ui = state.ui.clone();
     tokio::spawn(async move {
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 () = tx.closed() => return,
                 () = stopped(&mut shutdown) => return,
+                // Signing out ends the stream too.
+                _ = check.tick() => if !ui.inner.sessions.is_live(&session.key) {
+                    return;
+                },
                 line = lines.next() => match line {
                     Some(Ok(line)) => match tx.try_send(line) {
                         Ok(()) => {}
