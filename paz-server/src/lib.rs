@@ -387,7 +387,7 @@ pub async fn start_with(
         config.host_labels().map_err(ServerError::Config)?,
     );
     if let Some(notify) = config.notify_config().map_err(ServerError::Config)? {
-        tokio::spawn(notify::run(notify, paz.clone(), stop_rx.clone()));
+        tokio::spawn(notify::supervise(notify, paz.clone(), stop_rx.clone()));
     }
     let mut state = AppState::new(paz.clone(), token, stop_rx.clone())
         .with_hook_callback_hosts(config.hook_callback_hosts.clone());

@@ -255,6 +255,21 @@ pub async fn run(config: NotifyConfig, paz: Paz, mut shutdown: watch::Receiver<b
     }
 }
 
+/// Runs [`run`] until `shutdown`; a panic is logged and the notifier started again a
+/// second later (events meanwhile are not sent), never lost silently.
+pub async fn supervise(config: NotifyConfig, paz: Paz, shutdown: watch::Receiver<bool>) {
+    loop {
+        let task = tokio::spawn(run(config.clone(), paz.clone(), shutdown.clone()));
+        match task.await {
+            Err(error) if error.is_panic() => {
+                tracing::error!(%error, "the notifier panicked; restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
 type Queue = Arc<(std::sync::Mutex<VecDeque<Event>>, tokio::sync::Notify)>;
 
 async fn sender(
