@@ -351,6 +351,55 @@ async fn refuse(
     ApiError::new(status, code, format!("{reason} (delivery {})", delivery.id))
 }
 
+/// A delivery's body, or its refusal recorded in `log` (a body too large or cut off).
+async fn body_of(
+    state: &AppState,
+    draft: &Draft,
+    log: Log,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(body) => Ok(body),
+        Err(rejection) => {
+            let error = body_rejection(rejection);
+            Err(refuse(
+                state,
+                draft,
+                log,
+                error.status,
+                &error.body.code,
+                &error.body.message,
+            )
+            .await)
+        }
+    }
+}
+
+/// `body` as a `T`, or a recorded `INVALID_PAYLOAD` refusal saying "`not_a`: <why>".
+async fn payload_of<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    draft: &Draft,
+    log: Log,
+    body: &[u8],
+    not_a: &str,
+) -> Result<T, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(payload) => Ok(payload),
+        Err(e) => {
+            let reason = format!("{not_a}: {e}");
+            Err(refuse(
+                state,
+                draft,
+                log,
+                StatusCode::BAD_REQUEST,
+                "INVALID_PAYLOAD",
+                &reason,
+            )
+            .await)
+        }
+    }
+}
+
 /// Records a delivery that could not deploy because of `error` and answers it.
 async fn failed(state: &AppState, draft: &Draft, error: paz_core::Error) -> ApiError {
     let answer = ApiError::from(error);
@@ -465,36 +514,15 @@ pub async fn dockerhub(
     let name = hook.info.service.clone();
     draft.delivery.service = Some(name.clone());
     let _one_at_a_time = state.hooks.lock(&name).await;
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let error = body_rejection(rejection);
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Store,
-                error.status,
-                &error.body.code,
-                &error.body.message,
-            )
-            .await);
-        }
-    };
-    let payload: DockerHubPayload = match serde_json::from_slice(&body) {
-        Ok(payload) => payload,
-        Err(e) => {
-            let reason = format!("the body is not Docker Hub's push payload: {e}");
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Store,
-                StatusCode::BAD_REQUEST,
-                "INVALID_PAYLOAD",
-                &reason,
-            )
-            .await);
-        }
-    };
+    let body = body_of(&state, &draft, Log::Store, body).await?;
+    let payload: DockerHubPayload = payload_of(
+        &state,
+        &draft,
+        Log::Store,
+        &body,
+        "the body is not Docker Hub's push payload",
+    )
+    .await?;
     let tag = payload.push_data.tag.clone();
     draft.delivery.tag = Some(tag.clone());
     if let Err(reason) = paz_core::image::check_tag(&tag) {
@@ -753,36 +781,15 @@ pub async fn registry(
         )
         .await);
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let error = body_rejection(rejection);
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Store,
-                error.status,
-                &error.body.code,
-                &error.body.message,
-            )
-            .await);
-        }
-    };
-    let envelope: RegistryEnvelope = match serde_json::from_slice(&body) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            let reason = format!("the body is not a registry's event envelope: {e}");
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Store,
-                StatusCode::BAD_REQUEST,
-                "INVALID_PAYLOAD",
-                &reason,
-            )
-            .await);
-        }
-    };
+    let body = body_of(&state, &draft, Log::Store, body).await?;
+    let envelope: RegistryEnvelope = payload_of(
+        &state,
+        &draft,
+        Log::Store,
+        &body,
+        "the body is not a registry's event envelope",
+    )
+    .await?;
     let service = match state.paz.service(&name).await {
         Ok(service) => service,
         Err(error) => return Err(failed(&state, &draft, error).await),
@@ -1085,36 +1092,15 @@ pub async fn ci(
         )
         .await);
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let error = body_rejection(rejection);
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Memory,
-                error.status,
-                &error.body.code,
-                &error.body.message,
-            )
-            .await);
-        }
-    };
-    let addressed: Addressed = match serde_json::from_slice(&body) {
-        Ok(addressed) => addressed,
-        Err(e) => {
-            let reason = format!("the body is not a deploy request: {e}");
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Memory,
-                StatusCode::BAD_REQUEST,
-                "INVALID_PAYLOAD",
-                &reason,
-            )
-            .await);
-        }
-    };
+    let body = body_of(&state, &draft, Log::Memory, body).await?;
+    let addressed: Addressed = payload_of(
+        &state,
+        &draft,
+        Log::Memory,
+        &body,
+        "the body is not a deploy request",
+    )
+    .await?;
     let name = addressed.service;
     let no_hook = format!("service {name:?} has no CI hook");
     if paz_core::names::check_service_name(&name).is_err() {
@@ -1170,21 +1156,14 @@ pub async fn ci(
     }
     // Signed by the hook's secret: recorded in the store from here on.
     let _one_at_a_time = state.hooks.lock(&name).await;
-    let request: CiDeployRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => {
-            let reason = format!("the body is not a deploy request: {e}");
-            return Err(refuse(
-                &state,
-                &draft,
-                Log::Store,
-                StatusCode::BAD_REQUEST,
-                "INVALID_PAYLOAD",
-                &reason,
-            )
-            .await);
-        }
-    };
+    let request: CiDeployRequest = payload_of(
+        &state,
+        &draft,
+        Log::Store,
+        &body,
+        "the body is not a deploy request",
+    )
+    .await?;
     let body_hash = sha256_hex(&body);
     let key = match &request.idempotency_key {
         Some(key) => {
