@@ -170,6 +170,21 @@ impl MemoryStore {
         self.inner.lock().revision
     }
 
+    /// Drops the watch history up to `revision` (as etcd's compaction does): watches from
+    /// that revision or older then get [`Error::Compacted`].
+    pub fn compact(&self, revision: Revision) {
+        let mut state = self.inner.lock();
+        let revision = revision.min(state.revision);
+        while let Some(front) = state.history.front()
+            && front.kv.mod_revision <= revision
+        {
+            let bytes = event_bytes(front);
+            state.history_bytes -= bytes;
+            state.history.pop_front();
+        }
+        state.compact_revision = state.compact_revision.max(revision);
+    }
+
     /// Commits synchronously (the embedded store calls this from a blocking thread).
     pub fn commit_sync(&self, txn: Txn) -> Result<Revision> {
         self.inner.commit(txn)

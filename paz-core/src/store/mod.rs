@@ -2,6 +2,7 @@
 //! (the etcd v3 model), and the in-memory implementation every other store builds on.
 
 mod memory;
+mod mirror;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use futures_util::Stream;
 use crate::error::Result;
 
 pub use memory::{Change, CommitRecord, MemoryStore, Persist, Snapshot};
+pub use mirror::Mirror;
 
 /// A store revision: a global counter that grows by one per committed transaction.
 pub type Revision = u64;
@@ -190,6 +192,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends a lease now and deletes its keys.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+
+    /// The most writes one transaction may hold (etcd: 128 by default); unlimited by default.
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
 
     /// Sets a key unconditionally.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
