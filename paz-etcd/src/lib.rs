@@ -40,6 +40,8 @@ mod config;
 pub mod testing;
 mod watch;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,7 +49,8 @@ use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse,
 };
 use paz_core::store::{
-    Condition, KeyValue, LeaseId, Listing, Op, Revision, Store, Txn, WatchStream,
+    Condition, KeyValue, LeaseId, Listing, Op, Revision, Store, StoreHealth, StoreMember, Txn,
+    WatchStream,
 };
 use paz_core::{PortErrorKind, Result};
 
@@ -99,8 +102,19 @@ const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 /// A [`Store`] on an etcd v3 cluster. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// One client per endpoint: requests go to the current one and move to the next when a
+    /// member is unreachable (tonic's balanced channel keeps sending to a dead member).
+    clients: Arc<Vec<Client>>,
+    current: Arc<AtomicUsize>,
     config: EtcdConfig,
+}
+
+/// Why a call failed.
+pub(crate) enum CallError {
+    /// etcd (or the connection) said no.
+    Etcd(etcd_client::Error),
+    /// No answer within the request timeout.
+    Timeout,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -121,20 +135,108 @@ impl EtcdStore {
             endpoints: config.endpoints.join(","),
             message,
         };
+        if config.endpoints.is_empty() {
+            return Err(Error::InvalidConfig("no etcd endpoint given".into()));
+        }
         let deadline = config.connect_timeout + config.request_timeout;
-        let connect = Client::connect(config.endpoints.clone(), Some(options));
-        let mut client = tokio::time::timeout(deadline, connect)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        // The client connects lazily: one read proves a member with a leader answers.
-        let probe = client.get("/", Some(GetOptions::new().with_count_only()));
-        tokio::time::timeout(deadline, probe)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let mut clients = Vec::new();
+        for endpoint in &config.endpoints {
+            let connect = Client::connect([endpoint.as_str()], Some(options.clone()));
+            let client = tokio::time::timeout(deadline, connect)
+                .await
+                .map_err(|_| unreachable(format!("no answer within {deadline:?}")))?
+                .map_err(|e| unreachable(e.to_string()))?;
+            clients.push(client);
+        }
+        let store = EtcdStore {
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
+            config: config.clone(),
+        };
+        // The clients connect lazily: one read proves a member with a leader answers.
+        let started = tokio::time::Instant::now();
+        loop {
+            let probe = store
+                .call(|client| async move {
+                    let mut kv = client.kv_client();
+                    kv.get("/", Some(GetOptions::new().with_count_only())).await
+                })
+                .await;
+            match probe {
+                Ok(_) => break,
+                Err(_) if started.elapsed() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(CallError::Timeout) => {
+                    return Err(unreachable(format!("no answer within {deadline:?}")));
+                }
+                Err(CallError::Etcd(e)) => return Err(unreachable(e.to_string())),
+            }
+        }
         tracing::info!(endpoints = %config.endpoints.join(","), namespace = %config.namespace, "connected to etcd");
-        Ok(EtcdStore { client, config })
+        Ok(store)
+    }
+
+    /// Runs `call` on the current member's client. A request that cannot have been
+    /// processed (the member refused the connection, or has no leader) is tried on the next
+    /// member; everything within one request timeout. A member that does not answer in time
+    /// fails the request (it may have been applied) and the next request goes to the next
+    /// member.
+    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> std::result::Result<T, CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let count = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed) % count;
+        let mut last = None;
+        for attempt in 0..count {
+            let i = (first + attempt) % count;
+            match tokio::time::timeout_at(deadline, call(self.clients[i].clone())).await {
+                Ok(Ok(answer)) => {
+                    if attempt > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(answer);
+                }
+                Ok(Err(error)) if not_processed(&error) => {
+                    tracing::debug!(endpoint = %self.config.endpoints[i], %error, "etcd member unusable; trying the next");
+                    last = Some(error);
+                }
+                Ok(Err(error)) => return Err(CallError::Etcd(error)),
+                Err(_) => {
+                    self.current.store((i + 1) % count, Ordering::Relaxed);
+                    return Err(CallError::Timeout);
+                }
+            }
+        }
+        self.current.store((first + 1) % count, Ordering::Relaxed);
+        Err(CallError::Etcd(
+            last.expect("at least one endpoint was tried"),
+        ))
+    }
+
+    /// [`EtcdStore::call`] with errors as the port's.
+    async fn timed<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call(call).await.map_err(|e| self.call_error(what, e))
+    }
+
+    pub(crate) fn call_error(&self, what: &str, error: CallError) -> paz_core::Error {
+        match error {
+            CallError::Etcd(error) => store_error(what, error),
+            CallError::Timeout => paz_core::Error::store(
+                PortErrorKind::Timeout,
+                format!(
+                    "etcd {what}: no answer within {:?}",
+                    self.config.request_timeout
+                ),
+            ),
+        }
     }
 
     /// The settings it was connected with.
@@ -146,29 +248,6 @@ impl EtcdStore {
         format!("{}{key}", self.config.namespace)
     }
 
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_RESPONSE)
-    }
-
-    /// Runs one call under the request timeout (the channel's own timeout covers unary
-    /// calls once connected; this also bounds waiting for a connection).
-    async fn timed<T>(
-        &self,
-        what: &str,
-        call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let timeout = self.config.request_timeout;
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result.map_err(|e| store_error(what, e)),
-            Err(_) => Err(paz_core::Error::store(
-                PortErrorKind::Timeout,
-                format!("etcd {what}: no answer within {timeout:?}"),
-            )),
-        }
-    }
-
     fn key_value(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
         key_value(&self.config.namespace, kv)
     }
@@ -176,50 +255,11 @@ impl EtcdStore {
     /// Compacts etcd's history up to `revision` (maintenance and tests): watches from an
     /// older revision then get [`Compacted`](paz_core::Error::Compacted).
     pub async fn compact(&self, revision: Revision) -> Result<()> {
-        let mut kv = self.kv();
-        self.timed("compact", kv.compact(revision as i64, None))
-            .await
-            .map(|_| ())
-    }
-
-    /// The cluster as etcd sees it: its members, their health and the raft leader.
-    pub async fn health(&self) -> EtcdHealth {
-        let mut cluster = self.client.cluster_client();
-        let members = match self.timed("member list", cluster.member_list()).await {
-            Ok(list) => list.members().to_vec(),
-            Err(error) => {
-                return EtcdHealth {
-                    healthy: false,
-                    leader: None,
-                    members: Vec::new(),
-                    error: Some(error.to_string()),
-                };
-            }
-        };
-        let mut statuses = Vec::new();
-        for member in &members {
-            statuses.push(self.member_status(member).await);
-        }
-        let leader = statuses
-            .iter()
-            .find_map(|m| m.leader)
-            .and_then(|id| statuses.iter().find(|m| m.id == id).map(|m| m.name.clone()));
-        let healthy_members = statuses.iter().filter(|m| m.healthy).count();
-        EtcdHealth {
-            healthy: leader.is_some() && healthy_members * 2 > statuses.len(),
-            leader,
-            members: statuses
-                .into_iter()
-                .map(|m| EtcdMember {
-                    name: m.name,
-                    endpoint: m.endpoint,
-                    healthy: m.healthy,
-                    version: m.version,
-                    error: m.error,
-                })
-                .collect(),
-            error: None,
-        }
+        self.timed("compact", |client| async move {
+            kv(&client).compact(revision as i64, None).await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn member_status(&self, member: &etcd_client::Member) -> MemberStatus {
@@ -264,34 +304,6 @@ struct MemberStatus {
     error: Option<String>,
 }
 
-/// The etcd cluster's health, for `paz status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EtcdHealth {
-    /// A leader is known and a majority of members answers.
-    pub healthy: bool,
-    /// The name of the raft leader.
-    pub leader: Option<String>,
-    /// Every member.
-    pub members: Vec<EtcdMember>,
-    /// Why the cluster could not be asked, when it could not.
-    pub error: Option<String>,
-}
-
-/// One etcd member.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EtcdMember {
-    /// Its name.
-    pub name: String,
-    /// Its first client URL.
-    pub endpoint: String,
-    /// It answered and knows a leader.
-    pub healthy: bool,
-    /// The etcd version it runs.
-    pub version: Option<String>,
-    /// Why it did not answer.
-    pub error: Option<String>,
-}
-
 fn key_value(namespace: &str, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     let key = std::str::from_utf8(kv.key()).map_err(|_| paz_core::Error::Corrupt {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -332,6 +344,30 @@ pub(crate) fn store_error(what: &str, error: etcd_client::Error) -> paz_core::Er
     paz_core::Error::store(kind, format!("etcd {what}: {error}"))
 }
 
+/// The client for KV calls, with room for large listings.
+fn kv(client: &Client) -> etcd_client::KvClient {
+    client.kv_client().max_decoding_message_size(MAX_RESPONSE)
+}
+
+/// Whether a failed request cannot have been processed, so another member may take it: the
+/// connection was refused or never made, or the member has no leader (`require_leader`).
+fn not_processed(error: &etcd_client::Error) -> bool {
+    let text = match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!(
+                "{} {:?}",
+                status.message(),
+                std::error::Error::source(status)
+            )
+        }
+        etcd_client::Error::TransportError(error) => format!("{error} {error:?}"),
+        _ => return false,
+    };
+    text.contains("connect error")
+        || text.contains("Connection refused")
+        || text.contains("no leader")
+}
+
 fn lease_not_found(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => status.message().contains("lease not found"),
@@ -343,8 +379,13 @@ fn lease_not_found(error: &etcd_client::Error) -> bool {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut kv = self.kv();
-        let answer = self.timed("get", kv.get(self.full_key(key), None)).await?;
+        let key = self.full_key(key);
+        let answer = self
+            .timed("get", |client| {
+                let key = key.clone();
+                async move { kv(&client).get(key, None).await }
+            })
+            .await?;
         answer
             .kvs()
             .first()
@@ -353,12 +394,16 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
-        let mut kv = self.kv();
+        let prefix = self.full_key(prefix);
         let answer = self
-            .timed(
-                "list",
-                kv.get(self.full_key(prefix), Some(GetOptions::new().with_prefix())),
-            )
+            .timed("list", |client| {
+                let prefix = prefix.clone();
+                async move {
+                    kv(&client)
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let revision = answer.header().map_or(0, |h| h.revision()) as Revision;
         let items = answer
@@ -426,17 +471,20 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(ops)
             .or_else(reads);
-        let mut kv = self.kv();
-        let answer = match tokio::time::timeout(self.config.request_timeout, kv.txn(request)).await
+        let answer = match self
+            .call(|client| {
+                let request = request.clone();
+                async move { kv(&client).txn(request).await }
+            })
+            .await
         {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) if lease_not_found(&error) => {
+            Ok(answer) => answer,
+            Err(CallError::Etcd(error)) if lease_not_found(&error) => {
                 return Err(paz_core::Error::LeaseNotFound(
                     leases.first().copied().unwrap_or(0),
                 ));
             }
-            Ok(Err(error)) => return Err(store_error("commit", error)),
-            Err(_) => {
+            Err(CallError::Timeout) => {
                 return Err(paz_core::Error::store(
                     PortErrorKind::Timeout,
                     format!(
@@ -445,6 +493,7 @@ impl Store for EtcdStore {
                     ),
                 ));
             }
+            Err(error) => return Err(self.call_error("commit", error)),
         };
         if answer.succeeded() {
             return Ok(answer.header().map_or(0, |h| h.revision()) as Revision);
@@ -474,48 +523,87 @@ impl Store for EtcdStore {
         // etcd's TTLs are whole seconds (and at least its minimum, about 1.5 × the election
         // timeout): round up.
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let mut lease = self.client.lease_client();
         let answer = self
-            .timed("lease grant", lease.grant(seconds, None))
+            .timed("lease grant", |client| async move {
+                client.lease_client().grant(seconds, None).await
+            })
             .await?;
         Ok(answer.id() as LeaseId)
     }
 
     async fn keep_alive(&self, id: LeaseId) -> Result<()> {
-        let mut lease = self.client.lease_client();
-        match tokio::time::timeout(self.config.request_timeout, lease.keep_alive(id as i64)).await {
-            // The keeper sent one renewal and read a positive TTL; dropping it ends the stream.
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) if lease_not_found(&error) => Err(paz_core::Error::LeaseNotFound(id)),
-            Ok(Err(error)) => Err(store_error("lease keep-alive", error)),
-            Err(_) => Err(paz_core::Error::store(
-                PortErrorKind::Timeout,
-                format!(
-                    "etcd lease keep-alive: no answer within {:?}",
-                    self.config.request_timeout
-                ),
-            )),
+        // The keeper sends one renewal and reads a positive TTL; dropping it ends the stream.
+        let renewed = self
+            .call(|client| async move { client.lease_client().keep_alive(id as i64).await })
+            .await;
+        match renewed {
+            Ok(_) => Ok(()),
+            Err(CallError::Etcd(error)) if lease_not_found(&error) => {
+                Err(paz_core::Error::LeaseNotFound(id))
+            }
+            Err(error) => Err(self.call_error("lease keep-alive", error)),
         }
     }
 
     async fn revoke_lease(&self, id: LeaseId) -> Result<()> {
-        let mut lease = self.client.lease_client();
-        match tokio::time::timeout(self.config.request_timeout, lease.revoke(id as i64)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) if lease_not_found(&error) => Err(paz_core::Error::LeaseNotFound(id)),
-            Ok(Err(error)) => Err(store_error("lease revoke", error)),
-            Err(_) => Err(paz_core::Error::store(
-                PortErrorKind::Timeout,
-                format!(
-                    "etcd lease revoke: no answer within {:?}",
-                    self.config.request_timeout
-                ),
-            )),
+        let revoked = self
+            .call(|client| async move { client.lease_client().revoke(id as i64).await })
+            .await;
+        match revoked {
+            Ok(_) => Ok(()),
+            Err(CallError::Etcd(error)) if lease_not_found(&error) => {
+                Err(paz_core::Error::LeaseNotFound(id))
+            }
+            Err(error) => Err(self.call_error("lease revoke", error)),
         }
     }
 
     fn max_txn_ops(&self) -> usize {
         MAX_TXN_OPS
+    }
+
+    /// The cluster as etcd sees it: its members (each asked directly), their health and the
+    /// raft leader.
+    async fn health(&self) -> StoreHealth {
+        let listed = self
+            .timed("member list", |client| async move {
+                client.cluster_client().member_list().await
+            })
+            .await;
+        let members = match listed {
+            Ok(list) => list.members().to_vec(),
+            Err(error) => {
+                return StoreHealth {
+                    healthy: false,
+                    error: Some(error.to_string()),
+                    ..StoreHealth::default()
+                };
+            }
+        };
+        let mut statuses = Vec::new();
+        for member in &members {
+            statuses.push(self.member_status(member).await);
+        }
+        let leader = statuses
+            .iter()
+            .find_map(|m| m.leader)
+            .and_then(|id| statuses.iter().find(|m| m.id == id).map(|m| m.name.clone()));
+        let healthy_members = statuses.iter().filter(|m| m.healthy).count();
+        StoreHealth {
+            healthy: leader.is_some() && healthy_members * 2 > statuses.len(),
+            leader,
+            members: statuses
+                .into_iter()
+                .map(|m| StoreMember {
+                    name: m.name,
+                    endpoint: m.endpoint,
+                    healthy: m.healthy,
+                    version: m.version,
+                    error: m.error,
+                })
+                .collect(),
+            error: None,
+        }
     }
 }
 

@@ -27,15 +27,16 @@ pub(crate) async fn start(
     let next = if from_revision == 0 {
         // "From now" is pinned to a revision, so a reconnect before the first event cannot
         // skip one.
-        let mut kv = store.kv();
         let answer = store
-            .timed(
-                "watch",
-                kv.get(
-                    key.clone(),
-                    Some(etcd_client::GetOptions::new().with_count_only()),
-                ),
-            )
+            .timed("watch", |client| {
+                let key = key.clone();
+                async move {
+                    client
+                        .kv_client()
+                        .get(key, Some(etcd_client::GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
             .await?;
         answer.header().map_or(0, |h| h.revision()) as Revision + 1
     } else {
@@ -61,8 +62,12 @@ async fn open(store: &EtcdStore, key: &str, from: Revision) -> Result<etcd_clien
         .with_prefix()
         .with_progress_notify()
         .with_start_revision(from as i64);
-    let mut client = store.client.watch_client();
-    store.timed("watch", client.watch(key, Some(options))).await
+    store
+        .timed("watch", |client| {
+            let options = options.clone();
+            async move { client.watch_client().watch(key, Some(options)).await }
+        })
+        .await
 }
 
 struct Follower {

@@ -159,6 +159,41 @@ pub struct WatchEvent {
     pub kv: KeyValue,
 }
 
+/// A store's health: for a clustered store (etcd), its members and their leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoreHealth {
+    /// It answers, and (clustered) a leader is known and a majority of members answers.
+    pub healthy: bool,
+    /// The name of the members' leader, for a clustered store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Every member, for a clustered store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<StoreMember>,
+    /// Why the store could not be asked, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One member of a clustered store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoreMember {
+    /// Its name.
+    pub name: String,
+    /// Where clients reach it.
+    pub endpoint: String,
+    /// It answered and knows a leader.
+    pub healthy: bool,
+    /// The version it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The events of a watch, in revision order. An `Err(Compacted)` item means the watcher fell
 /// behind: re-list and watch again from the listing's revision + 1.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
@@ -192,6 +227,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends a lease now and deletes its keys.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+
+    /// How the store is doing, for `paz status` (a local store: healthy, no members).
+    async fn health(&self) -> StoreHealth {
+        StoreHealth {
+            healthy: true,
+            ..StoreHealth::default()
+        }
+    }
 
     /// The most writes one transaction may hold (etcd: 128 by default); unlimited by default.
     fn max_txn_ops(&self) -> usize {
