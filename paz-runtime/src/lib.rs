@@ -37,7 +37,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod announce;
 mod hosts;
+pub mod leader;
 pub mod names;
 mod queue;
 mod reconciler;

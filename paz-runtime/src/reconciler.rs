@@ -171,6 +171,8 @@ struct Inner {
     /// then no route table is applied, so a restarted router keeps the table it was given
     /// (or serves nothing yet) instead of a table missing instances not checked so far.
     restored: AtomicBool,
+    /// In a cluster: announces the instances in the store for every router.
+    announcer: std::sync::OnceLock<Arc<crate::announce::Announcer>>,
 }
 
 impl Reconciler {
@@ -208,8 +210,16 @@ impl Reconciler {
                 resync,
                 routes: tokio::sync::Mutex::new(()),
                 restored: AtomicBool::new(false),
+                announcer: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Announces the instances and their routes through `announcer` whenever the routes are
+    /// refreshed (a cluster's leader: routers on every host follow the announcements). Set
+    /// once, before the reconciler runs.
+    pub fn announce_with(&self, announcer: Arc<crate::announce::Announcer>) {
+        let _ = self.inner.announcer.set(announcer);
     }
 
     /// The scheduler it drives.
@@ -257,7 +267,11 @@ impl Reconciler {
     /// again after a second (the loop with a full pass), so none ends silently.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let (reconciles, checks, events) = (self.clone(), self.clone(), self.clone());
+        let changes = self.clone();
         tokio::join!(
+            self.supervise("store changes", shutdown.clone(), move |stop| {
+                changes.clone().follow_store_changes(stop)
+            }),
             self.supervise("reconcile loop", shutdown.clone(), move |stop| {
                 reconciles.clone().run_loop(stop)
             }),
@@ -367,6 +381,52 @@ impl Reconciler {
             | EventKind::DeliveryRecorded { .. } => return,
         };
         self.wake(service);
+    }
+
+    /// Wakes the services whose records change in the store, whoever changed them (another
+    /// replica's API in a cluster); a watch that fell behind means a full pass.
+    async fn follow_store_changes(self, mut shutdown: watch::Receiver<bool>) {
+        use futures_util::StreamExt;
+        const WATCHED: [&str; 2] = ["/paz/services/", "/paz/deployments/"];
+        let store = self.inner.paz.store().clone();
+        let mut from = [0; 2];
+        loop {
+            let mut streams = Vec::new();
+            for (prefix, from) in WATCHED.iter().zip(&from) {
+                match store.watch(prefix, *from).await {
+                    Ok(stream) => streams.push(stream.map(move |event| (*prefix, event))),
+                    Err(error) => {
+                        tracing::debug!(%error, prefix, "cannot watch the store yet");
+                        break;
+                    }
+                }
+            }
+            if streams.len() == WATCHED.len() {
+                let mut events = futures_util::stream::select_all(streams);
+                loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some((prefix, Ok(event))) => {
+                                let i = WATCHED.iter().position(|p| *p == prefix).unwrap_or(0);
+                                from[i] = event.kv.mod_revision + 1;
+                                let name = event.kv.key[prefix.len()..].split('/').next().unwrap_or("");
+                                if !name.is_empty() {
+                                    self.wake(name);
+                                }
+                            }
+                            Some((_, Err(_))) | None => break,
+                        },
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                }
+            }
+            // Changes may have been missed (a compaction, an outage): a full pass finds them.
+            from = [0; 2];
+            self.resync_now();
+            if crate::hosts::stopped_during(Duration::from_secs(1), &mut shutdown).await {
+                return;
+            }
+        }
     }
 
     async fn follow_scheduler_events(self, mut shutdown: watch::Receiver<bool>) {
@@ -1188,6 +1248,14 @@ impl Reconciler {
                 drains,
             )
         };
+        if let Some(announcer) = self.inner.announcer.get() {
+            let instances = self.all_instances();
+            let records = crate::announce::announcements(instances.values().flatten(), &table);
+            if let Err(error) = announcer.publish(&records).await {
+                self.shared().pending_drains.extend(drains);
+                return Err(error);
+            }
+        }
         match self.apply_routes(table).await {
             Ok(()) => {
                 for job in drains {

@@ -172,6 +172,16 @@ impl Paz {
         self
     }
 
+    /// The same engine (settings, secrets, events) working on another store: the runtime
+    /// of a cluster's leader writes through a store guarded by its leadership, and its events
+    /// still reach the API's subscribers.
+    pub fn on_store(&self, store: Arc<dyn Store>) -> Paz {
+        Paz {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// The store the engine works on.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
