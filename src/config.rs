@@ -229,15 +229,43 @@ pub enum StoreConfig {
     },
     /// Memory only: everything is lost at exit (tests and demos).
     Memory,
+    /// An etcd cluster shared by several replicas (`etcd://h1:2379,h2:2379`).
+    #[cfg(feature = "etcd")]
+    Etcd(paz_etcd::EtcdConfig),
 }
 
 impl StoreConfig {
+    /// Whether several processes share the state (then they elect a leader to run the
+    /// runtime, and routers follow the announcements).
+    pub fn is_shared(&self) -> bool {
+        match self {
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Opens the store: [`StoreConfig::build`], and connects to etcd for
+    /// [`StoreConfig::Etcd`].
+    pub async fn open(&self) -> Result<Arc<dyn Store>, ConfigError> {
+        match self {
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(config) => paz_etcd::EtcdStore::connect(config.clone())
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn Store>)
+                .map_err(|e| ConfigError::Store(e.into())),
+            _ => self.build(),
+        }
+    }
+
     /// What it claims.
     pub fn claims(&self) -> Vec<(String, Claim)> {
         match self {
             #[cfg(feature = "embedded")]
             StoreConfig::Embedded { path } => vec![("the store".into(), Claim::Path(path.clone()))],
             StoreConfig::Memory => Vec::new(),
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(_) => Vec::new(),
         }
     }
 
@@ -262,6 +290,11 @@ impl StoreConfig {
                 }
             },
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(_) => Err(ConfigError::Store(paz_core::Error::store(
+                paz_core::PortErrorKind::Invalid,
+                "etcd is opened with StoreConfig::open (it connects)",
+            ))),
         }
     }
 
@@ -271,6 +304,10 @@ impl StoreConfig {
         &self,
         timeout: std::time::Duration,
     ) -> Result<Arc<dyn Store>, ConfigError> {
+        if self.is_shared() {
+            // Nothing to wait for: several processes use it at once.
+            return self.open().await;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.build() {
@@ -778,6 +815,288 @@ impl RuntimeConfig {
             tls_address: edge.tls_address,
             certificates,
             router: edge.router,
+        })
+    }
+}
+
+/// A replica of a cluster on a shared store: how it campaigns and what it tells the others.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How long the leader's lease lives without renewal: a dead leader is replaced within
+    /// it ([`paz_runtime::leader::DEFAULT_LEADER_TTL`] by default).
+    pub leader_ttl: std::time::Duration,
+    /// Where this replica's API listens (shown to the others in `paz status`).
+    pub api: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            leader_ttl: paz_runtime::leader::DEFAULT_LEADER_TTL,
+            api: None,
+        }
+    }
+}
+
+/// A replica started by [`RuntimeConfig::start_cluster`]: its router follows the
+/// announcements, and it runs the runtime while it leads.
+pub struct ClusterStarted {
+    /// This replica's record.
+    pub replica: paz_runtime::leader::Replica,
+    /// The runtime's reconciler while this replica leads, `None` otherwise.
+    pub leading: watch::Receiver<Option<paz_runtime::Reconciler>>,
+    /// The instances the leader announced (what a replica that does not lead shows).
+    pub announced: paz_runtime::announce::Announced,
+    /// Where the router takes public traffic.
+    pub router_address: SocketAddr,
+    /// The router's metrics in the Prometheus text format.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The router's listener tasks.
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the router serves HTTPS, when it does.
+    pub tls_address: Option<SocketAddr>,
+    /// The router.
+    pub router: Arc<paz_proxy::router::Router>,
+    /// The elections and terms; ends after shutdown, once a running term has stopped (and
+    /// resigned, so another replica leads at once).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeConfig {
+    /// Starts a replica on a shared store (etcd): registers it, serves the router from the
+    /// announcements (once the first table is applied), and campaigns; while it leads it runs
+    /// the runtime on a store and scheduler guarded by its term, announcing the instances.
+    /// ACME and the `<service>.paz` names are not run in a cluster yet.
+    pub async fn start_cluster(
+        &self,
+        mut edge: Edge,
+        paz: Paz,
+        host: Option<Host>,
+        cluster: &ClusterConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ClusterStarted, ConfigError> {
+        use paz_runtime::announce::RouteFollower;
+        use paz_runtime::leader::{Election, ReplicaRole, keep_replica_registered, this_process};
+        if self.tls.as_ref().is_some_and(|tls| tls.acme.is_some()) {
+            return Err(ConfigError::Tls(
+                "ACME certificates are not issued by replicas on a shared store yet; give \
+                 certificate files (--tls-cert/--tls-key)"
+                    .into(),
+            ));
+        }
+        let cluster_id = paz
+            .claim_cluster_id(&new_cluster_id())
+            .await
+            .map_err(ConfigError::Store)?;
+        tracing::info!(cluster = %cluster_id, "this Paz cluster's id (containers are labelled paz.cluster={cluster_id})");
+        // Fails early when the scheduler is not reachable, as a single server does.
+        if self.scheduler.build(&[], &cluster_id).await?.is_none() {
+            return Err(ConfigError::Scheduler(paz_core::Error::scheduler(
+                paz_core::PortErrorKind::Invalid,
+                "no scheduler is configured",
+            )));
+        }
+        let store = paz.store().clone();
+        let replica = this_process(
+            ReplicaRole::Server,
+            cluster.api.clone(),
+            Some(edge.address.to_string()),
+        );
+        tokio::spawn(keep_replica_registered(
+            store.clone(),
+            replica.clone(),
+            shutdown.clone(),
+        ));
+        let follower = RouteFollower::new(
+            store.clone(),
+            edge.router.clone(),
+            replica.id.clone(),
+            edge.address.to_string(),
+        );
+        let announced = follower.announced();
+        let (first, mut first_applied) = watch::channel(false);
+        tokio::spawn(follower.run(shutdown.clone(), first));
+        if tokio::time::timeout(RESTORE_TIMEOUT, first_applied.wait_for(|f| *f))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the announcements could not be read yet; the router starts empty");
+        }
+        edge.serve(&shutdown);
+        let (leading_tx, leading) = watch::channel(None);
+        let election = Election::new(store, replica.clone(), cluster.leader_ttl);
+        let task = tokio::spawn(lead(
+            election,
+            Terms {
+                config: self.clone(),
+                paz,
+                host,
+                cluster_id,
+                router: edge.router.clone(),
+                health: edge.health.clone(),
+            },
+            leading_tx,
+            shutdown,
+        ));
+        let metrics = edge.router.clone();
+        Ok(ClusterStarted {
+            replica,
+            leading,
+            announced,
+            router_address: edge.address,
+            metrics: Arc::new(move || metrics.metrics_text()),
+            listeners: edge.listeners,
+            tls_address: edge.tls_address,
+            router: edge.router,
+            task,
+        })
+    }
+}
+
+/// What a term's runtime is made of.
+struct Terms {
+    config: RuntimeConfig,
+    paz: Paz,
+    host: Option<Host>,
+    cluster_id: String,
+    router: Arc<paz_proxy::router::Router>,
+    health: Arc<dyn paz_core::health::HealthChecker>,
+}
+
+/// Campaigns, runs the runtime for each term won, and stops it the moment the term is lost.
+async fn lead(
+    election: paz_runtime::leader::Election,
+    terms: Terms,
+    leading: watch::Sender<Option<paz_runtime::Reconciler>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use paz_runtime::announce::{Announcer, ClusterProxy};
+    while let Some(term) = election.campaign(&mut shutdown).await {
+        let (stop, stopped) = watch::channel(false);
+        let fenced = term.fenced_store();
+        let scheduler = match terms.config.scheduler.build(&[], &terms.cluster_id).await {
+            Ok(Some(built)) => term.fenced_scheduler(built.scheduler),
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%error, "leading, but the scheduler is unreachable; resigning");
+                term.resign().await;
+                if stopped_for(std::time::Duration::from_secs(2), &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let announcer = Announcer::new(fenced.clone());
+        let proxy = ClusterProxy::new(
+            terms.paz.store().clone(),
+            terms.router.clone(),
+            announcer.clone(),
+        );
+        let mut builder = Runtime::builder(terms.paz.on_store(fenced))
+            .scheduler(scheduler)
+            .proxy(Arc::new(proxy))
+            .health(terms.health.clone())
+            .announce(announcer.clone());
+        if let Some(host) = &terms.host {
+            builder = builder.host(host.clone());
+        }
+        let runtime = match builder.build() {
+            Ok(runtime) => runtime.spawn(stopped.clone()),
+            Err(error) => {
+                tracing::error!(%error, "cannot build the runtime");
+                return;
+            }
+        };
+        tokio::spawn(announcer.keep_alive(stopped));
+        let _ = leading.send(Some(runtime.reconciler().clone()));
+        let mut lost = term.lost();
+        let stopping = tokio::select! {
+            _ = lost.wait_for(|l| *l) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        // Stop acting at once; in-flight scheduler calls are refused by the fence.
+        let _ = stop.send(true);
+        let _ = leading.send(None);
+        if stopping {
+            runtime.join().await;
+            term.resign().await;
+            tracing::info!("resigned: another replica leads now");
+            return;
+        }
+        tracing::warn!("leadership lost: the runtime stopped; campaigning again");
+        drop(term);
+        runtime.join().await;
+    }
+}
+
+/// Sleeps for `delay`; `true` when shutdown came first.
+async fn stopped_for(delay: std::time::Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    }
+}
+
+/// A router-only process (`paz-server --role router`): the router on its listeners, its
+/// table built from the announcements in the shared store; it keeps its last table while
+/// the store is unreachable.
+pub struct RouterOnly {
+    /// Where the router takes public traffic.
+    pub router_address: SocketAddr,
+    /// Where it serves HTTPS, when it does.
+    pub tls_address: Option<SocketAddr>,
+    /// The router.
+    pub router: Arc<paz_proxy::router::Router>,
+    /// The router's listener tasks.
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RuntimeConfig {
+    /// Starts a router-only process on `store` (shared by the cluster's servers).
+    pub async fn start_router_only(
+        &self,
+        store: Arc<dyn Store>,
+        sockets: &Sockets,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RouterOnly, ConfigError> {
+        use paz_runtime::announce::RouteFollower;
+        use paz_runtime::leader::{ReplicaRole, keep_replica_registered, this_process};
+        let mut edge = self.proxy.build(sockets).await?;
+        if let Some(tls) = &self.tls {
+            if tls.acme.is_some() {
+                return Err(ConfigError::Tls(
+                    "a router-only process serves certificate files only (--tls-cert/--tls-key)"
+                        .into(),
+                ));
+            }
+            edge.add_tls(tls, sockets).await?;
+        }
+        let replica = this_process(ReplicaRole::Router, None, Some(edge.address.to_string()));
+        tokio::spawn(keep_replica_registered(
+            store.clone(),
+            replica.clone(),
+            shutdown.clone(),
+        ));
+        let follower = RouteFollower::new(
+            store,
+            edge.router.clone(),
+            replica.id.clone(),
+            edge.address.to_string(),
+        );
+        let (first, mut first_applied) = watch::channel(false);
+        tokio::spawn(follower.run(shutdown.clone(), first));
+        if tokio::time::timeout(RESTORE_TIMEOUT, first_applied.wait_for(|f| *f))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the announcements could not be read yet; the router starts empty");
+        }
+        edge.serve(&shutdown);
+        Ok(RouterOnly {
+            router_address: edge.address,
+            tls_address: edge.tls_address,
+            router: edge.router,
+            listeners: edge.listeners,
         })
     }
 }

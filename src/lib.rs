@@ -76,6 +76,9 @@ pub mod handover;
 /// The Docker Engine scheduler.
 #[cfg(feature = "docker")]
 pub use paz_docker as docker;
+/// The etcd store.
+#[cfg(feature = "etcd")]
+pub use paz_etcd as etcd;
 /// The built-in router and HTTP health checker.
 #[cfg(feature = "router")]
 pub use paz_proxy as proxy;

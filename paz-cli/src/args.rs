@@ -102,8 +102,12 @@ pub enum Command {
     /// deployment and number of problems. With NAME, the service in detail: its latest
     /// deployment with its steps, its instances and its problems.
     Status {
-        /// The service; without it, every service.
+        /// The service; without it, every service (and, in a cluster, its replicas).
         name: Option<String>,
+        /// Only the cluster: the replicas sharing the store, the leader, the routers and the
+        /// store's health (etcd: its members).
+        #[arg(long, conflicts_with = "name")]
+        cluster: bool,
     },
     /// Print the output of a service's instances.
     ///

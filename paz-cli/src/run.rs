@@ -62,8 +62,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("aborted {}{serving}", deployment.id);
             out.deployment(&deployment)
         }
-        Command::Status { name: Some(name) } => out.status(&client.status(&name).await?),
-        Command::Status { name: None } => out.statuses(&all_statuses(&client).await?),
+        Command::Status {
+            name: Some(name), ..
+        } => out.status(&client.status(&name).await?),
+        Command::Status {
+            name: None,
+            cluster: true,
+        } => out.cluster(&client.cluster().await?),
+        Command::Status {
+            name: None,
+            cluster: false,
+        } => {
+            out.statuses(&all_statuses(&client).await?)?;
+            // A replica of a cluster: which one leads, and the store's health.
+            match client.cluster().await {
+                Ok(cluster) if !out.is_json() && !cluster.replicas.is_empty() => {
+                    out.cluster_summary(&cluster)
+                }
+                _ => Ok(()),
+            }
+        }
         Command::Logs(args) => logs(&client, &args, &out).await,
         Command::Events { service } => events(&client, service.as_deref(), &out).await,
         Command::Scale { name, instances } => {

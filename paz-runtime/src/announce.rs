@@ -58,16 +58,7 @@ pub struct AnnouncedRoute {
     pub https_redirect: bool,
 }
 
-/// A router's record: which table it applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouterRecord {
-    /// The router's replica id.
-    pub id: String,
-    /// Where it takes public traffic.
-    pub address: String,
-    /// The store revision of the announcements its table was built from.
-    pub applied: Revision,
-}
+pub use paz_core::cluster::RouterRecord;
 
 /// The key of an instance's announcement.
 pub fn announce_key(instance: &Instance) -> String {

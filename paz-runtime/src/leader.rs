@@ -26,7 +26,6 @@ use paz_core::store::{
     Condition, KeyValue, LeaseId, Listing, Revision, Store, StoreHealth, Txn, WatchStream,
 };
 use paz_core::{Error, Host, Instance, PortErrorKind, Result};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -41,53 +40,21 @@ pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(5);
 /// How long a replica record lives without renewal.
 pub const REPLICA_TTL: Duration = Duration::from_secs(10);
 
-/// What a replica is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum ReplicaRole {
-    /// A full server: API, UI and, when it leads, the runtime.
-    Server,
-    /// A router only (`paz-server --role router`).
-    Router,
-}
+pub use paz_core::cluster::{Replica, ReplicaRole};
 
-/// One replica's record (also the leader key's value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Replica {
-    /// Its id (host name and a random suffix).
-    pub id: String,
-    /// Server or router only.
-    pub role: ReplicaRole,
-    /// Where its API listens, if it serves one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api: Option<String>,
-    /// Where its router takes public traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub router: Option<String>,
-    /// The Paz version it runs.
-    pub version: String,
-    /// When it started.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub started_at: jiff::Timestamp,
-}
-
-impl Replica {
-    /// A record for this process: `<host name>-<random>`.
-    pub fn this_process(role: ReplicaRole, api: Option<String>, router: Option<String>) -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        let host = crate::hosts::local_host("", Default::default()).name;
-        Replica {
-            id: format!("{host}-{:06x}", hasher.finish() as u32 & 0xff_ffff),
-            role,
-            api,
-            router,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at: jiff::Timestamp::now(),
-        }
+/// A record for this process: `<host name>-<random>`.
+pub fn this_process(role: ReplicaRole, api: Option<String>, router: Option<String>) -> Replica {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let host = crate::hosts::local_host("", Default::default()).name;
+    Replica {
+        id: format!("{host}-{:06x}", hasher.finish() as u32 & 0xff_ffff),
+        role,
+        api,
+        router,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: jiff::Timestamp::now(),
     }
 }
 

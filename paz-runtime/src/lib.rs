@@ -92,6 +92,7 @@ pub struct RuntimeBuilder {
     host: Option<Host>,
     names: Option<NameServer>,
     resync: Duration,
+    announcer: Option<Arc<announce::Announcer>>,
 }
 
 impl Runtime {
@@ -105,6 +106,7 @@ impl Runtime {
             host: None,
             names: None,
             resync: DEFAULT_RESYNC,
+            announcer: None,
         }
     }
 
@@ -173,6 +175,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Announces the instances through `announcer` (a cluster's leader; see
+    /// [`announce`]).
+    pub fn announce(mut self, announcer: Arc<announce::Announcer>) -> Self {
+        self.announcer = Some(announcer);
+        self
+    }
+
     /// Builds the runtime; fails when a required port is missing.
     pub fn build(self) -> Result<Runtime> {
         let scheduler = self.scheduler.ok_or(Error::Missing("scheduler"))?;
@@ -180,6 +189,9 @@ impl RuntimeBuilder {
         let health = self.health.ok_or(Error::Missing("health checker"))?;
         let reconciler =
             Reconciler::with_resync(self.paz.clone(), scheduler, proxy, health, self.resync);
+        if let Some(announcer) = self.announcer {
+            reconciler.announce_with(announcer);
+        }
         Ok(Runtime {
             paz: self.paz,
             reconciler,

@@ -6,13 +6,54 @@ use std::path::PathBuf;
 
 use paz_core::HumanDuration;
 
-/// Where the state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Where the state lives: `embedded`, `memory` or an etcd URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// The embedded redb file in the data dir (the default).
     Embedded,
     /// Memory only: everything is lost at exit (for tests and demos).
     Memory,
+    /// An etcd cluster (`etcd://h1:2379,h2:2379[/namespace]`, `etcds://…` with TLS),
+    /// shared by the replicas.
+    Etcd(String),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "embedded" => Ok(StoreKind::Embedded),
+            "memory" => Ok(StoreKind::Memory),
+            url if url.starts_with("etcd://") || url.starts_with("etcds://") => {
+                paz::etcd::EtcdConfig::parse(url).map_err(|e| e.to_string())?;
+                Ok(StoreKind::Etcd(url.to_owned()))
+            }
+            other => Err(format!(
+                "{other:?} is not a store: use embedded, memory or etcd://host:port[,host:port…]"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Embedded => f.write_str("embedded"),
+            StoreKind::Memory => f.write_str("memory"),
+            StoreKind::Etcd(url) => f.write_str(url),
+        }
+    }
+}
+
+/// What this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The API, the UI, the router and (on the leader, with a shared store) the runtime.
+    Server,
+    /// Only the router, its table built from the announcements in a shared store (edge
+    /// hosts).
+    Router,
 }
 
 /// What runs the instances.
@@ -73,9 +114,35 @@ pub struct Config {
     /// The cluster domain: public services answer at `<name>.<domain>`.
     #[arg(long, env = "PAZ_DOMAIN", default_value = "localhost")]
     pub domain: String,
-    /// The store.
-    #[arg(long, env = "PAZ_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    /// The store: `embedded` (a file in the data dir), `memory`, or an etcd cluster shared by
+    /// several replicas: `etcd://h1:2379,h2:2379[/namespace]` (`etcds://` for TLS).
+    #[arg(long, env = "PAZ_STORE", default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
+    /// What this process is: a whole server, or only a router fed from the shared store.
+    #[arg(long, env = "PAZ_ROLE", value_enum, default_value_t = Role::Server)]
+    pub role: Role,
+    /// With a shared store: how long the leader's lease lives without renewal (a dead leader
+    /// is replaced within it).
+    #[arg(long, env = "PAZ_LEADER_TTL", default_value = "5s")]
+    pub leader_ttl: HumanDuration,
+    /// etcd user (with --etcd-password-file).
+    #[arg(long, env = "PAZ_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password.
+    #[arg(long, env = "PAZ_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The CA certificate (PEM) of the etcd members (etcds://).
+    #[arg(long, env = "PAZ_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd, with --etcd-key.
+    #[arg(long, env = "PAZ_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "PAZ_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// How long one etcd request may take before the API answers 503.
+    #[arg(long, env = "PAZ_ETCD_TIMEOUT", default_value = "3s")]
+    pub etcd_timeout: HumanDuration,
     /// What runs the instances.
     #[arg(long, env = "PAZ_SCHEDULER", value_enum, default_value_t = SchedulerKind::Docker)]
     pub scheduler: SchedulerKind,
@@ -220,6 +287,20 @@ impl Config {
         self.host_labels()?;
         self.tls_config()?;
         self.notify_config()?;
+        if self.role == Role::Router && !matches!(self.store, StoreKind::Etcd(_)) {
+            return Err(
+                "--role router follows the announcements of a shared store: give --store etcd://…"
+                    .into(),
+            );
+        }
+        if self.leader_ttl.get() < std::time::Duration::from_secs(1) {
+            return Err(
+                "--leader-ttl must be at least 1s (etcd's lease TTLs are whole seconds)".into(),
+            );
+        }
+        if matches!(self.store, StoreKind::Etcd(_)) {
+            self.etcd_config()?;
+        }
         if self.upgrade && self.store == StoreKind::Memory {
             return Err(
                 "--upgrade with --store memory would lose every service: the state moves \
@@ -314,11 +395,55 @@ impl Config {
 
     /// The store these settings choose.
     pub fn store_config(&self) -> paz::config::StoreConfig {
-        match self.store {
+        match &self.store {
             StoreKind::Embedded => paz::config::StoreConfig::Embedded {
                 path: self.data_dir.join("paz.redb"),
             },
             StoreKind::Memory => paz::config::StoreConfig::Memory,
+            StoreKind::Etcd(_) => paz::config::StoreConfig::Etcd(
+                self.etcd_config()
+                    .expect("checked by Config::check before the store is opened"),
+            ),
+        }
+    }
+
+    /// The etcd settings, from the store URL and the `--etcd-*` flags.
+    pub fn etcd_config(&self) -> Result<paz::etcd::EtcdConfig, String> {
+        let StoreKind::Etcd(url) = &self.store else {
+            return Err("the store is not etcd".into());
+        };
+        let mut config = paz::etcd::EtcdConfig::parse(url).map_err(|e| e.to_string())?;
+        config.request_timeout = self.etcd_timeout.get();
+        match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file)
+                    .map_err(|e| format!("--etcd-password-file {}: {e}", file.display()))?;
+                config.user = Some((
+                    user.clone(),
+                    password.trim_end_matches(['\r', '\n']).to_owned(),
+                ));
+            }
+            (None, None) => {}
+            _ => return Err("--etcd-user and --etcd-password-file go together".into()),
+        }
+        let tls_given =
+            self.etcd_ca.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some();
+        if tls_given && config.tls.is_none() {
+            return Err("--etcd-ca/--etcd-cert/--etcd-key need an etcds:// store URL".into());
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.ca = self.etcd_ca.clone();
+            tls.cert = self.etcd_cert.clone();
+            tls.key = self.etcd_key.clone();
+        }
+        Ok(config)
+    }
+
+    /// The cluster settings of a replica (with a shared store).
+    pub fn cluster_config(&self, api: std::net::SocketAddr) -> paz::config::ClusterConfig {
+        paz::config::ClusterConfig {
+            leader_ttl: self.leader_ttl.get(),
+            api: Some(api.to_string()),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch};
     responses((status = 200, body = HealthResponse), (status = 503, body = ErrorResponse)))]
 pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
     state.paz.store().get("/paz/health-probe").await?;
-    let restarts = state.reconciler.as_ref().map(|r| r.panics());
+    let restarts = state.reconciler().as_ref().map(|r| r.panics());
     let status = if restarts.unwrap_or(0) > 0 {
         "degraded"
     } else {
@@ -38,7 +38,7 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthRespo
         router_port: state.router_port,
         restarts,
         warnings: state
-            .reconciler
+            .reconciler()
             .as_ref()
             .map(paz_runtime::Reconciler::warnings)
             .unwrap_or_default(),
@@ -283,6 +283,33 @@ pub async fn hosts(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> 
     Ok(Json(state.paz.hosts().await?))
 }
 
+/// The cluster: the replicas sharing the store, the leader, the routers and the store's
+/// health (a single server: no replicas, the local store's health).
+#[utoipa::path(get, path = "/v1/cluster", tag = "system",
+    responses((status = 200, body = paz_core::cluster::ClusterStatus), (status = 401, body = ErrorResponse),
+        (status = 503, body = ErrorResponse)))]
+pub async fn cluster(
+    State(state): State<AppState>,
+) -> ApiResult<Json<paz_core::cluster::ClusterStatus>> {
+    let store = state.paz.store();
+    let health = store.health().await;
+    let (replicas, leader) = paz_runtime::leader::replicas(store.as_ref()).await?;
+    let routers = store
+        .list(paz_runtime::announce::ROUTERS)
+        .await?
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    Ok(Json(paz_core::cluster::ClusterStatus {
+        replica: state.replica.clone(),
+        leader,
+        replicas,
+        routers,
+        store: health,
+    }))
+}
+
 /// Streams events as Server-Sent Events: the event name is the event type, the id the
 /// event's id (`<epoch>-<sequence>`), the data the event as JSON. A client that reconnects
 /// with `Last-Event-ID` gets the events it missed first (the server keeps the last 4,096); a
@@ -384,16 +411,13 @@ pub async fn abort(
 
 /// Makes the service due at once (the engine's event does too; this saves the hop).
 fn wake(state: &AppState, service: &str) {
-    if let Some(reconciler) = &state.reconciler {
+    if let Some(reconciler) = &state.reconciler() {
         reconciler.wake(service);
     }
 }
 
 async fn instances_of(state: &AppState, name: &str) -> ApiResult<Vec<Instance>> {
-    match &state.reconciler {
-        Some(reconciler) => Ok(reconciler.instances(name)),
-        None => Ok(Vec::new()),
-    }
+    Ok(state.instances(name).unwrap_or_default())
 }
 
 /// Lists a service's instances.
@@ -416,10 +440,12 @@ pub async fn status(
 ) -> ApiResult<Json<ServiceStatus>> {
     let service = state.paz.service(&name).await?;
     let deployment = state.paz.latest_deployment(&name).await?;
-    let (instances, mut problems) = match &state.reconciler {
-        Some(reconciler) => (reconciler.instances(&name), reconciler.problems(&name)),
-        None => (
-            instances_of(&state, &name).await?,
+    let (instances, mut problems) = match (state.reconciler(), state.instances(&name)) {
+        (Some(reconciler), _) => (reconciler.instances(&name), reconciler.problems(&name)),
+        // A replica that does not lead: the instances the leader announced.
+        (None, Some(announced)) => (announced, Vec::new()),
+        (None, None) => (
+            Vec::new(),
             vec!["this server runs no scheduler (--scheduler none)".to_owned()],
         ),
     };
@@ -464,7 +490,7 @@ pub async fn logs(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     state.paz.service(&name).await?;
-    let Some(scheduler) = state.reconciler.as_ref().map(|r| r.scheduler()) else {
+    let Some(scheduler) = state.reconciler().map(|r| r.scheduler().clone()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "NO_SCHEDULER",

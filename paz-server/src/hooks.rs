@@ -441,7 +441,7 @@ async fn deployed(
 }
 
 fn wake(state: &AppState, service: &str) {
-    if let Some(reconciler) = &state.reconciler {
+    if let Some(reconciler) = &state.reconciler() {
         reconciler.wake(service);
     }
 }

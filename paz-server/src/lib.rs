@@ -72,9 +72,10 @@ pub struct AppState {
     pub token: Arc<str>,
     /// Turns `true` when the server shuts down (ends long-lived streams).
     pub shutdown: watch::Receiver<bool>,
-    /// The runtime's reconciler (and through it the scheduler), when the server runs
-    /// containers.
-    pub reconciler: Option<Reconciler>,
+    /// How the handlers reach the runtime (see [`AppState::reconciler`]).
+    runtime: RuntimeAccess,
+    /// This replica's id, when it is one of a cluster's.
+    pub replica: Option<String>,
     /// The router's metrics, when the server runs the router.
     pub metrics: Option<MetricsSource>,
     /// The port the router takes public traffic on, when the server runs one.
@@ -95,7 +96,8 @@ impl AppState {
             paz,
             token: token.into(),
             shutdown,
-            reconciler: None,
+            runtime: RuntimeAccess::None,
+            replica: None,
             metrics: None,
             router_port: None,
             certificates: None,
@@ -111,8 +113,56 @@ impl AppState {
 
     /// Adds the runtime's reconciler.
     pub fn with_runtime(mut self, reconciler: Reconciler) -> Self {
-        self.reconciler = Some(reconciler);
+        self.runtime = RuntimeAccess::Local(reconciler);
         self
+    }
+
+    /// A replica of a cluster: the runtime's reconciler while it leads, else the instances
+    /// the leader announced.
+    pub fn with_cluster(
+        mut self,
+        replica: String,
+        leading: watch::Receiver<Option<Reconciler>>,
+        announced: paz_runtime::announce::Announced,
+    ) -> Self {
+        self.replica = Some(replica);
+        self.runtime = RuntimeAccess::Cluster { leading, announced };
+        self
+    }
+
+    /// The runtime's reconciler (and through it the scheduler), when this server runs
+    /// containers: always on a single server, only while it leads in a cluster.
+    pub fn reconciler(&self) -> Option<Reconciler> {
+        match &self.runtime {
+            RuntimeAccess::None => None,
+            RuntimeAccess::Local(reconciler) => Some(reconciler.clone()),
+            RuntimeAccess::Cluster { leading, .. } => leading.borrow().clone(),
+        }
+    }
+
+    /// A service's instances as the runtime sees them, or (a replica that does not lead) as
+    /// the leader announced them; `None` when the server runs no containers.
+    pub fn instances(&self, service: &str) -> Option<Vec<paz_core::Instance>> {
+        if let Some(reconciler) = self.reconciler() {
+            return Some(reconciler.instances(service));
+        }
+        match &self.runtime {
+            RuntimeAccess::Cluster { announced, .. } => Some(announced.instances(service)),
+            _ => None,
+        }
+    }
+
+    /// Every service's instances, as [`AppState::instances`] sees them.
+    pub fn all_instances(
+        &self,
+    ) -> Option<std::collections::BTreeMap<String, Vec<paz_core::Instance>>> {
+        if let Some(reconciler) = self.reconciler() {
+            return Some(reconciler.all_instances());
+        }
+        match &self.runtime {
+            RuntimeAccess::Cluster { announced, .. } => Some(announced.all()),
+            _ => None,
+        }
     }
 
     /// Adds the router's metrics (served at `/metrics`).
@@ -120,6 +170,20 @@ impl AppState {
         self.metrics = Some(metrics);
         self
     }
+}
+
+/// How the handlers reach the runtime.
+#[derive(Clone)]
+enum RuntimeAccess {
+    /// No containers (`--scheduler none`).
+    None,
+    /// A single server's runtime.
+    Local(Reconciler),
+    /// A cluster replica's: the runtime while it leads, and the announcements.
+    Cluster {
+        leading: watch::Receiver<Option<Reconciler>>,
+        announced: paz_runtime::announce::Announced,
+    },
 }
 
 /// The HTTP router of the API.
@@ -155,6 +219,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/deployments/{id}", get(deployment))
         .route("/v1/hosts", get(hosts))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/events", get(events))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token}", axum::routing::delete(revoke_token))
@@ -346,6 +411,7 @@ pub struct Server {
     domain: String,
     stop: watch::Sender<bool>,
     started: Option<paz::config::Started>,
+    cluster: Option<paz::config::ClusterStarted>,
     registration: Option<tokio::task::JoinHandle<()>>,
     limits: ServeLimits,
     /// `/metrics` alone, unauthenticated, for a listener of its own.
@@ -396,9 +462,32 @@ pub async fn start_with(
         Some(edge) => Some(edge),
         None => backends.edge(&launch.sockets).await?,
     };
-    let started = match edge {
-        Some(edge) => Some(
-            backends
+    let mut started = None;
+    let mut cluster = None;
+    match edge {
+        Some(edge) if config.store_config().is_shared() => {
+            let replica = backends
+                .start_cluster(
+                    edge,
+                    paz.clone(),
+                    Some(host.clone()),
+                    &config.cluster_config(address),
+                    stop_rx.clone(),
+                )
+                .await?;
+            state = state
+                .with_cluster(
+                    replica.replica.id.clone(),
+                    replica.leading.clone(),
+                    replica.announced.clone(),
+                )
+                .with_metrics(replica.metrics.clone());
+            state.router_port = Some(replica.router_address.port());
+            ui::spawn_sampler(&state, stop_rx.clone());
+            cluster = Some(replica);
+        }
+        Some(edge) => {
+            let runtime = backends
                 .start_on(
                     edge,
                     paz.clone(),
@@ -406,19 +495,18 @@ pub async fn start_with(
                     &launch.sockets,
                     stop_rx.clone(),
                 )
-                .await?,
-        ),
-        None => None,
-    };
-    if let Some(started) = &started {
-        state = state
-            .with_runtime(started.runtime.reconciler().clone())
-            .with_metrics(started.metrics.clone());
-        state.router_port = Some(started.router_address.port());
-        state.certificates = started.certificates.clone();
-        ui::spawn_sampler(&state, stop_rx.clone());
-    } else {
-        registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
+                .await?;
+            state = state
+                .with_runtime(runtime.runtime.reconciler().clone())
+                .with_metrics(runtime.metrics.clone());
+            state.router_port = Some(runtime.router_address.port());
+            state.certificates = runtime.certificates.clone();
+            ui::spawn_sampler(&state, stop_rx.clone());
+            started = Some(runtime);
+        }
+        None => {
+            registration = Some(tokio::spawn(keep_host_registered(paz, host, stop_rx)));
+        }
     }
     let metrics_app = Router::new()
         .route("/metrics", get(handlers::metrics))
@@ -432,6 +520,7 @@ pub async fn start_with(
         domain: config.domain.clone(),
         stop,
         started,
+        cluster,
         registration,
         limits: config.serve_limits(),
         upgrades: launch.upgrades,
@@ -442,12 +531,20 @@ pub async fn start_with(
 impl Server {
     /// Where the router serves HTTPS, when it does.
     pub fn tls_address(&self) -> Option<std::net::SocketAddr> {
-        self.started.as_ref().and_then(|s| s.tls_address)
+        match (&self.started, &self.cluster) {
+            (Some(started), _) => started.tls_address,
+            (None, Some(cluster)) => cluster.tls_address,
+            (None, None) => None,
+        }
     }
 
     /// Where the router takes public traffic, when there is one.
     pub fn router_address(&self) -> Option<std::net::SocketAddr> {
-        self.started.as_ref().map(|s| s.router_address)
+        match (&self.started, &self.cluster) {
+            (Some(started), _) => Some(started.router_address),
+            (None, Some(cluster)) => Some(cluster.router_address),
+            (None, None) => None,
+        }
     }
 
     /// The limits the API is served with.
@@ -494,10 +591,12 @@ impl Server {
         // A successor that takes over is a shutdown too.
         let (taken_tx, taken_rx) = tokio::sync::oneshot::channel::<()>();
         if let Some(upgrades) = self.upgrades {
-            let source = self
-                .started
-                .as_ref()
-                .map(|s| s.router.clone() as Arc<dyn paz::handover::HandoverSource>);
+            let source = match (&self.started, &self.cluster) {
+                (Some(started), _) => Some(started.router.clone()),
+                (None, Some(cluster)) => Some(cluster.router.clone()),
+                (None, None) => None,
+            }
+            .map(|router| router as Arc<dyn paz::handover::HandoverSource>);
             let sockets = self.sockets.clone();
             let stopping = stop.subscribe();
             tokio::spawn(async move {
@@ -523,6 +622,12 @@ impl Server {
                 let _ = listener.await;
             }
             started.runtime.join().await;
+        }
+        if let Some(cluster) = self.cluster {
+            for listener in cluster.listeners {
+                let _ = listener.await;
+            }
+            let _ = cluster.task.await;
         }
         if let Some(task) = self.registration {
             let _ = task.await;

@@ -28,6 +28,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// `--role router`: the router only, fed from the announcements in the shared store.
+async fn run_router_only(config: &Config) -> anyhow::Result<()> {
+    let store = config.store_config().open().await?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let sockets = paz::handover::Sockets::new();
+    let router = config
+        .runtime_config()
+        .start_router_only(store, &sockets, stopping)
+        .await?;
+    #[allow(clippy::print_stdout)]
+    {
+        if let Some(tls) = router.tls_address {
+            println!("paz-server router listening on https://{tls}");
+        }
+        println!(
+            "paz-server router listening on http://{}",
+            router.router_address
+        );
+    }
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    for listener in router.listeners {
+        let _ = listener.await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -43,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
     }
     token::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    if config.role == paz_server::config::Role::Router {
+        return run_router_only(&config).await;
+    }
     let (token, source) = token::load_or_generate(config.token.as_deref(), &config.data_dir)?;
     if source == TokenSource::Generated {
         // The token itself is not printed: output is often kept in logs.
@@ -98,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             .build_when_free(std::time::Duration::from_secs(30))
             .await?
     } else {
-        config.store_config().build()?
+        config.store_config().open().await?
     };
     let secret_key = match &config.secret_key {
         Some(hex) => {

@@ -33,6 +33,7 @@ use crate::{handlers, hooks};
         handlers::deployments,
         handlers::deployment,
         handlers::hosts,
+        handlers::cluster,
         handlers::set_secret,
         handlers::secrets,
         handlers::delete_secret,

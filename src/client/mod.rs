@@ -174,6 +174,13 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/cluster`: the replicas sharing the store, the leader, the routers and the
+    /// store's health.
+    pub async fn cluster(&self) -> Result<paz_core::cluster::ClusterStatus, Error> {
+        self.call(Method::GET, &["v1", "cluster"], NoBody, None)
+            .await
+    }
+
     /// `GET /v1/hosts`: the machines that run instances.
     pub async fn hosts(&self) -> Result<Vec<Host>, Error> {
         self.call(Method::GET, &["v1", "hosts"], NoBody, None).await

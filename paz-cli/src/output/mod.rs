@@ -222,6 +222,22 @@ impl Output {
         self.text(&hosts::hosts_table(hosts, self.tty))
     }
 
+    /// Prints the cluster: replicas, leader, routers and the store's members.
+    pub fn cluster(&self, cluster: &paz_core::cluster::ClusterStatus) -> anyhow::Result<()> {
+        if self.is_json() {
+            return self.json(cluster);
+        }
+        self.text(&hosts::cluster_text(cluster, self.tty))
+    }
+
+    /// Prints the short cluster lines after `paz status`'s services.
+    pub fn cluster_summary(
+        &self,
+        cluster: &paz_core::cluster::ClusterStatus,
+    ) -> anyhow::Result<()> {
+        self.text(&hosts::cluster_summary(cluster))
+    }
+
     /// Prints the status of every service: one row each.
     pub fn statuses(&self, statuses: &[ServiceStatus]) -> anyhow::Result<()> {
         if self.is_json() {

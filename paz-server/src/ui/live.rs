@@ -103,7 +103,7 @@ impl View {
 /// What the view shows that changes without an engine event, hashed.
 async fn fingerprint(state: &AppState, view: &View, services: &[String]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    if let Some(reconciler) = &state.reconciler {
+    if let Some(reconciler) = &state.reconciler() {
         let mut hash = |instances: &[paz_core::Instance]| {
             for instance in instances {
                 instance.id.hash(&mut hasher);

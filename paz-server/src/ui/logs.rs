@@ -104,7 +104,7 @@ async fn open(
     tail: usize,
 ) -> Result<LogStream, PageError> {
     state.paz.service(name).await?;
-    let Some(scheduler) = state.reconciler.as_ref().map(|r| r.scheduler().clone()) else {
+    let Some(scheduler) = state.reconciler().as_ref().map(|r| r.scheduler().clone()) else {
         return Err(PageError::new(
             StatusCode::CONFLICT,
             "This server runs no scheduler (--scheduler none), so there are no logs.",

@@ -43,7 +43,7 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         }
         if summary.health.needs_attention() {
             let problem = state
-                .reconciler
+                .reconciler()
                 .as_ref()
                 .and_then(|r| r.problems(&service.spec.name).into_iter().next());
             attention.push((service, summary, problem));
@@ -70,7 +70,7 @@ pub(crate) async fn fragments(state: &AppState, ctx: &Ctx) -> Result<Rendered, P
         .collect();
     recent.truncate(RECENT);
     let warnings = state
-        .reconciler
+        .reconciler()
         .as_ref()
         .map(|r| r.warnings())
         .unwrap_or_default();

@@ -21,9 +21,8 @@ pub(crate) async fn fragments(
     let deployment = state.paz.deployment(id).await?;
     let name = deployment.service.clone();
     let release = state.paz.release(&name, deployment.release).await.ok();
-    let instances = state.reconciler.as_ref().map(|r| {
-        let mut list: Vec<_> = r
-            .instances(&name)
+    let instances = state.instances(&name).map(|all| {
+        let mut list: Vec<_> = all
             .into_iter()
             .filter(|i| i.release == deployment.release && i.state != InstanceState::Stopped)
             .collect();

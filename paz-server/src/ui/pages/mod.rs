@@ -178,7 +178,7 @@ pub(crate) fn instances_of(
     state: &AppState,
     _services: &[Service],
 ) -> Option<BTreeMap<String, Vec<Instance>>> {
-    Some(state.reconciler.as_ref()?.all_instances())
+    state.all_instances()
 }
 
 /// Where a public service answers through the router.

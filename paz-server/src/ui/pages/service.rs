@@ -26,7 +26,7 @@ const HISTORY: usize = 10;
 
 /// Makes the service due at once (its engine event does too; this saves the hop).
 pub(crate) fn wake(state: &AppState, name: &str) {
-    if let Some(reconciler) = &state.reconciler {
+    if let Some(reconciler) = &state.reconciler() {
         reconciler.wake(name);
     }
 }
@@ -80,9 +80,9 @@ pub(crate) async fn fragments(
     let releases = state.paz.releases(name).await?;
     let history = state.paz.deployments(name).await?;
     let latest = history.last();
-    let instances = state.reconciler.as_ref().map(|r| r.instances(name));
+    let instances = state.instances(name);
     let mut problems = state
-        .reconciler
+        .reconciler()
         .as_ref()
         .map(|r| r.problems(name))
         .unwrap_or_default();
@@ -694,7 +694,7 @@ async fn delete_form(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let service = state.paz.service(name).await?;
-    let instances = state.reconciler.as_ref().map_or(0, |r| {
+    let instances = state.reconciler().as_ref().map_or(0, |r| {
         r.instances(name)
             .iter()
             .filter(|i| i.state != InstanceState::Stopped)
