@@ -415,15 +415,6 @@ impl Store for EtcdStore {
     }
 
     async fn commit(&self, txn: Txn) -> Result<Revision> {
-        if txn.ops.len() > MAX_TXN_OPS {
-            return Err(paz_core::Error::store(
-                PortErrorKind::Internal,
-                format!(
-                    "a transaction of {} writes is over etcd's limit of {MAX_TXN_OPS}",
-                    txn.ops.len()
-                ),
-            ));
-        }
         let compares: Vec<Compare> = txn
             .conditions
             .iter()
@@ -446,21 +437,35 @@ impl Store for EtcdStore {
                 _ => None,
             })
             .collect();
-        let ops: Vec<TxnOp> = txn
-            .ops
-            .iter()
+        let ops: Vec<TxnOp> = etcd_ops(&txn.ops)
+            .into_iter()
             .map(|op| match op {
-                Op::Put { key, value, lease } => {
+                EtcdOp::Put { key, value, lease } => {
                     let options = lease.map(|id| PutOptions::new().with_lease(id as i64));
-                    TxnOp::put(self.full_key(key), value.clone(), options)
+                    TxnOp::put(self.full_key(&key), value, options)
                 }
-                Op::Delete { key } => TxnOp::delete(self.full_key(key), None),
-                Op::DeletePrefix { prefix } => TxnOp::delete(
-                    self.full_key(prefix),
-                    Some(DeleteOptions::new().with_prefix()),
-                ),
+                EtcdOp::Delete { key } => TxnOp::delete(self.full_key(&key), None),
+                EtcdOp::DeleteRange { from, to } => {
+                    let end = match to {
+                        RangeEnd::Before(key) => self.full_key(&key).into_bytes(),
+                        RangeEnd::EndOf(prefix) => prefix_end(self.full_key(&prefix).as_bytes()),
+                    };
+                    TxnOp::delete(
+                        self.full_key(&from),
+                        Some(DeleteOptions::new().with_range(end)),
+                    )
+                }
             })
             .collect();
+        if ops.len() > MAX_TXN_OPS || txn.conditions.len() > MAX_TXN_OPS {
+            return Err(paz_core::Error::store(
+                PortErrorKind::Internal,
+                format!(
+                    "a transaction of {} writes or conditions is over etcd's limit of {MAX_TXN_OPS}",
+                    ops.len().max(txn.conditions.len())
+                ),
+            ));
+        }
         // When a condition fails, read the condition keys in the same round trip to say which.
         let reads: Vec<TxnOp> = txn
             .conditions
@@ -607,6 +612,116 @@ impl Store for EtcdStore {
     }
 }
 
+/// One write as etcd takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EtcdOp {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Keys from `from` up to `to`.
+    DeleteRange {
+        from: String,
+        to: RangeEnd,
+    },
+}
+
+/// Where a deleted range ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RangeEnd {
+    /// Just before this key.
+    Before(String),
+    /// After every key that starts with this prefix.
+    EndOf(String),
+}
+
+/// The writes of a transaction as etcd accepts them. Paz's transactions apply their writes
+/// in order (a later write of a key wins, and a put after a delete of its prefix stands);
+/// etcd refuses a transaction that touches one key twice ("duplicate key given in txn
+/// request"), so the same effect is expressed with each key written once: the last write of
+/// each key, and prefix deletes split around the keys put after them.
+fn etcd_ops(ops: &[Op]) -> Vec<EtcdOp> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut puts: BTreeMap<String, (Vec<u8>, Option<LeaseId>)> = BTreeMap::new();
+    let mut deletes: BTreeSet<String> = BTreeSet::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Put { key, value, lease } => {
+                deletes.remove(key);
+                puts.insert(key.clone(), (value.clone(), *lease));
+            }
+            Op::Delete { key } => {
+                puts.remove(key);
+                deletes.insert(key.clone());
+            }
+            Op::DeletePrefix { prefix } => {
+                puts.retain(|key, _| !key.starts_with(prefix.as_str()));
+                deletes.retain(|key| !key.starts_with(prefix.as_str()));
+                prefixes.push(prefix.clone());
+            }
+        }
+    }
+    // A prefix inside another is covered by it.
+    prefixes.sort();
+    prefixes.dedup();
+    let outer: Vec<String> = prefixes
+        .iter()
+        .filter(|p| {
+            !prefixes
+                .iter()
+                .any(|q| q != *p && p.starts_with(q.as_str()))
+        })
+        .cloned()
+        .collect();
+    let mut result = Vec::new();
+    for prefix in &outer {
+        // Delete the prefix's range except the keys put after the delete.
+        let mut from = prefix.clone();
+        for key in puts.keys().filter(|k| k.starts_with(prefix.as_str())) {
+            if *key > from {
+                result.push(EtcdOp::DeleteRange {
+                    from: from.clone(),
+                    to: RangeEnd::Before(key.clone()),
+                });
+            }
+            // The next range starts right after `key`.
+            from = format!("{key}\0");
+        }
+        result.push(EtcdOp::DeleteRange {
+            from,
+            to: RangeEnd::EndOf(prefix.clone()),
+        });
+    }
+    // A key deleted after its prefix was (and not put again) is in the prefix's ranges.
+    for key in deletes {
+        if !outer.iter().any(|prefix| key.starts_with(prefix.as_str())) {
+            result.push(EtcdOp::Delete { key });
+        }
+    }
+    for (key, (value, lease)) in puts {
+        result.push(EtcdOp::Put { key, value, lease });
+    }
+    result
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte is 0xff: to the end of the key space.
+    vec![0]
+}
+
 /// Whether `condition` holds for the key as it is now (`None`: missing).
 fn holds(condition: &Condition, current: Option<&etcd_client::KeyValue>) -> bool {
     match (condition, current) {
@@ -615,5 +730,136 @@ fn holds(condition: &Condition, current: Option<&etcd_client::KeyValue>) -> bool
         (Condition::Exists, current) => current.is_some(),
         (Condition::ModRevision(revision), Some(kv)) => kv.mod_revision() as u64 == *revision,
         (Condition::ModRevision(_), None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Applies Paz's ops in order.
+    fn in_order(start: &BTreeMap<String, Vec<u8>>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
+        let mut data = start.clone();
+        for op in ops {
+            match op {
+                Op::Put { key, value, .. } => {
+                    data.insert(key.clone(), value.clone());
+                }
+                Op::Delete { key } => {
+                    data.remove(key);
+                }
+                Op::DeletePrefix { prefix } => data.retain(|k, _| !k.starts_with(prefix.as_str())),
+            }
+        }
+        data
+    }
+
+    /// Applies etcd's ops as etcd does: all at once, each key touched at most once.
+    fn as_etcd(start: &BTreeMap<String, Vec<u8>>, ops: &[EtcdOp]) -> BTreeMap<String, Vec<u8>> {
+        let mut touched = BTreeSet::new();
+        let mut data = start.clone();
+        let universe: BTreeSet<String> = start
+            .keys()
+            .cloned()
+            .chain(ops.iter().filter_map(|op| match op {
+                EtcdOp::Put { key, .. } | EtcdOp::Delete { key } => Some(key.clone()),
+                EtcdOp::DeleteRange { .. } => None,
+            }))
+            .collect();
+        for op in ops {
+            match op {
+                EtcdOp::Put { key, value, .. } => {
+                    assert!(touched.insert(key.clone()), "{key} written twice: {ops:?}");
+                    data.insert(key.clone(), value.clone());
+                }
+                EtcdOp::Delete { key } => {
+                    assert!(touched.insert(key.clone()), "{key} written twice: {ops:?}");
+                    data.remove(key);
+                }
+                EtcdOp::DeleteRange { from, to } => {
+                    let end = match to {
+                        RangeEnd::Before(key) => key.clone().into_bytes(),
+                        RangeEnd::EndOf(prefix) => prefix_end(prefix.as_bytes()),
+                    };
+                    for key in &universe {
+                        if key.as_str() >= from.as_str() && key.as_bytes() < end.as_slice() {
+                            assert!(touched.insert(key.clone()), "{key} in two writes: {ops:?}");
+                            data.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+        data
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let key = prop::sample::select(vec![
+            "/a/", "/a/1", "/a/2", "/a/1/x", "/a/10", "/b/1", "/a", "/ab",
+        ]);
+        prop_oneof![
+            (key.clone(), 0u8..3).prop_map(|(k, v)| Op::Put {
+                key: k.to_owned(),
+                value: vec![v],
+                lease: None
+            }),
+            key.clone().prop_map(|k| Op::Delete { key: k.to_owned() }),
+            prop::sample::select(vec!["/a/", "/a/1", "/", "/b/", "/a"]).prop_map(|p| {
+                Op::DeletePrefix {
+                    prefix: p.to_owned(),
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn etcd_ops_have_the_effect_of_the_ops_in_order_touching_each_key_once(
+            ops in prop::collection::vec(op(), 0..12),
+            start in prop::collection::btree_map(
+                prop::sample::select(vec!["/a/1", "/a/2", "/a/1/x", "/a/10", "/b/1", "/a", "/ab", "/c"])
+                    .prop_map(str::to_owned),
+                Just(vec![9u8]),
+                0..6,
+            ),
+        ) {
+            prop_assert_eq!(as_etcd(&start, &etcd_ops(&ops)), in_order(&start, &ops));
+        }
+    }
+
+    #[test]
+    fn a_put_after_its_prefix_is_deleted_splits_the_range() {
+        let ops = etcd_ops(&[
+            Op::DeletePrefix {
+                prefix: "/r/web/".into(),
+            },
+            Op::Put {
+                key: "/r/web/1".into(),
+                value: b"v".to_vec(),
+                lease: None,
+            },
+        ]);
+        assert_eq!(
+            ops,
+            [
+                EtcdOp::DeleteRange {
+                    from: "/r/web/".into(),
+                    to: RangeEnd::Before("/r/web/1".into())
+                },
+                EtcdOp::DeleteRange {
+                    from: "/r/web/1\0".into(),
+                    to: RangeEnd::EndOf("/r/web/".into())
+                },
+                EtcdOp::Put {
+                    key: "/r/web/1".into(),
+                    value: b"v".to_vec(),
+                    lease: None
+                },
+            ]
+        );
+        assert_eq!(prefix_end(b"/r/"), b"/r0");
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b");
     }
 }

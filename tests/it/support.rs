@@ -83,10 +83,12 @@ impl Server {
             }
         });
         let wants_router = !args.windows(2).any(|w| w == ["--scheduler", "none"]);
+        // A router-only process serves no API.
+        let wants_api = !args.windows(2).any(|w| w == ["--role", "router"]);
         let mut seen = Vec::new();
         let (mut url, mut router) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while url.is_none() || (wants_router && router.is_none()) {
+        while (wants_api && url.is_none()) || (wants_router && router.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
@@ -116,7 +118,7 @@ impl Server {
         }
         Ok(Server {
             child,
-            url: url.unwrap(),
+            url: url.unwrap_or_default(),
             router,
             stdout: seen,
         })
