@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a lease now and deletes its keys.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
 
+    /// The most operations (conditions, and writes) one [`Txn`] may hold; bigger writes
+    /// must be split (see [`crate::Paz::import_state`]). Unlimited by default; etcd's
+    /// default is 128 (`--max-txn-ops`).
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
+
     /// Sets a key unconditionally.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
         self.commit(Txn::new().put(key, value)).await
