@@ -7,6 +7,7 @@ use crate::backup::{
     FORMAT, ImportOptions, ImportReport, PREFIX, StateExport, StateKey, VERSION, is_leased_key,
 };
 use crate::error::{Error, Result};
+use crate::event::EventKind;
 use crate::model::{Deployment, Release};
 use crate::service::Service;
 use crate::store::{Condition, KeyValue, Op, Txn};
@@ -124,7 +125,23 @@ impl Paz {
         writes.sort_by(|a, b| a.key.cmp(&b.key));
 
         let limit = self.store.max_txn_ops().max(1);
-        let transactions = self.write_all_or_nothing(writes, &previous, limit).await?;
+        let (transactions, revision) = self.write_all_or_nothing(writes, &previous, limit).await?;
+        // Tell subscribers (event streams, the UI's index) what changed.
+        let service = |key: &String| key.strip_prefix(SERVICES).map(str::to_owned);
+        let mut events: Vec<EventKind> = deletes
+            .iter()
+            .filter_map(|key| service(key))
+            .map(|service| EventKind::ServiceDeleted { service })
+            .collect();
+        events.extend(incoming.keys().filter_map(|key| {
+            let name = service(key)?;
+            Some(if previous.contains_key(key) {
+                EventKind::ServiceUpdated { service: name }
+            } else {
+                EventKind::ServiceCreated { service: name }
+            })
+        }));
+        self.emit(revision, events);
         let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
         Ok(ImportReport {
             keys: incoming.len(),
@@ -138,14 +155,16 @@ impl Paz {
     }
 
     /// Commits `writes` as one transaction when they fit in `limit` operations, else in
-    /// chunks, restoring `previous` when a chunk fails. Returns how many commits it took.
+    /// chunks, restoring `previous` when a chunk fails. Returns how many commits it took and
+    /// the revision of the last.
     async fn write_all_or_nothing(
         &self,
         writes: Vec<Write>,
         previous: &BTreeMap<String, KeyValue>,
         limit: usize,
-    ) -> Result<usize> {
+    ) -> Result<(usize, u64)> {
         let mut written: Vec<&str> = Vec::new();
+        let mut revision = 0;
         let chunks: Vec<&[Write]> = writes.chunks(limit).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let txn = Txn {
@@ -156,7 +175,10 @@ impl Paz {
                 ops: chunk.iter().map(|w| w.op.clone()).collect(),
             };
             match self.store.commit(txn).await {
-                Ok(_) => written.extend(chunk.iter().map(|w| w.key.as_str())),
+                Ok(committed) => {
+                    revision = committed;
+                    written.extend(chunk.iter().map(|w| w.key.as_str()));
+                }
                 Err(cause) => {
                     // A failed condition wrote nothing; any other failure may have written
                     // the chunk (a timeout after the store applied it).
@@ -174,7 +196,7 @@ impl Paz {
                 }
             }
         }
-        Ok(chunks.len())
+        Ok((chunks.len(), revision))
     }
 
     /// Puts `keys` back as `previous` held them (deleting those it did not hold).
@@ -499,11 +521,19 @@ mod tests {
         let read = StateExport::from_slice(text.as_bytes()).unwrap();
         let target = MemoryStore::new();
         let imported = engine(Arc::new(target.clone()), 1);
+        let mut events = imported.subscribe();
         let report = imported
             .import_state(&read, ImportOptions::default())
             .await
             .unwrap();
         assert_eq!(state(&target).await, state(&store).await);
+        let mut created = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let EventKind::ServiceCreated { service } = event.kind {
+                created.push(service);
+            }
+        }
+        assert_eq!(created, ["api", "web"], "subscribers hear of the import");
         assert_eq!(report.keys, export.keys.len());
         assert_eq!(report.services, 2);
         assert_eq!(report.transactions, 1);
