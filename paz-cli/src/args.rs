@@ -161,6 +161,10 @@ pub enum Command {
         /// The service.
         name: String,
     },
+    /// Export and import the whole state: the backup, and the way to move to another store
+    /// (embedded ↔ etcd). Needs an admin token.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -250,6 +254,34 @@ pub enum TokenCommand {
     Revoke {
         /// The token's name or id.
         name: String,
+    },
+}
+
+/// `paz admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Export the whole state as a versioned JSON document (`paz-state` version 1), to
+    /// stdout or to a file (written with mode 0600: it holds token hashes and sealed
+    /// secrets).
+    ///
+    /// e.g. `paz admin export --file paz-backup.json`. Hosts are not included (they register
+    /// again); secrets stay sealed, so the server that imports it needs the same secret key.
+    Export {
+        /// Write to this file (mode 0600) instead of stdout.
+        #[arg(long, short = 'f', value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Import a state export into the server, all or nothing.
+    ///
+    /// e.g. `paz admin import paz-backup.json`. A server that already holds state refuses
+    /// it unless --replace. The server's secret key must be the exporting server's when
+    /// there are secrets (`<data dir>/secret-key` or PAZ_SECRET_KEY).
+    Import {
+        /// The export to import (`-`: stdin).
+        file: PathBuf,
+        /// Replace the server's state (its services, releases, tokens…) with the export's.
+        #[arg(long)]
+        replace: bool,
     },
 }
 

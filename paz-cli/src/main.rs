@@ -5,6 +5,7 @@
 //! codes: 0 success, 1 failure (API error, network, failed deployment), 2 bad usage or input.
 
 mod access;
+mod admin;
 mod args;
 mod failure;
 mod follow;

@@ -97,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => crate::access::token(&client, command, &out).await,
         Command::Hook(command) => crate::access::hook(&client, command, &out).await,
         Command::Deliveries { name } => out.deliveries(&client.deliveries(&name).await?),
+        Command::Admin(command) => crate::admin::admin(&client, command, &out).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

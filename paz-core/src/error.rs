@@ -147,6 +147,39 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// An import into a store that already holds state, without `replace`.
+    #[error(
+        "the target store is not empty: it holds {keys} keys under /paz/ (services, releases…); \
+         import into an empty store, or replace its state (`paz admin import --replace`, \
+         `?replace=true`)"
+    )]
+    StoreNotEmpty {
+        /// How many keys it holds (leased keys and the cluster id aside).
+        keys: usize,
+    },
+    /// An import whose sealed values the target's secret key does not open.
+    #[error(
+        "the export's sealed values do not open with this server's secret key ({key}: {message}); \
+         start the target with the source's key (<data dir>/secret-key or PAZ_SECRET_KEY)"
+    )]
+    SecretKeyMismatch {
+        /// A key whose sealed value did not open.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// An import failed part-way and putting the previous state back failed too: the store
+    /// holds part of the import.
+    #[error(
+        "the import failed ({cause}) and restoring the previous state failed too ({restore}); \
+         the store holds part of the import: import again with replace, or from a backup"
+    )]
+    ImportIncomplete {
+        /// Why the import failed.
+        cause: Box<Error>,
+        /// Why restoring failed.
+        restore: Box<Error>,
+    },
 }
 
 /// What kind of failure a backend (store, scheduler, proxy) reported, so callers can tell
@@ -285,6 +318,9 @@ impl Error {
             Error::Scheduler(_) => "SCHEDULER_ERROR",
             Error::Proxy(_) => "PROXY_ERROR",
             Error::TooManyConflicts { .. } => "CONCURRENT_CHANGES",
+            Error::StoreNotEmpty { .. } => "STORE_NOT_EMPTY",
+            Error::SecretKeyMismatch { .. } => "SECRET_KEY_MISMATCH",
+            Error::ImportIncomplete { .. } => "IMPORT_INCOMPLETE",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `paz-proxy`.
 
 pub mod api;
+pub mod backup;
 pub mod cluster;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;

@@ -83,7 +83,7 @@ pub fn access_for(method: &Method, path: &str) -> Access {
     let service = |name: &str| name.to_owned();
     match (method, segments.as_slice()) {
         (&Method::GET, ["v1", "events"]) => Access::Events,
-        (&Method::GET, ["v1", "tokens", ..]) => Access::Admin,
+        (&Method::GET, ["v1", "tokens" | "admin", ..]) => Access::Admin,
         (&Method::GET, ["v1", "services", name])
         | (
             &Method::GET,
@@ -249,6 +249,12 @@ mod tests {
         assert_eq!(get("/v1/services"), Read);
         assert_eq!(get("/v1/events"), Events);
         assert_eq!(get("/v1/tokens"), Admin);
+        assert_eq!(
+            get("/v1/admin/export"),
+            Admin,
+            "the export holds every secret"
+        );
+        assert_eq!(post("/v1/admin/import"), Admin);
         assert_eq!(post("/v1/services/web/deploy"), Deploy("web".into()));
         assert_eq!(post("/v1/services/web/rollback"), Deploy("web".into()));
         assert_eq!(post("/v1/services/web/scale"), Admin);

@@ -40,7 +40,9 @@ impl From<paz_core::Error> for ApiError {
             | E::Conflict { .. } => StatusCode::CONFLICT,
             E::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             E::Store(_) | E::SecretsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::TooManyConflicts { .. } => StatusCode::CONFLICT,
+            E::TooManyConflicts { .. } | E::StoreNotEmpty { .. } | E::SecretKeyMismatch { .. } => {
+                StatusCode::CONFLICT
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

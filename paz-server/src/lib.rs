@@ -3,6 +3,7 @@
 //! to `paz::config` and serves the API over the runtime it starts; tests build the router with
 //! [`router`] and call it directly.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -224,6 +225,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token}", axum::routing::delete(revoke_token))
         .route("/metrics", get(handlers::metrics))
+        .route("/v1/admin/export", get(admin::export_state))
+        .route(
+            "/v1/admin/import",
+            axum::routing::post(admin::import_state)
+                .layer(DefaultBodyLimit::max(admin::IMPORT_BODY_LIMIT)),
+        )
         .merge(hook_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

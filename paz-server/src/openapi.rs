@@ -41,6 +41,8 @@ use crate::{handlers, hooks};
         handlers::list_tokens,
         handlers::revoke_token,
         handlers::events,
+        crate::admin::export_state,
+        crate::admin::import_state,
         hooks::create_hook,
         hooks::list_hooks,
         hooks::update_hook,

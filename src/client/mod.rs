@@ -6,6 +6,7 @@
 //! (building and sending requests) and `error` ([`Error`] and error answers). `decode` turns
 //! streamed bodies (SSE, NDJSON) into items.
 
+mod admin;
 mod decode;
 mod deployments;
 mod error;

@@ -51,6 +51,22 @@ struct StoredCertificate {
     issued_at: jiff::Timestamp,
 }
 
+/// The sealed certificate keys among `entries` (key → stored bytes), each as (store key,
+/// context, sealed bytes), for checking that a secret key opens them.
+pub(super) fn sealed_probes(
+    entries: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<(String, String, Vec<u8>)> {
+    entries
+        .range(CERTS.to_owned()..)
+        .take_while(|(key, _)| key.starts_with(CERTS))
+        .filter_map(|(key, bytes)| {
+            let stored: StoredCertificate = serde_json::from_slice(bytes).ok()?;
+            let sealed = from_hex(stored.key_sealed.as_deref()?)?;
+            Some((key.clone(), format!("paz-cert/{}", stored.name), sealed))
+        })
+        .collect()
+}
+
 impl Paz {
     fn seal_text(&self, context: &str, text: &str) -> Result<(Option<String>, Option<String>)> {
         match &self.secrets {

@@ -63,6 +63,29 @@ fn secret_context(service: &str, source: HookSource, id: &str) -> String {
     format!("paz-hook/{service}/{source}/{id}")
 }
 
+/// The sealed CI hook secrets among `entries` (key → stored bytes), each as (store key,
+/// context, sealed bytes), for checking that a secret key opens them.
+pub(super) fn sealed_probes(
+    entries: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<(String, String, Vec<u8>)> {
+    entries
+        .range(HOOKS.to_owned()..)
+        .take_while(|(key, _)| key.starts_with(HOOKS))
+        .filter_map(|(key, bytes)| {
+            let record: HookRecord = serde_json::from_slice(bytes).ok()?;
+            let HookSecret::Sealed { value } = &record.secret else {
+                return None;
+            };
+            let info = &record.info;
+            Some((
+                key.clone(),
+                secret_context(&info.service, info.source, &info.id),
+                from_hex(value)?,
+            ))
+        })
+        .collect()
+}
+
 /// Key ids are hex digests chosen by the caller (they end up in store keys).
 fn check_key_id(key_id: &str) -> Result<()> {
     if !key_id.is_empty() && key_id.len() <= 128 && key_id.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -11,6 +11,7 @@
 //! hosts that registered themselves). This module holds the engine itself, the store layout,
 //! events and the compare-and-swap retry budget every change runs under.
 
+mod backup;
 mod certs;
 mod cluster;
 mod deployments;

@@ -199,6 +199,53 @@ impl Paz {
     }
 }
 
+/// The sealed service secrets among `entries` (key → stored bytes, e.g. a state export's),
+/// each as (store key, context, sealed bytes), for checking that a secret key opens them. The
+/// context comes from the release (or, for `<service>/current`, the service) record that
+/// names the secret; values without one are left out.
+pub(super) fn sealed_probes(entries: &BTreeMap<String, Vec<u8>>) -> Vec<(String, String, Vec<u8>)> {
+    /// The one field of a service or release record that matters here.
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        #[serde(default)]
+        secrets: BTreeMap<String, SecretRef>,
+    }
+    let mut probes = Vec::new();
+    for (key, bytes) in entries.range(super::SEALED.to_owned()..) {
+        let Some(rest) = key.strip_prefix(super::SEALED) else {
+            break;
+        };
+        let Some((service, which)) = rest.split_once('/') else {
+            continue;
+        };
+        let record = match which {
+            "current" => super::service_key(service),
+            version => match version.parse() {
+                Ok(version) => super::release_key(service, version),
+                Err(_) => continue,
+            },
+        };
+        let (Ok(sealed), Some(Ok(refs))) = (
+            serde_json::from_slice::<Sealed>(bytes),
+            entries
+                .get(&record)
+                .map(|r| serde_json::from_slice::<Refs>(r)),
+        ) else {
+            continue;
+        };
+        for (secret, hex) in sealed {
+            if let (Some(reference), Some(value)) = (refs.secrets.get(&secret), from_hex(&hex)) {
+                probes.push((
+                    key.clone(),
+                    context(service, &secret, reference.release),
+                    value,
+                ));
+            }
+        }
+    }
+    probes
+}
+
 /// Checks a secret's name (an environment variable name) and value.
 fn check_secret(secret: &str, value: &str) -> Result<()> {
     if let Err(message) = crate::names::check_env_key(secret) {

@@ -236,7 +236,9 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
-    /// The most writes one transaction may hold (etcd: 128 by default); unlimited by default.
+    /// The most operations (conditions, and writes) one [`Txn`] may hold; bigger writes
+    /// must be split (see [`crate::Paz::import_state`]). Unlimited by default; etcd's
+    /// default is 128 (`--max-txn-ops`).
     fn max_txn_ops(&self) -> usize {
         usize::MAX
     }
