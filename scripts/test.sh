@@ -18,6 +18,9 @@ REQUIRED=(
   "openssl:openssl"
   "chromium:chromium"
   "chromedriver:chromium-driver"
+  "etcd:etcd-server"
+  "etcdctl:etcd-client"
+  "protoc:protobuf-compiler"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

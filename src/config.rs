@@ -231,7 +231,7 @@ pub enum StoreConfig {
     Memory,
     /// An etcd cluster shared by several replicas (`etcd://h1:2379,h2:2379`).
     #[cfg(feature = "etcd")]
-    Etcd(paz_etcd::EtcdConfig),
+    Etcd(Box<paz_etcd::EtcdConfig>),
 }
 
 impl StoreConfig {
@@ -250,7 +250,7 @@ impl StoreConfig {
     pub async fn open(&self) -> Result<Arc<dyn Store>, ConfigError> {
         match self {
             #[cfg(feature = "etcd")]
-            StoreConfig::Etcd(config) => paz_etcd::EtcdStore::connect(config.clone())
+            StoreConfig::Etcd(config) => paz_etcd::EtcdStore::connect((**config).clone())
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
                 .map_err(|e| ConfigError::Store(e.into())),

@@ -400,10 +400,10 @@ impl Config {
                 path: self.data_dir.join("paz.redb"),
             },
             StoreKind::Memory => paz::config::StoreConfig::Memory,
-            StoreKind::Etcd(_) => paz::config::StoreConfig::Etcd(
+            StoreKind::Etcd(_) => paz::config::StoreConfig::Etcd(Box::new(
                 self.etcd_config()
-                    .expect("checked by Config::check before the store is opened"),
-            ),
+                    .expect("checked by Config::validate before the store is opened"),
+            )),
         }
     }
 
@@ -568,6 +568,48 @@ mod tests {
         Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
             .unwrap()
             .validate()
+    }
+
+    #[test]
+    fn store_and_cluster_settings_are_checked() {
+        let parsed = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("paz-server").chain(args.iter().copied()))
+        };
+        let bad = parsed(&["--store", "mysql://h"]).unwrap_err().to_string();
+        assert!(bad.contains("use embedded, memory or etcd://"), "{bad}");
+        let bad = parsed(&["--store", "etcd://h"]).unwrap_err().to_string();
+        assert!(bad.contains("no port"), "{bad}");
+        let err = validate(&["--role", "router"]).unwrap_err();
+        assert!(err.contains("--store etcd://"), "{err}");
+        assert!(validate(&["--role", "router", "--store", "etcd://h:2379"]).is_ok());
+        let err = validate(&["--store", "etcd://h:2379", "--leader-ttl", "500ms"]).unwrap_err();
+        assert!(err.contains("--leader-ttl"), "{err}");
+        let err = validate(&["--store", "etcd://h:2379", "--etcd-user", "paz"]).unwrap_err();
+        assert!(err.contains("--etcd-password-file"), "{err}");
+        let err = validate(&["--store", "etcd://h:2379", "--etcd-ca", "/ca.pem"]).unwrap_err();
+        assert!(err.contains("etcds://"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let config = parsed(&[
+            "--store",
+            "etcds://h:2379/prod",
+            "--etcd-user",
+            "paz",
+            "--etcd-password-file",
+            password.to_str().unwrap(),
+            "--etcd-ca",
+            "/ca.pem",
+            "--etcd-timeout",
+            "1s",
+        ])
+        .unwrap();
+        let etcd = config.etcd_config().unwrap();
+        assert_eq!(etcd.user, Some(("paz".into(), "s3cret".into())));
+        assert_eq!(etcd.namespace, "/prod");
+        assert_eq!(etcd.request_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(etcd.tls.unwrap().ca, Some("/ca.pem".into()));
+        assert!(config.store_config().is_shared());
     }
 
     #[test]

@@ -491,6 +491,14 @@ pub async fn logs(
     use axum::response::IntoResponse;
     state.paz.service(&name).await?;
     let Some(scheduler) = state.reconciler().map(|r| r.scheduler().clone()) else {
+        if state.replica.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "NOT_LEADER",
+                "this replica does not lead the cluster, and logs come from the leader's \
+                 scheduler: ask the leader's API (`paz status --cluster` shows it)",
+            ));
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "NO_SCHEDULER",
