@@ -43,11 +43,59 @@ struct Member {
     child: Option<Child>,
 }
 
+/// The PEM files of a TLS test cluster: a CA, the members' certificate (for `localhost` and
+/// 127.0.0.1) and a client certificate, all signed by the CA.
+#[derive(Debug, Clone)]
+pub struct TestTls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// A client certificate the members accept…
+    pub client_cert: PathBuf,
+    /// …and its key.
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TestTls {
+    fn generate(dir: &std::path::Path) -> Result<TestTls> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "paz etcd test CA");
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let write = |name: &str, pem: String| -> Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, pem)?;
+            Ok(path)
+        };
+        let server_key = rcgen::KeyPair::generate()?;
+        let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?
+            .signed_by(&server_key, &issuer)?;
+        let client_key = rcgen::KeyPair::generate()?;
+        let mut client = rcgen::CertificateParams::new(vec!["paz".into()])?;
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "paz");
+        let client = client.signed_by(&client_key, &issuer)?;
+        Ok(TestTls {
+            ca: write("ca.pem", ca_cert.pem())?,
+            server_cert: write("server.pem", server.pem())?,
+            server_key: write("server-key.pem", server_key.serialize_pem())?,
+            client_cert: write("client.pem", client.pem())?,
+            client_key: write("client-key.pem", client_key.serialize_pem())?,
+        })
+    }
+}
+
 /// etcd members on loopback, killed on drop.
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    tls: Option<TestTls>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,7 +118,27 @@ impl EtcdCluster {
 
     /// `size` members forming one cluster; returns once it has a leader.
     pub fn start(size: usize) -> Result<EtcdCluster> {
+        Self::start_with(size, false)
+    }
+
+    /// One member serving clients over TLS only, requiring a client certificate signed by
+    /// the test CA ([`EtcdCluster::tls`]).
+    pub fn single_tls() -> Result<EtcdCluster> {
+        Self::start_with(1, true)
+    }
+
+    /// The TLS files, for a cluster started with [`EtcdCluster::single_tls`].
+    pub fn tls(&self) -> Option<&TestTls> {
+        self.tls.as_ref()
+    }
+
+    fn start_with(size: usize, tls: bool) -> Result<EtcdCluster> {
         let dir = tempfile::tempdir()?;
+        let tls = if tls {
+            Some(TestTls::generate(dir.path())?)
+        } else {
+            None
+        };
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -89,6 +157,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token: format!("paz-test-{}-{}", std::process::id(), free_port()),
+            tls,
             _dir: dir,
         };
         for i in 0..size {
@@ -100,9 +169,20 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) -> Result<()> {
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data)
@@ -144,44 +224,52 @@ impl EtcdCluster {
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Runs `etcdctl` against member `i` (with the client certificate under TLS).
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let member = &self.members[i];
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &format!("{}://127.0.0.1:{}", self.scheme(), member.client_port),
+            "--command-timeout",
+            "1s",
+        ]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("etcdctl cannot run: {e}"))
+    }
+
     fn has_leader(&self, member: &Member) -> bool {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &format!("http://127.0.0.1:{}", member.client_port),
-                "--command-timeout",
-                "1s",
-                "endpoint",
-                "status",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args([
-                    "--endpoints",
-                    &format!("http://127.0.0.1:{}", member.client_port),
-                    "--command-timeout",
-                    "1s",
-                    "get",
-                    "--consistency",
-                    "l",
-                    "/paz-probe",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+        let i = self
+            .members
+            .iter()
+            .position(|m| m.name == member.name)
+            .expect("a member of this cluster");
+        self.etcdctl(i, &["get", "--consistency", "l", "/paz-probe"])
+            .status
+            .success()
     }
 
     /// The client URLs of every member.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
     }
 
@@ -192,7 +280,8 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client_port))
             .collect();
-        format!("etcd://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", hosts.join(","))
     }
 
     /// A config for every member, with keys under `namespace` (so several tests can share a
@@ -204,6 +293,14 @@ impl EtcdCluster {
         config.request_timeout = Duration::from_secs(2);
         config.keep_alive_interval = Duration::from_millis(500);
         config.keep_alive_timeout = Duration::from_millis(500);
+        if let Some(tls) = &self.tls {
+            config.tls = Some(crate::EtcdTls {
+                ca: Some(tls.ca.clone()),
+                cert: Some(tls.client_cert.clone()),
+                key: Some(tls.client_key.clone()),
+                domain: Some("localhost".into()),
+            });
+        }
         config
     }
 

@@ -323,3 +323,89 @@ async fn etcd_a_lost_lease_is_reported_and_its_keys_are_gone() {
         Err(paz_core::Error::LeaseNotFound(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate() {
+    if !etcd_available("etcd_over_tls_with_a_client_certificate") {
+        return;
+    }
+    let cluster = EtcdCluster::single_tls().unwrap();
+    let tls = cluster.tls().unwrap().clone();
+    let config = cluster.config("/tls");
+    assert!(config.endpoints[0].starts_with("https://"), "{config:?}");
+    let store = EtcdStore::connect(config.clone())
+        .await
+        .expect("TLS with a client certificate");
+    store.put("/tls/a", b"1".to_vec()).await.unwrap();
+    assert_eq!(store.get("/tls/a").await.unwrap().unwrap().value, b"1");
+    // Without the client certificate the members refuse: a clear error, within the timeout.
+    let mut anonymous = config.clone();
+    anonymous.tls = Some(paz_etcd::EtcdTls {
+        cert: None,
+        key: None,
+        ..anonymous.tls.clone().unwrap()
+    });
+    let started = Instant::now();
+    let error = EtcdStore::connect(anonymous).await.unwrap_err().to_string();
+    assert!(error.contains("cannot reach etcd"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nor does a client that does not trust the members' CA.
+    let mut untrusting = config;
+    untrusting.tls = Some(paz_etcd::EtcdTls {
+        ca: None,
+        cert: Some(tls.client_cert),
+        key: Some(tls.client_key),
+        domain: Some("localhost".into()),
+    });
+    assert!(EtcdStore::connect(untrusting).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_auth_needs_the_user_and_password() {
+    if !etcd_available("etcd_with_auth_needs_the_user_and_password") {
+        return;
+    }
+    let cluster = EtcdCluster::single().unwrap();
+    for args in [
+        &["user", "add", "root", "--new-user-password", "rootpw"][..],
+        &["user", "add", "paz", "--new-user-password", "pazpw"][..],
+        &["role", "add", "paz"][..],
+        &[
+            "role",
+            "grant-permission",
+            "paz",
+            "--prefix=true",
+            "readwrite",
+            "/auth/",
+        ][..],
+        &["user", "grant-role", "paz", "paz"][..],
+        &["auth", "enable"][..],
+    ] {
+        let output = cluster.etcdctl(0, args);
+        assert!(output.status.success(), "etcdctl {args:?}: {output:?}");
+    }
+    let mut config = cluster.config("/auth");
+    config.user = Some(("paz".into(), "pazpw".into()));
+    let store = EtcdStore::connect(config.clone())
+        .await
+        .expect("the user connects");
+    store.put("/k", b"v".to_vec()).await.unwrap();
+    assert_eq!(store.list("/").await.unwrap().items.len(), 1);
+    // A key outside the user's permission is refused, clearly.
+    let mut elsewhere = config.clone();
+    elsewhere.namespace = "/other".into();
+    elsewhere.user = Some(("paz".into(), "pazpw".into()));
+    let other = EtcdStore::connect(elsewhere).await;
+    assert!(other.is_err(), "the probe read outside /auth/ is refused");
+    // No password, or a wrong one: refused at connect.
+    config.user = Some(("paz".into(), "wrong".into()));
+    let error = EtcdStore::connect(config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("authentication failed") || error.contains("invalid"),
+        "{error}"
+    );
+}
