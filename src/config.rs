@@ -875,8 +875,7 @@ impl RuntimeConfig {
         cluster: &ClusterConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<ClusterStarted, ConfigError> {
-        use paz_runtime::announce::RouteFollower;
-        use paz_runtime::leader::{Election, ReplicaRole, keep_replica_registered, this_process};
+        use paz_runtime::leader::{Election, ReplicaRole, this_process};
         if self.tls.as_ref().is_some_and(|tls| tls.acme.is_some()) {
             return Err(ConfigError::Tls(
                 "ACME certificates are not issued by replicas on a shared store yet; give \
@@ -902,42 +901,27 @@ impl RuntimeConfig {
             cluster.api.clone(),
             Some(edge.address.to_string()),
         );
-        tokio::spawn(keep_replica_registered(
-            store.clone(),
-            replica.clone(),
-            shutdown.clone(),
-        ));
-        let follower = RouteFollower::new(
-            store.clone(),
-            edge.router.clone(),
-            replica.id.clone(),
-            edge.address.to_string(),
-        );
-        let announced = follower.announced();
-        let (first, mut first_applied) = watch::channel(false);
-        tokio::spawn(follower.run(shutdown.clone(), first));
-        if tokio::time::timeout(RESTORE_TIMEOUT, first_applied.wait_for(|f| *f))
-            .await
-            .is_err()
-        {
-            tracing::warn!("the announcements could not be read yet; the router starts empty");
-        }
-        edge.serve(&shutdown);
+        let announced = edge.serve_announced(&store, &replica, &shutdown).await;
         let (leading_tx, leading) = watch::channel(None);
         let election = Election::new(store, replica.clone(), cluster.leader_ttl);
-        let task = tokio::spawn(lead(
-            election,
-            Terms {
-                config: self.clone(),
-                paz,
-                host,
-                cluster_id,
-                router: edge.router.clone(),
-                health: edge.health.clone(),
-            },
-            leading_tx,
-            shutdown,
-        ));
+        let election = Arc::new(election);
+        let terms = Terms {
+            config: self.clone(),
+            paz,
+            host,
+            cluster_id,
+            router: edge.router.clone(),
+            health: edge.health.clone(),
+        };
+        let stopping = shutdown.clone();
+        let task = tokio::spawn(supervise("elections", stopping, move || {
+            lead(
+                election.clone(),
+                terms.clone(),
+                leading_tx.clone(),
+                shutdown.clone(),
+            )
+        }));
         let metrics = edge.router.clone();
         Ok(ClusterStarted {
             replica,
@@ -954,6 +938,7 @@ impl RuntimeConfig {
 }
 
 /// What a term's runtime is made of.
+#[derive(Clone)]
 struct Terms {
     config: RuntimeConfig,
     paz: Paz,
@@ -965,7 +950,7 @@ struct Terms {
 
 /// Campaigns, runs the runtime for each term won, and stops it the moment the term is lost.
 async fn lead(
-    election: paz_runtime::leader::Election,
+    election: Arc<paz_runtime::leader::Election>,
     terms: Terms,
     leading: watch::Sender<Option<paz_runtime::Reconciler>>,
     mut shutdown: watch::Receiver<bool>,
@@ -980,7 +965,9 @@ async fn lead(
             Err(error) => {
                 tracing::error!(%error, "leading, but the scheduler is unreachable; resigning");
                 term.resign().await;
-                if stopped_for(std::time::Duration::from_secs(2), &mut shutdown).await {
+                if paz_runtime::stopped_during(std::time::Duration::from_secs(2), &mut shutdown)
+                    .await
+                {
                     return;
                 }
                 continue;
@@ -1007,7 +994,11 @@ async fn lead(
                 return;
             }
         };
-        tokio::spawn(announcer.keep_alive(stopped));
+        let renewing = (announcer.clone(), stopped.clone());
+        tokio::spawn(supervise("announcement lease", stopped, move || {
+            let (announcer, stopped) = renewing.clone();
+            announcer.keep_alive(stopped)
+        }));
         let _ = leading.send(Some(runtime.reconciler().clone()));
         let mut lost = term.lost();
         let stopping = tokio::select! {
@@ -1029,11 +1020,71 @@ async fn lead(
     }
 }
 
-/// Sleeps for `delay`; `true` when shutdown came first.
-async fn stopped_for(delay: std::time::Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = shutdown.wait_for(|s| *s) => true,
+/// Runs the task `start` makes until it ends by itself or `shutdown`; a panic is logged and
+/// the task started again a second later, never silently lost.
+async fn supervise<F, Fut>(task: &'static str, mut shutdown: watch::Receiver<bool>, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(start()).await {
+            Err(error) if error.is_panic() => {
+                tracing::error!(task, %error, "a cluster task panicked; starting it again in 1 s");
+                if paz_runtime::stopped_during(std::time::Duration::from_secs(1), &mut shutdown)
+                    .await
+                {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+impl Edge {
+    /// Registers `replica`, feeds the router from the announcements in `store` (supervised),
+    /// and serves once the first table is applied (or after [`RESTORE_TIMEOUT`]).
+    async fn serve_announced(
+        &mut self,
+        store: &Arc<dyn Store>,
+        replica: &paz_core::cluster::Replica,
+        shutdown: &watch::Receiver<bool>,
+    ) -> paz_runtime::announce::Announced {
+        use paz_runtime::announce::{Announced, RouteFollower};
+        let registered = (store.clone(), replica.clone(), shutdown.clone());
+        tokio::spawn(supervise(
+            "replica registration",
+            shutdown.clone(),
+            move || {
+                let (store, replica, shutdown) = registered.clone();
+                paz_runtime::leader::keep_replica_registered(store, replica, shutdown)
+            },
+        ));
+        let announced = Announced::default();
+        let (first, mut first_applied) = watch::channel(false);
+        let follow = (
+            store.clone(),
+            self.router.clone(),
+            replica.id.clone(),
+            self.address.to_string(),
+            announced.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(supervise("route follower", shutdown.clone(), move || {
+            let (store, router, id, address, announced, shutdown) = follow.clone();
+            RouteFollower::new(store, router, id, address)
+                .sharing(announced)
+                .run(shutdown, first.clone())
+        }));
+        if tokio::time::timeout(RESTORE_TIMEOUT, first_applied.wait_for(|f| *f))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the announcements could not be read yet; the router starts empty");
+        }
+        self.serve(shutdown);
+        announced
     }
 }
 
@@ -1059,8 +1110,7 @@ impl RuntimeConfig {
         sockets: &Sockets,
         shutdown: watch::Receiver<bool>,
     ) -> Result<RouterOnly, ConfigError> {
-        use paz_runtime::announce::RouteFollower;
-        use paz_runtime::leader::{ReplicaRole, keep_replica_registered, this_process};
+        use paz_runtime::leader::{ReplicaRole, this_process};
         let mut edge = self.proxy.build(sockets).await?;
         if let Some(tls) = &self.tls {
             if tls.acme.is_some() {
@@ -1072,26 +1122,7 @@ impl RuntimeConfig {
             edge.add_tls(tls, sockets).await?;
         }
         let replica = this_process(ReplicaRole::Router, None, Some(edge.address.to_string()));
-        tokio::spawn(keep_replica_registered(
-            store.clone(),
-            replica.clone(),
-            shutdown.clone(),
-        ));
-        let follower = RouteFollower::new(
-            store,
-            edge.router.clone(),
-            replica.id.clone(),
-            edge.address.to_string(),
-        );
-        let (first, mut first_applied) = watch::channel(false);
-        tokio::spawn(follower.run(shutdown.clone(), first));
-        if tokio::time::timeout(RESTORE_TIMEOUT, first_applied.wait_for(|f| *f))
-            .await
-            .is_err()
-        {
-            tracing::warn!("the announcements could not be read yet; the router starts empty");
-        }
-        edge.serve(&shutdown);
+        edge.serve_announced(&store, &replica, &shutdown).await;
         Ok(RouterOnly {
             router_address: edge.address,
             tls_address: edge.tls_address,

@@ -420,6 +420,12 @@ impl RouteFollower {
         }
     }
 
+    /// Shares `announced` (a follower started again after a panic keeps its view).
+    pub fn sharing(mut self, announced: Announced) -> Self {
+        self.announced = announced;
+        self
+    }
+
     /// The announced instances it last saw.
     pub fn announced(&self) -> Announced {
         self.announced.clone()

@@ -38,7 +38,7 @@ pub async fn keep_host_registered(paz: Paz, host: Host, mut shutdown: watch::Rec
 }
 
 /// Sleeps for `delay`; returns `true` early when shutdown was signalled.
-pub(crate) async fn stopped_during(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+pub async fn stopped_during(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = shutdown.wait_for(|stopping| *stopping) => true,

@@ -55,7 +55,7 @@ use paz_core::{Host, Instance, Paz};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use hosts::{HOST_TTL, keep_host_registered, local_host};
+pub use hosts::{HOST_TTL, keep_host_registered, local_host, stopped_during};
 pub use names::NameServer;
 pub use queue::{Action, WorkQueue};
 pub use reconciler::Reconciler;
