@@ -21,6 +21,7 @@ REQUIRED=(
   "etcd:etcd-server"
   "etcdctl:etcd-client"
   "protoc:protobuf-compiler"
+  "haproxy:haproxy"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

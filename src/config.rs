@@ -53,6 +53,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The proxy (HAProxy) cannot be started.
+    #[error("the proxy: {0}")]
+    Proxy(String),
     /// A TLS setting cannot be used (a certificate file).
     #[error("TLS: {0}")]
     Tls(String),
@@ -342,6 +345,9 @@ pub enum ProxyConfig {
         /// Where it takes public traffic.
         listen: SocketAddr,
     },
+    /// HAProxy (2.6+), started and supervised by Paz and driven through its runtime API:
+    /// plain HTTP on `listen`; no HTTPS and no `<service>.paz` names (the built-in router's).
+    Haproxy(paz_proxy::HaproxyConfig),
 }
 
 impl SchedulerConfig {
@@ -398,6 +404,12 @@ impl ProxyConfig {
             ProxyConfig::Builtin { listen } => {
                 vec![("the router (--router-listen)".into(), Claim::tcp(*listen))]
             }
+            ProxyConfig::Haproxy(haproxy) => {
+                vec![(
+                    "HAProxy (--router-listen)".into(),
+                    Claim::tcp(haproxy.listen),
+                )]
+            }
         }
     }
 
@@ -427,7 +439,10 @@ impl ProxyConfig {
                     }],
                     listeners: Vec::new(),
                     internal: false,
-                    router,
+                    proxy: router.clone(),
+                    router: Some(router),
+                    haproxy: None,
+                    haproxy_supervisor: None,
                 };
                 // `<service>.paz` traffic taken over at an upgrade is served from the start.
                 if let Some(internal) = sockets.inherited_tcp(handover::INTERNAL_HTTP)? {
@@ -435,9 +450,38 @@ impl ProxyConfig {
                 }
                 Ok(edge)
             }
+            ProxyConfig::Haproxy(config) => {
+                // Stopped when the edge is served and shut down, or dropped unserved.
+                let (stop, stopped) = watch::channel(false);
+                let (haproxy, task) = paz_proxy::Haproxy::start(config.clone(), stopped)
+                    .await
+                    .map_err(|e| ConfigError::Proxy(e.to_string()))?;
+                Ok(Edge {
+                    health: Arc::new(paz_proxy::health::HttpHealthChecker::new()),
+                    address: haproxy.address(),
+                    tls_address: None,
+                    https_port: None,
+                    pending: Vec::new(),
+                    listeners: Vec::new(),
+                    internal: false,
+                    proxy: haproxy.clone(),
+                    router: None,
+                    haproxy: Some(haproxy),
+                    haproxy_supervisor: Some((stop, task)),
+                })
+            }
         }
     }
+
+    /// Whether this is the built-in router (HTTPS, `<service>.paz` and upgrades need it).
+    pub fn is_builtin(&self) -> bool {
+        matches!(self, ProxyConfig::Builtin { .. })
+    }
 }
+
+/// Why HTTPS is refused with HAProxy.
+const HAPROXY_NO_TLS: &str = "HTTPS (--tls-listen) is served by the built-in router only; \
+     with --proxy haproxy terminate TLS in front of HAProxy, or use --proxy builtin";
 
 /// A listener of the edge not served yet.
 struct Pending {
@@ -446,10 +490,18 @@ struct Pending {
     tls: bool,
 }
 
-/// The built-in router with its listeners: built first (before the store, at an upgrade),
-/// served once its route table is known ([`Edge::serve`]).
+/// The proxy at the edge (the built-in router with its listeners, or a supervised HAProxy):
+/// built first (before the store, at an upgrade), served once its route table is known
+/// ([`Edge::serve`]).
 pub struct Edge {
-    router: Arc<paz_proxy::router::Router>,
+    /// The proxy the runtime drives.
+    proxy: Arc<dyn paz_core::proxy::Proxy>,
+    /// The built-in router, when it is the proxy.
+    router: Option<Arc<paz_proxy::router::Router>>,
+    /// HAProxy, when it is the proxy.
+    haproxy: Option<Arc<paz_proxy::Haproxy>>,
+    /// HAProxy's stop signal and supervisor, until [`Edge::serve`] ties them to shutdown.
+    haproxy_supervisor: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     health: Arc<dyn paz_core::health::HealthChecker>,
     address: SocketAddr,
     tls_address: Option<SocketAddr>,
@@ -471,9 +523,23 @@ impl fmt::Debug for Edge {
 }
 
 impl Edge {
-    /// The router.
-    pub fn router(&self) -> &Arc<paz_proxy::router::Router> {
-        &self.router
+    /// The built-in router, unless the proxy is HAProxy.
+    pub fn router(&self) -> Option<&Arc<paz_proxy::router::Router>> {
+        self.router.as_ref()
+    }
+
+    /// HAProxy, when it is the proxy.
+    pub fn haproxy(&self) -> Option<&Arc<paz_proxy::Haproxy>> {
+        self.haproxy.as_ref()
+    }
+
+    /// The proxy's metrics in the Prometheus text format (the built-in router's; none from
+    /// HAProxy yet).
+    fn metrics(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        match self.router.clone() {
+            Some(router) => Arc::new(move || router.metrics_text()),
+            None => Arc::new(String::new),
+        }
     }
 
     /// Where it takes public traffic.
@@ -488,13 +554,23 @@ impl Edge {
 
     /// Starts accepting on every listener not served yet; they serve until `shutdown`.
     pub fn serve(&mut self, shutdown: &watch::Receiver<bool>) {
+        if let Some((stop, supervisor)) = self.haproxy_supervisor.take() {
+            // HAProxy serves from its start; it stops (gracefully) at shutdown.
+            let mut shutdown = shutdown.clone();
+            self.listeners.push(tokio::spawn(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+                let _ = stop.send(true);
+                let _ = supervisor.await;
+            }));
+        }
+        let Some(router) = &self.router else {
+            return;
+        };
         for pending in self.pending.drain(..) {
             let task = if pending.tls {
-                self.router
-                    .serve_tls(pending.listener, pending.scope, shutdown.clone())
+                router.serve_tls(pending.listener, pending.scope, shutdown.clone())
             } else {
-                self.router
-                    .serve(pending.listener, pending.scope, shutdown.clone())
+                router.serve(pending.listener, pending.scope, shutdown.clone())
             };
             self.listeners.push(task);
         }
@@ -505,9 +581,13 @@ impl Edge {
         &self,
         certificates: &[paz_proxy::CertificatePem],
     ) -> Result<(), ConfigError> {
-        self.router
-            .set_certificates(certificates, self.https_port)
-            .map_err(|e| ConfigError::Tls(e.to_string()))
+        match &self.router {
+            Some(router) => router
+                .set_certificates(certificates, self.https_port)
+                .map_err(|e| ConfigError::Tls(e.to_string())),
+            None if certificates.is_empty() => Ok(()),
+            None => Err(ConfigError::Tls(HAPROXY_NO_TLS.into())),
+        }
     }
 
     fn add_internal(&mut self, listener: tokio::net::TcpListener) {
@@ -526,6 +606,9 @@ impl Edge {
     /// Adds the HTTPS listener as `tls` says, with the file certificates, HSTS and the
     /// API's host name.
     async fn add_tls(&mut self, tls: &TlsConfig, sockets: &Sockets) -> Result<(), ConfigError> {
+        let Some(router) = self.router.clone() else {
+            return Err(ConfigError::Tls(HAPROXY_NO_TLS.into()));
+        };
         let listener = sockets.tcp(handover::TLS, tls.listen).await?;
         let address = listener
             .local_addr()
@@ -537,7 +620,7 @@ impl Edge {
         self.https_port = Some(address.port());
         self.tls_address = Some(address);
         self.set_certificates(&tls.files)?;
-        self.router.set_hsts(tls.hsts);
+        router.set_hsts(tls.hsts);
         if let Some((host, api)) = &tls.api {
             let mut routes = paz_core::RouteTable::default();
             let mut route = paz_core::route::Route::new("paz-api");
@@ -545,7 +628,7 @@ impl Edge {
                 .backends
                 .insert(api.to_string(), paz_core::route::Backend::default());
             routes.routes.insert(host.clone(), route);
-            self.router
+            router
                 .set_static_routes(&routes)
                 .map_err(|e| ConfigError::Tls(e.to_string()))?;
         }
@@ -566,10 +649,11 @@ impl Edge {
         shutdown: &watch::Receiver<bool>,
     ) -> Option<paz_acme::CertManager> {
         let acme = tls.acme.as_ref()?;
+        let router = self.router.clone()?;
         let files = tls.files.clone();
         let port = self.https_port;
         let publish: paz_acme::Publish = {
-            let router = self.router.clone();
+            let router = router.clone();
             Arc::new(move |managed: &[paz_core::engine::Certificate]| {
                 let mut all = files.clone();
                 all.extend(managed.iter().map(|c| paz_proxy::CertificatePem {
@@ -588,7 +672,7 @@ impl Edge {
         let manager = paz_acme::CertManager::new(
             paz.clone(),
             acme,
-            Arc::new(RouterChallenges(self.router.clone())),
+            Arc::new(RouterChallenges(router)),
             publish,
         );
         tokio::spawn(supervise_certificates(manager.clone(), shutdown.clone()));
@@ -670,8 +754,11 @@ pub struct Started {
     /// The ACME certificate manager, when certificates come from a CA (its problems show
     /// in `paz status`).
     pub certificates: Option<paz_acme::CertManager>,
-    /// The router (what an upgrade hands over: its route table and certificates).
-    pub router: Arc<paz_proxy::router::Router>,
+    /// The built-in router (what an upgrade hands over: its route table and certificates);
+    /// `None` with HAProxy.
+    pub router: Option<Arc<paz_proxy::router::Router>>,
+    /// HAProxy, when it is the proxy (its health shows in `paz status`).
+    pub haproxy: Option<Arc<paz_proxy::Haproxy>>,
 }
 
 /// How long a starting server waits for the first health checks of the running instances
@@ -686,7 +773,10 @@ impl RuntimeConfig {
         if let Some(tls) = &self.tls {
             claims.push(("HTTPS (--tls-listen)".into(), Claim::tcp(tls.listen)));
         }
-        if self.internal_names && !matches!(self.scheduler, SchedulerConfig::None) {
+        if self.internal_names
+            && self.proxy.is_builtin()
+            && !matches!(self.scheduler, SchedulerConfig::None)
+        {
             for (port, transport) in [(80, Transport::Tcp), (53, Transport::Udp)] {
                 claims.push((
                     "internal names (--internal-names)".into(),
@@ -757,7 +847,11 @@ impl RuntimeConfig {
         };
         let mut names = None;
         let mut scheduler = probe.scheduler;
-        if self.internal_names {
+        if self.internal_names && edge.router.is_none() {
+            tracing::warn!(
+                "internal names (<service>.paz) are served by the built-in router only; disabled with HAProxy"
+            );
+        } else if self.internal_names {
             match probe.gateway {
                 Some(IpAddr::V4(ip)) => {
                     match internal_names(ip, probe.subnet, sockets, &edge).await {
@@ -788,7 +882,7 @@ impl RuntimeConfig {
         };
         let mut builder = Runtime::builder(paz)
             .scheduler(scheduler)
-            .proxy(edge.router.clone())
+            .proxy(edge.proxy.clone())
             .health(edge.health.clone());
         if let Some(host) = host {
             builder = builder.host(host);
@@ -806,15 +900,15 @@ impl RuntimeConfig {
             );
         }
         edge.serve(&shutdown);
-        let metrics = edge.router.clone();
         Ok(Started {
             runtime,
             router_address: edge.address,
-            metrics: Arc::new(move || metrics.metrics_text()),
+            metrics: edge.metrics(),
             listeners: edge.listeners,
             tls_address: edge.tls_address,
             certificates,
             router: edge.router,
+            haproxy: edge.haproxy,
         })
     }
 }
@@ -855,8 +949,10 @@ pub struct ClusterStarted {
     pub listeners: Vec<tokio::task::JoinHandle<()>>,
     /// Where the router serves HTTPS, when it does.
     pub tls_address: Option<SocketAddr>,
-    /// The router.
-    pub router: Arc<paz_proxy::router::Router>,
+    /// The built-in router; `None` with HAProxy.
+    pub router: Option<Arc<paz_proxy::router::Router>>,
+    /// HAProxy, when it is the proxy.
+    pub haproxy: Option<Arc<paz_proxy::Haproxy>>,
     /// The elections and terms; ends after shutdown, once a running term has stopped (and
     /// resigned, so another replica leads at once).
     pub task: tokio::task::JoinHandle<()>,
@@ -910,7 +1006,7 @@ impl RuntimeConfig {
             paz,
             host,
             cluster_id,
-            router: edge.router.clone(),
+            proxy: edge.proxy.clone(),
             health: edge.health.clone(),
         };
         let stopping = shutdown.clone();
@@ -922,16 +1018,16 @@ impl RuntimeConfig {
                 shutdown.clone(),
             )
         }));
-        let metrics = edge.router.clone();
         Ok(ClusterStarted {
             replica,
             leading,
             announced,
             router_address: edge.address,
-            metrics: Arc::new(move || metrics.metrics_text()),
+            metrics: edge.metrics(),
             listeners: edge.listeners,
             tls_address: edge.tls_address,
             router: edge.router,
+            haproxy: edge.haproxy,
             task,
         })
     }
@@ -944,7 +1040,7 @@ struct Terms {
     paz: Paz,
     host: Option<Host>,
     cluster_id: String,
-    router: Arc<paz_proxy::router::Router>,
+    proxy: Arc<dyn paz_core::proxy::Proxy>,
     health: Arc<dyn paz_core::health::HealthChecker>,
 }
 
@@ -976,7 +1072,7 @@ async fn lead(
         let announcer = Announcer::new(fenced.clone());
         let proxy = ClusterProxy::new(
             terms.paz.store().clone(),
-            terms.router.clone(),
+            terms.proxy.clone(),
             announcer.clone(),
         );
         let mut builder = Runtime::builder(terms.paz.on_store(fenced))
@@ -1065,7 +1161,7 @@ impl Edge {
         let (first, mut first_applied) = watch::channel(false);
         let follow = (
             store.clone(),
-            self.router.clone(),
+            self.proxy.clone(),
             replica.id.clone(),
             self.address.to_string(),
             announced.clone(),
@@ -1096,8 +1192,10 @@ pub struct RouterOnly {
     pub router_address: SocketAddr,
     /// Where it serves HTTPS, when it does.
     pub tls_address: Option<SocketAddr>,
-    /// The router.
-    pub router: Arc<paz_proxy::router::Router>,
+    /// The built-in router; `None` with HAProxy.
+    pub router: Option<Arc<paz_proxy::router::Router>>,
+    /// HAProxy, when it is the proxy.
+    pub haproxy: Option<Arc<paz_proxy::Haproxy>>,
     /// The router's listener tasks.
     pub listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -1127,6 +1225,7 @@ impl RuntimeConfig {
             router_address: edge.address,
             tls_address: edge.tls_address,
             router: edge.router,
+            haproxy: edge.haproxy,
             listeners: edge.listeners,
         })
     }

@@ -74,6 +74,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster: false,
         } => {
             out.statuses(&all_statuses(&client).await?)?;
+            if let Ok(health) = client.health().await
+                && let Some(proxy) = &health.proxy
+                && !out.is_json()
+            {
+                out.proxy_summary(proxy)?;
+            }
             // A replica of a cluster: which one leads, and the store's health.
             match client.cluster().await {
                 Ok(cluster) if !out.is_json() && !cluster.replicas.is_empty() => {

@@ -28,6 +28,34 @@ pub struct HealthResponse {
     /// and left alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The proxy taking public traffic, when it is a process of its own (HAProxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyHealth>,
+}
+
+/// The health of a proxy that runs as a process of its own (HAProxy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProxyHealth {
+    /// `haproxy`.
+    pub kind: String,
+    /// Whether it answers on its admin socket.
+    pub running: bool,
+    /// Its version.
+    pub version: String,
+    /// Its current worker process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Connections it holds now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// Reloads (structural changes) since the server started.
+    pub reloads: u64,
+    /// Times it exited and was started again.
+    pub restarts: u64,
+    /// The last problem, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `POST /v1/services/{name}/deploy`.

@@ -52,6 +52,10 @@ pub struct Route {
     /// has a certificate for it (the service's `https_redirect`; default true).
     #[serde(default = "yes")]
     pub https_redirect: bool,
+    /// The HTTP path a proxy that checks backends itself (HAProxy) checks them on: the
+    /// service's HTTP health check on the routed port. `None`: a TCP connect check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
 }
 
 fn yes() -> bool {
@@ -64,6 +68,7 @@ impl Default for Route {
             service: String::new(),
             backends: BTreeMap::new(),
             https_redirect: true,
+            health_path: None,
         }
     }
 }
@@ -90,8 +95,8 @@ pub struct RouteTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum RouteOp {
-    /// Add a host name, or point it at another service or change its redirect (its backends
-    /// are cleared).
+    /// Add a host name, or point it at another service or change its redirect or health path
+    /// (its backends are cleared).
     SetRoute {
         /// The host name.
         host: String,
@@ -100,6 +105,9 @@ pub enum RouteOp {
         /// Whether plain HTTP is redirected to HTTPS.
         #[serde(default = "yes")]
         https_redirect: bool,
+        /// The health path (see [`Route::health_path`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health_path: Option<String>,
     },
     /// Remove a host name and its backends.
     RemoveRoute {
@@ -138,7 +146,8 @@ impl RouteTable {
             let old = match self.routes.get(host) {
                 Some(old)
                     if old.service == route.service
-                        && old.https_redirect == route.https_redirect =>
+                        && old.https_redirect == route.https_redirect
+                        && old.health_path == route.health_path =>
                 {
                     old
                 }
@@ -147,6 +156,7 @@ impl RouteTable {
                         host: host.clone(),
                         service: route.service.clone(),
                         https_redirect: route.https_redirect,
+                        health_path: route.health_path.clone(),
                     });
                     &empty
                 }
@@ -180,6 +190,7 @@ impl RouteTable {
                     host,
                     service,
                     https_redirect,
+                    health_path,
                 } => {
                     self.routes.insert(
                         host.clone(),
@@ -187,6 +198,7 @@ impl RouteTable {
                             service: service.clone(),
                             backends: BTreeMap::new(),
                             https_redirect: *https_redirect,
+                            health_path: health_path.clone(),
                         },
                     );
                 }
@@ -230,11 +242,13 @@ mod tests {
             "[ab]",
             proptest::collection::btree_map("10\\.0\\.0\\.[1-4]:80", backend, 0..4),
             any::<bool>(),
+            proptest::option::of("/(health|ready)"),
         )
-            .prop_map(|(service, backends, https_redirect)| Route {
+            .prop_map(|(service, backends, https_redirect, health_path)| Route {
                 service,
                 backends,
                 https_redirect,
+                health_path,
             });
         proptest::collection::btree_map("[abc]\\.localhost", route, 0..4)
             .prop_map(|routes| RouteTable { routes })
@@ -273,6 +287,7 @@ mod tests {
                 host: "web.example.com".into(),
                 service: "web".into(),
                 https_redirect: false,
+                health_path: None,
             }]
         );
     }

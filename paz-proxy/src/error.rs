@@ -39,6 +39,62 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A route of a table cannot be given to HAProxy as it is.
+    #[error("the route for host {host:?} cannot be served by HAProxy: {reason}")]
+    InvalidRoute {
+        /// The host name.
+        host: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HAProxy executable cannot be run.
+    #[error(
+        "cannot run HAProxy ({binary:?}): install it (Debian: apt-get install haproxy) or give its path (--haproxy-bin)"
+    )]
+    HaproxyMissing {
+        /// The executable as given.
+        binary: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The HAProxy executable is older than 2.6.
+    #[error("{binary:?} is HAProxy {found:?}; Paz needs HAProxy 2.6 or newer")]
+    HaproxyVersion {
+        /// The executable.
+        binary: std::path::PathBuf,
+        /// The version it reported.
+        found: String,
+    },
+    /// `haproxy -c` rejected the rendered config; the previous config keeps serving.
+    #[error("HAProxy rejects the new config (the previous one keeps serving): {message}")]
+    HaproxyRejected {
+        /// HAProxy's alerts, naming the file and line.
+        message: String,
+    },
+    /// HAProxy did not start, or did not take a reload.
+    #[error("{message}")]
+    HaproxyStart {
+        /// What happened, with HAProxy's last output.
+        message: String,
+    },
+    /// A runtime-API command failed.
+    #[error("HAProxy's runtime API refused {command:?}: {message}")]
+    HaproxySocket {
+        /// The command.
+        command: String,
+        /// HAProxy's answer or the socket error.
+        message: String,
+    },
+    /// A file or directory of HAProxy's cannot be written.
+    #[error("cannot prepare {path:?} for HAProxy")]
+    HaproxyFiles {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The limit on open files could not be raised.
     #[error("cannot raise the open files limit (RLIMIT_NOFILE)")]
     OpenFilesLimit {
@@ -54,12 +110,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for paz_core::Error {
     fn from(error: Error) -> Self {
         let kind = match &error {
-            Error::InvalidBackend { .. } | Error::InvalidCertificate { .. } => {
-                paz_core::PortErrorKind::Invalid
+            Error::InvalidBackend { .. }
+            | Error::InvalidCertificate { .. }
+            | Error::InvalidRoute { .. }
+            | Error::HaproxyRejected { .. } => paz_core::PortErrorKind::Invalid,
+            Error::HaproxyStart { .. } | Error::HaproxySocket { .. } => {
+                paz_core::PortErrorKind::Unavailable
             }
-            Error::Listener { .. } | Error::Worker { .. } | Error::OpenFilesLimit { .. } => {
-                paz_core::PortErrorKind::Internal
-            }
+            Error::Listener { .. }
+            | Error::Worker { .. }
+            | Error::OpenFilesLimit { .. }
+            | Error::HaproxyMissing { .. }
+            | Error::HaproxyVersion { .. }
+            | Error::HaproxyFiles { .. } => paz_core::PortErrorKind::Internal,
         };
         paz_core::Error::Proxy(paz_core::PortError::new(kind, error.to_string()).with_source(error))
     }

@@ -56,6 +56,9 @@ pub struct AnnouncedRoute {
     pub backend: Backend,
     /// Whether plain HTTP to the host name is redirected to HTTPS.
     pub https_redirect: bool,
+    /// The route's health path, for routers that check backends themselves (HAProxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
 }
 
 pub use paz_core::cluster::RouterRecord;
@@ -97,6 +100,7 @@ pub fn announcements<'a>(
                     AnnouncedRoute {
                         backend: **backend,
                         https_redirect: route.https_redirect,
+                        health_path: route.health_path.clone(),
                     },
                 )
             })
@@ -130,6 +134,7 @@ pub fn table_from<'a>(announcements: impl IntoIterator<Item = &'a Announcement>)
         for (host, announced) in &announcement.routes {
             let route = table.routes.entry(host.clone()).or_insert_with(|| Route {
                 https_redirect: announced.https_redirect,
+                health_path: announced.health_path.clone(),
                 ..Route::new(announcement.instance.service.clone())
             });
             route.backends.insert(address.clone(), announced.backend);

@@ -66,6 +66,16 @@ pub enum SchedulerKind {
     None,
 }
 
+/// What takes public traffic (`--proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyKind {
+    /// The built-in router (the default): HTTPS, ACME, `<service>.paz`, hitless upgrades.
+    Builtin,
+    /// HAProxy (2.6+), started and supervised by paz-server on `--router-listen`, driven
+    /// through its runtime API; plain HTTP.
+    Haproxy,
+}
+
 /// How the ACME CA validates the names (`--acme-challenge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AcmeChallenge {
@@ -149,6 +159,19 @@ pub struct Config {
     /// Where the router takes public traffic (`<service>.<domain>` and custom domains).
     #[arg(long, env = "PAZ_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     pub router_listen: SocketAddr,
+    /// What takes public traffic: the built-in router, or HAProxy supervised by paz-server.
+    #[arg(long, env = "PAZ_PROXY", value_enum, default_value_t = ProxyKind::Builtin)]
+    pub proxy: ProxyKind,
+    /// The HAProxy executable (with --proxy haproxy).
+    #[arg(long, env = "PAZ_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// Where HAProxy's rendered config, map file and sockets live (default:
+    /// `<data dir>/haproxy`).
+    #[arg(long, env = "PAZ_HAPROXY_DIR")]
+    pub haproxy_dir: Option<PathBuf>,
+    /// HAProxy's worker threads (`nbthread`; default: one per core).
+    #[arg(long, env = "PAZ_HAPROXY_THREADS")]
+    pub haproxy_threads: Option<usize>,
     /// The Docker network instances run on (created when missing).
     #[arg(long, env = "PAZ_DOCKER_NETWORK", default_value = "paz")]
     pub docker_network: String,
@@ -287,6 +310,17 @@ impl Config {
         self.host_labels()?;
         self.tls_config()?;
         self.notify_config()?;
+        if self.proxy == ProxyKind::Haproxy {
+            if self.tls_listen.is_some() {
+                return Err("--tls-listen is served by the built-in router only; with --proxy haproxy terminate TLS in front of HAProxy".into());
+            }
+            if self.upgrade {
+                return Err("--upgrade hands the built-in router's sockets over; with --proxy haproxy restart paz-server instead".into());
+            }
+            if self.haproxy_threads == Some(0) {
+                return Err("--haproxy-threads must be at least 1".into());
+            }
+        }
         if self.role == Role::Router && !matches!(self.store, StoreKind::Etcd(_)) {
             return Err(
                 "--role router follows the announcements of a shared store: give --store etcd://…"
@@ -458,11 +492,26 @@ impl Config {
                 })
             }
         };
-        paz::config::RuntimeConfig {
-            scheduler,
-            proxy: paz::config::ProxyConfig::Builtin {
+        let proxy = match self.proxy {
+            ProxyKind::Builtin => paz::config::ProxyConfig::Builtin {
                 listen: self.router_listen,
             },
+            ProxyKind::Haproxy => {
+                let dir = self
+                    .haproxy_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("haproxy"));
+                let mut haproxy = paz::proxy::HaproxyConfig::new(self.router_listen, dir);
+                haproxy.binary = self.haproxy_bin.clone();
+                if let Some(threads) = self.haproxy_threads {
+                    haproxy.threads = threads;
+                }
+                paz::config::ProxyConfig::Haproxy(haproxy)
+            }
+        };
+        paz::config::RuntimeConfig {
+            scheduler,
+            proxy,
             internal_names: self.internal_names,
             tls: self.tls_config().ok().flatten(),
         }

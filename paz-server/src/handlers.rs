@@ -26,7 +26,23 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch};
 pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
     state.paz.store().get("/paz/health-probe").await?;
     let restarts = state.reconciler().as_ref().map(|r| r.panics());
-    let status = if restarts.unwrap_or(0) > 0 {
+    let proxy = match &state.haproxy {
+        Some(haproxy) => {
+            let status = haproxy.status().await;
+            Some(paz_core::api::ProxyHealth {
+                kind: "haproxy".into(),
+                running: status.running,
+                version: status.version,
+                pid: status.worker_pid,
+                connections: status.connections,
+                reloads: status.reloads,
+                restarts: status.restarts,
+                last_error: status.last_error,
+            })
+        }
+        None => None,
+    };
+    let status = if restarts.unwrap_or(0) > 0 || proxy.as_ref().is_some_and(|p| !p.running) {
         "degraded"
     } else {
         "ok"
@@ -42,6 +58,7 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<HealthRespo
             .as_ref()
             .map(paz_runtime::Reconciler::warnings)
             .unwrap_or_default(),
+        proxy,
     }))
 }
 

@@ -83,6 +83,8 @@ pub struct AppState {
     pub router_port: Option<u16>,
     /// The ACME certificate manager, when the router gets certificates from a CA.
     pub certificates: Option<paz::acme::CertManager>,
+    /// HAProxy, when it takes public traffic (`--proxy haproxy`).
+    pub haproxy: Option<Arc<paz::proxy::Haproxy>>,
     /// The deploy hooks' in-memory delivery log, locks and callback policy.
     pub hooks: Arc<hooks::HookState>,
     /// The web UI's sessions, charts and indexes.
@@ -102,6 +104,7 @@ impl AppState {
             metrics: None,
             router_port: None,
             certificates: None,
+            haproxy: None,
             hooks: Arc::new(hooks::HookState::default()),
         }
     }
@@ -386,9 +389,11 @@ impl Launch {
                     .cloned(),
             );
             edge.set_certificates(&certificates)?;
-            edge.router()
-                .apply_table(&predecessor.routes)
-                .map_err(|e| ServerError::Config(format!("the predecessor's routes: {e}")))?;
+            if let Some(router) = edge.router() {
+                router
+                    .apply_table(&predecessor.routes)
+                    .map_err(|e| ServerError::Config(format!("the predecessor's routes: {e}")))?;
+            }
             edge.serve(&self.stop.subscribe());
             tracing::info!(
                 routes = predecessor.routes.routes.len(),
@@ -490,6 +495,7 @@ pub async fn start_with(
                 )
                 .with_metrics(replica.metrics.clone());
             state.router_port = Some(replica.router_address.port());
+            state.haproxy = replica.haproxy.clone();
             ui::spawn_sampler(&state, stop_rx.clone());
             cluster = Some(replica);
         }
@@ -507,6 +513,7 @@ pub async fn start_with(
                 .with_runtime(runtime.runtime.reconciler().clone())
                 .with_metrics(runtime.metrics.clone());
             state.router_port = Some(runtime.router_address.port());
+            state.haproxy = runtime.haproxy.clone();
             state.certificates = runtime.certificates.clone();
             ui::spawn_sampler(&state, stop_rx.clone());
             started = Some(runtime);
@@ -599,8 +606,8 @@ impl Server {
         let (taken_tx, taken_rx) = tokio::sync::oneshot::channel::<()>();
         if let Some(upgrades) = self.upgrades {
             let source = match (&self.started, &self.cluster) {
-                (Some(started), _) => Some(started.router.clone()),
-                (None, Some(cluster)) => Some(cluster.router.clone()),
+                (Some(started), _) => started.router.clone(),
+                (None, Some(cluster)) => cluster.router.clone(),
                 (None, None) => None,
             }
             .map(|router| router as Arc<dyn paz::handover::HandoverSource>);

@@ -111,7 +111,7 @@ fn dirs() -> Result<(tempfile::TempDir, PathBuf, PathBuf, PathBuf)> {
 async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_an_etcd_outage()
 -> Result<()> {
     let test = "etcd_cluster_survives_the_leader_killed_mid_deploy";
-    if !require_docker(test) || !etcd_available(test) {
+    if !require_docker(test) || !etcd_available(test) || !crate::deploy::require_haproxy(test) {
         return Ok(());
     }
     let _one_at_a_time = DOCKER.lock().await;
@@ -139,6 +139,24 @@ async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_a
         ],
     )?;
     let router_r = r.router.clone().context("the router-only process routes")?;
+    // Another edge host, with HAProxy as its router (as in the original Paz).
+    let h = Server::start_with(
+        &data_r.with_file_name("h"),
+        &[
+            "--role",
+            "router",
+            "--store",
+            &store,
+            "--router-listen",
+            "127.0.0.1:0",
+            "--proxy",
+            "haproxy",
+        ],
+    )?;
+    let router_h = h
+        .router
+        .clone()
+        .context("the HAProxy router-only process routes")?;
     let router_b = b.router.clone().context("replica b routes")?;
 
     // A service created through the follower's API is run by the leader and routed by all.
@@ -162,8 +180,9 @@ async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_a
     let announced = Instant::now();
     wait_routable(&router_r, host).await?;
     wait_routable(&router_b, host).await?;
+    wait_routable(&router_h, host).await?;
     eprintln!(
-        "routable through both routers {:?} after the deployment ended",
+        "routable through the three routers {:?} after the deployment ended",
         announced.elapsed()
     );
     // The follower's API shows the instances the leader announced, with their health.
@@ -181,6 +200,7 @@ async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_a
 
     let through_r = Load::start(&router_r, host, "/", 4);
     let through_b = Load::start(&router_b, host, "/", 2);
+    let through_h = Load::start(&router_h, host, "/", 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A deploy through the follower; once the leader has started a v2 instance, kill it.
@@ -234,23 +254,29 @@ async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_a
         "through the router-only process during the failover",
     )
     .await;
+    assert_no_failures(
+        through_h,
+        "through the HAProxy router-only process during the failover",
+    )
+    .await;
 
     // The cluster as the API shows it.
     let cluster = client_b.cluster().await?;
     ensure!(cluster.store.healthy, "{:?}", cluster.store);
     ensure!(
-        cluster.replicas.len() == 2,
-        "b and the router: {:?}",
+        cluster.replicas.len() == 3,
+        "b and the routers: {:?}",
         cluster.replicas
     );
     ensure!(
-        cluster.routers.len() == 2,
-        "b's router and the router-only one record what they applied: {:?}",
+        cluster.routers.len() == 3,
+        "b's router and the router-only ones record what they applied: {:?}",
         cluster.routers
     );
 
     // etcd down: the routers keep their tables; the API says 503 within its timeout.
     let through_r = Load::start(&router_r, host, "/", 4);
+    let through_h = Load::start(&router_h, host, "/", 2);
     etcd.kill(0);
     let started = Instant::now();
     let error = client_b.services().await.expect_err("no store, no answer");
@@ -270,9 +296,15 @@ async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_a
         "through the router-only process while etcd was down",
     )
     .await;
+    assert_no_failures(
+        through_h,
+        "through the HAProxy router-only process while etcd was down",
+    )
+    .await;
     // And the cluster carries on: b leads again and the API answers.
     wait_leader(&client_b, &b.url, Duration::from_secs(15)).await?;
     ensure!(client_b.services().await?.len() == 1);
+    drop(h);
     drop(r);
     drop(b);
     Ok(())

@@ -1060,3 +1060,91 @@ async fn certificates_come_through_tls_alpn_01_and_a_service_can_keep_plain_http
     assert_eq!(served.text().await?.trim(), "v1");
     Ok(())
 }
+
+/// Whether HAProxy can be used; `CI=true` makes its absence a failure.
+pub(crate) fn require_haproxy(test: &str) -> bool {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: HAProxy is not installed (apt-get install haproxy); CI=true needs it"
+    );
+    eprintln!("SKIPPED {test}: HAProxy is not installed (apt-get install haproxy)");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_a_failing_release_and_a_rollback_through_haproxy_drop_no_request() -> Result<()> {
+    let test = "deploys_a_failing_release_and_a_rollback_through_haproxy_drop_no_request";
+    if !require_haproxy(test) {
+        return Ok(());
+    }
+    let Some((cluster, _one_at_a_time)) =
+        Cluster::begin_with(test, "haproxy", &["--proxy", "haproxy"]).await?
+    else {
+        return Ok(());
+    };
+    let mut spec = demo("web", 2);
+    spec.domains.push("www.shop.example".into());
+    spec.deploy.health_timeout = HumanDuration::from_secs(3);
+    cluster.create(&spec).await?;
+    cluster.wait_containers("web", &[1, 1]).await?;
+    let router = cluster.router();
+    let load = Load::start(&router, "web.localhost", "/", 4);
+    let custom = Load::start(&router, "www.shop.example", "/", 2);
+    // A rolling deploy to v2.
+    let deployment = cluster
+        .client
+        .deploy("web", Some("paz-demo:v2".into()))
+        .await?;
+    cluster
+        .wait_deployment(&deployment.id, DeploymentStatus::Succeeded)
+        .await?;
+    cluster.wait_containers("web", &[2, 2]).await?;
+    // A release that never gets healthy: it fails, v2 keeps serving.
+    let mut bad = cluster.client.service("web").await?.spec;
+    bad.env.insert("FAIL_HEALTH".into(), "1".into());
+    cluster.client.update_service("web", &bad, None).await?;
+    let failed = cluster.wait_latest("web", DeploymentStatus::Failed).await?;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("health check"),
+        "{failed:?}"
+    );
+    cluster.wait_containers("web", &[2, 2]).await?;
+    // A rollback to v1.
+    let back = cluster.client.rollback("web", Some(1)).await?;
+    let done = cluster
+        .wait_deployment(&back.id, DeploymentStatus::Succeeded)
+        .await?;
+    assert_eq!(done.release, 1);
+    cluster.wait_containers("web", &[1, 1]).await?;
+    assert_no_failures(
+        load,
+        "through HAProxy: deploy v2, a failing release, rollback to v1",
+    )
+    .await;
+    assert_no_failures(custom, "through HAProxy, on a custom domain").await;
+    let body = cluster.get("web.localhost", "/").await?.text().await?;
+    assert_eq!(body.trim(), "v1");
+    // `paz status` shows HAProxy's health.
+    let shown = crate::support::paz(cluster.server(), &cluster.data, &["status"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && text.contains("proxy: haproxy 2.") && text.contains("running"),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let health = cluster.client.health().await?;
+    let proxy = health.proxy.expect("the health shows the proxy");
+    assert!(proxy.running && proxy.restarts == 0, "{proxy:?}");
+    Ok(())
+}

@@ -118,6 +118,27 @@ pub(super) fn cluster_text(cluster: &paz_core::cluster::ClusterStatus, tty: bool
 }
 
 /// The lines `paz status` adds in a cluster.
+pub(super) fn proxy_summary(proxy: &paz_core::api::ProxyHealth) -> String {
+    let state = if proxy.running {
+        format!(
+            "running (worker pid {}, {} connections)",
+            proxy.pid.map_or("-".into(), |p| p.to_string()),
+            proxy.connections.unwrap_or(0)
+        )
+    } else {
+        "NOT RUNNING".to_owned()
+    };
+    let problem = proxy
+        .last_error
+        .as_deref()
+        .map(|e| format!("\n  last problem: {e}"))
+        .unwrap_or_default();
+    format!(
+        "\nproxy: {} {} {state}; {} reloads, {} restarts{problem}\n",
+        proxy.kind, proxy.version, proxy.reloads, proxy.restarts
+    )
+}
+
 pub(super) fn cluster_summary(cluster: &paz_core::cluster::ClusterStatus) -> String {
     format!(
         "\ncluster: {} replicas, leader {}; {} (paz status --cluster)\n",

@@ -238,6 +238,11 @@ impl Output {
         self.text(&hosts::cluster_summary(cluster))
     }
 
+    /// Prints the proxy's health line (HAProxy), under the services' status.
+    pub fn proxy_summary(&self, proxy: &paz_core::api::ProxyHealth) -> anyhow::Result<()> {
+        self.text(&hosts::proxy_summary(proxy))
+    }
+
     /// Prints the status of every service: one row each.
     pub fn statuses(&self, statuses: &[ServiceStatus]) -> anyhow::Result<()> {
         if self.is_json() {

@@ -30,6 +30,7 @@ fn table(entries: &Rows<'_>) -> RouteTable {
                 service: (*service).to_owned(),
                 backends,
                 https_redirect: true,
+                health_path: None,
             },
         );
     }

@@ -94,11 +94,19 @@ pub fn route_table<'a>(
             hosts.push(format!("{}{INTERNAL_SUFFIX}", spec.name));
         }
         let backends = backends.get(spec.name.as_str());
+        let health_path = spec.health.as_ref().and_then(|check| {
+            (check.kind == crate::service::HealthKind::Http
+                && check
+                    .port
+                    .is_none_or(|p| Some(p) == spec.routed_port().map(u32::from)))
+            .then(|| check.path.clone())
+        });
         for host in hosts {
             let route = || Route {
                 service: spec.name.clone(),
                 backends: backends.cloned().unwrap_or_default(),
                 https_redirect: spec.https_redirect,
+                health_path: health_path.clone(),
             };
             match routes.entry(host) {
                 Entry::Vacant(entry) => {
@@ -169,6 +177,7 @@ mod tests {
                 )]
                 .into(),
                 https_redirect: true,
+                health_path: None,
             },
         );
         let instances = [
@@ -266,6 +275,7 @@ mod tests {
                 service: "a".into(),
                 backends: routed.iter().map(|a| (format!("10.0.0.{a}:80"), Backend { weight: 1, state: BackendState::Active })).collect(),
                 https_redirect: true,
+                health_path: None,
             });
             let table = route_table(&services, "example.com", &instances, &weights, &previous);
             for name in names {

@@ -6,6 +6,7 @@ mod balancing;
 mod contract;
 mod draining;
 mod failures;
+mod haproxy;
 mod headers;
 mod health;
 mod limits;

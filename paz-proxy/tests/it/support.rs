@@ -347,6 +347,7 @@ pub fn table(entries: &[(&str, &str, Vec<TestBackendEntry>)]) -> RouteTable {
             Route {
                 service: (*service).to_owned(),
                 https_redirect: true,
+                health_path: None,
                 backends: backends
                     .iter()
                     .map(|(a, weight, state)| {
