@@ -251,8 +251,12 @@ impl Layout {
 
     /// The runtime-API commands that turn `self` into `next` (when
     /// [`Layout::needs_reload`] is false); `map` is the map file's path as the config names it.
+    ///
+    /// What starts taking traffic comes first and what stops last, so no request finds a
+    /// backend (or a host name) with nothing to serve it between two commands.
     pub fn commands(&self, next: &Layout, map: &str) -> Vec<String> {
-        let mut commands = Vec::new();
+        let mut starting = Vec::new();
+        let mut stopping = Vec::new();
         for (service, new) in &next.backends {
             let backend = backend_name(service);
             let old = self.backends.get(service);
@@ -261,8 +265,13 @@ impl Layout {
                 let server = format!("{backend}/s{}", i + 1);
                 match (before, slot) {
                     (None, None) => {}
-                    (Some(_), None) => commands.push(format!("set server {server} state maint")),
-                    (before, Some(slot)) => {
+                    (Some(_), None) => stopping.push(format!("set server {server} state maint")),
+                    (before, Some(slot)) if before != Some(*slot) => {
+                        let commands = if slot.draining {
+                            &mut stopping
+                        } else {
+                            &mut starting
+                        };
                         if before.map(|b| b.address) != Some(slot.address) {
                             commands.push(format!(
                                 "set server {server} addr {} port {}",
@@ -270,30 +279,30 @@ impl Layout {
                                 slot.address.port()
                             ));
                         }
-                        if before != Some(*slot) {
-                            commands.push(format!("set server {server} weight {}", slot.weight));
-                            let state = if slot.draining { "drain" } else { "ready" };
-                            commands.push(format!("set server {server} state {state}"));
-                        }
+                        commands.push(format!("set server {server} weight {}", slot.weight));
+                        let state = if slot.draining { "drain" } else { "ready" };
+                        commands.push(format!("set server {server} state {state}"));
                     }
+                    (_, Some(_)) => {}
                 }
-            }
-        }
-        for host in self.hosts.keys() {
-            if !next.hosts.contains_key(host) {
-                commands.push(format!("del map {map} {host}"));
             }
         }
         for (host, service) in &next.hosts {
             match self.hosts.get(host) {
-                None => commands.push(format!("add map {map} {host} {}", backend_name(service))),
+                None => starting.push(format!("add map {map} {host} {}", backend_name(service))),
                 Some(old) if old != service => {
-                    commands.push(format!("set map {map} {host} {}", backend_name(service)))
+                    starting.push(format!("set map {map} {host} {}", backend_name(service)))
                 }
                 Some(_) => {}
             }
         }
-        commands
+        for host in self.hosts.keys() {
+            if !next.hosts.contains_key(host) {
+                stopping.push(format!("del map {map} {host}"));
+            }
+        }
+        starting.extend(stopping);
+        starting
     }
 
     /// The map file: `host backend` lines.
@@ -493,12 +502,12 @@ mod tests {
         assert_eq!(
             first.commands(&next, "/m"),
             [
-                "set server be_web/s1 weight 0",
-                "set server be_web/s1 state drain",
                 "set server be_web/s3 addr 10.0.0.3 port 80",
                 "set server be_web/s3 weight 100",
                 "set server be_web/s3 state ready",
                 "add map /m new.example.com be_web",
+                "set server be_web/s1 weight 0",
+                "set server be_web/s1 state drain",
             ]
         );
         // .1 leaves: its slot goes to maintenance.
