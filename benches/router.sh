@@ -3,7 +3,9 @@
 #
 #   benches/router.sh                # 5 alternating runs of 10 s each, wrk -t2 -c64
 #   RUNS=3 DURATION=5s WORKERS=1 benches/router.sh
-#   HAPROXY=1 benches/router.sh      # also HAProxy (nbthread 1, http-reuse always), if installed
+#   HAPROXY=1 benches/router.sh      # also HAProxy 2.6 with nbthread 1 and 2 (http-reuse always)
+#   BACKEND_KIND=nginx HAPROXY=1 benches/router.sh   # nginx (Debian's nginx-light) serving a
+#                                    # small file as the backend, instead of bench_backend
 #   BASELINE=path/to/bench_router benches/router.sh   # also another build of the router
 #                                    # (e.g. an older commit's), to measure a change's cost
 #
@@ -56,8 +58,34 @@ start() {
   echo "$name did not start:" >&2; cat "$TMP/$name.err" >&2; exit 1
 }
 
-start backend "$BIN/bench_backend" 127.0.0.1:0 "$BACKEND_THREADS"
-BACKEND="$ADDR"; BACKEND_PID="$PID"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+if [ "${BACKEND_KIND:-hyper}" = nginx ]; then
+  command -v nginx >/dev/null || { echo "BACKEND_KIND=nginx needs nginx (apt-get install nginx-light)" >&2; exit 1; }
+  NGINX_PORT="$(free_port)"
+  mkdir -p "$TMP/www"; printf 'hello from nginx\n' >"$TMP/www/index.html"
+  cat >"$TMP/nginx.conf" <<CFG
+worker_processes $BACKEND_THREADS;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/www; proxy_temp_path $TMP/www; fastcgi_temp_path $TMP/www;
+    uwsgi_temp_path $TMP/www; scgi_temp_path $TMP/www;
+    server { listen 127.0.0.1:$NGINX_PORT; root $TMP/www; }
+}
+CFG
+  nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
+  BACKEND_PID="$!"; PIDS+=("$BACKEND_PID")
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break; sleep 0.05; done
+  BACKEND="127.0.0.1:$NGINX_PORT"
+else
+  start backend "$BIN/bench_backend" 127.0.0.1:0 "$BACKEND_THREADS"
+  BACKEND="$ADDR"; BACKEND_PID="$PID"
+fi
 if [ -n "$WORKERS" ]; then
   start router "$BIN/bench_router" "$BACKEND" 127.0.0.1:0 "$WORKERS"
 else
@@ -76,10 +104,11 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 if [ "${HAPROXY:-0}" = 1 ]; then
   command -v haproxy >/dev/null || { echo "HAPROXY=1 needs haproxy (apt-get install haproxy)" >&2; exit 1; }
-  HAPROXY_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  cat >"$TMP/haproxy.cfg" <<CFG
+  for threads in 1 2; do
+    port="$(free_port)"
+    cat >"$TMP/haproxy$threads.cfg" <<CFG
 global
-    nbthread 1
+    nbthread $threads
     maxconn 4096
 defaults
     mode http
@@ -88,16 +117,18 @@ defaults
     timeout server 30s
     option http-keep-alive
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$port
     default_backend be
 backend be
     http-reuse always
     server s1 $BACKEND
 CFG
-  haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.out" 2>&1 &
-  HAPROXY_PID="$!"; PIDS+=("$HAPROXY_PID")
+    haproxy -f "$TMP/haproxy$threads.cfg" -db >"$TMP/haproxy$threads.out" 2>&1 &
+    PIDS+=("$!")
+    eval "HAPROXY${threads}_PID=$!; HAPROXY${threads}_ADDR=127.0.0.1:$port"
+    TARGETS+=("haproxy$threads")
+  done
   sleep 0.5
-  TARGETS+=(haproxy)
 fi
 echo "backend $BACKEND, router $ROUTER (workers: ${WORKERS:-default})"
 
@@ -125,8 +156,8 @@ parse() {
   '
 }
 
-addr_of() { case "$1" in direct) echo "$BACKEND" ;; router) echo "$ROUTER" ;; baseline) echo "$BASELINE_ADDR" ;; haproxy) echo "127.0.0.1:$HAPROXY_PORT" ;; esac; }
-pid_of() { case "$1" in haproxy) echo "$HAPROXY_PID" ;; baseline) echo "$BASELINE_PID" ;; *) echo "$ROUTER_PID" ;; esac; }
+addr_of() { case "$1" in direct) echo "$BACKEND" ;; router) echo "$ROUTER" ;; baseline) echo "$BASELINE_ADDR" ;; haproxy1) echo "$HAPROXY1_ADDR" ;; haproxy2) echo "$HAPROXY2_ADDR" ;; esac; }
+pid_of() { case "$1" in haproxy1) echo "$HAPROXY1_PID" ;; haproxy2) echo "$HAPROXY2_PID" ;; baseline) echo "$BASELINE_PID" ;; *) echo "$ROUTER_PID" ;; esac; }
 
 # Warm up (connections, pools, caches).
 for target in "${TARGETS[@]}"; do wrk -t2 -c64 -d2s "http://$(addr_of "$target")/" >/dev/null; done
@@ -157,9 +188,13 @@ printf '%-8s %12s %10s %10s\n' "median" "req/s" "p50 us" "p99 us"
 printf '%-8s %12.0f %10.0f %10.0f\n' direct "$D_RPS" "$D_P50" "$D_P99"
 printf '%-8s %12.0f %10.0f %10.0f\n' router "$R_RPS" "$R_P50" "$R_P99"
 if [ "${HAPROXY:-0}" = 1 ]; then
-  H_RPS="$(col haproxy 1)"; H_P50="$(col haproxy 2)"; H_P99="$(col haproxy 3)"
-  printf '%-8s %12.0f %10.0f %10.0f   (%.2fx req/s, %.2fx p99 of direct; %s CPU-us/req)\n' haproxy "$H_RPS" "$H_P50" "$H_P99" \
-    "$(awk -v a="$H_RPS" -v b="$D_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$H_P99" -v b="$D_P99" 'BEGIN { print a / b }')" "$(col haproxy 6)"
+  for h in haproxy1 haproxy2; do
+    H_RPS="$(col $h 1)"; H_P50="$(col $h 2)"; H_P99="$(col $h 3)"
+    printf '%-8s %12.0f %10.0f %10.0f   (%.2fx req/s, %.2fx p99 of direct; %s CPU-us/req; router/%s: %.2fx req/s, %.2fx p99)\n' "$h" "$H_RPS" "$H_P50" "$H_P99" \
+      "$(awk -v a="$H_RPS" -v b="$D_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$H_P99" -v b="$D_P99" 'BEGIN { print a / b }')" "$(col $h 6)" "$h" \
+      "$(awk -v a="$R_RPS" -v b="$H_RPS" 'BEGIN { print a / b }')" "$(awk -v a="$R_P99" -v b="$H_P99" 'BEGIN { print a / b }')"
+  done
+  echo "goal: router >= 1.10x HAProxy's req/s with a p99 no worse (p99 ratio <= 1.00x)"
 fi
 if [ -n "${BASELINE:-}" ]; then
   B_RPS="$(col baseline 1)"; B_P50="$(col baseline 2)"; B_P99="$(col baseline 3)"

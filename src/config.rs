@@ -364,6 +364,8 @@ impl SchedulerConfig {
         dns: &[String],
         cluster: &str,
     ) -> Result<Option<BuiltScheduler>, ConfigError> {
+        #[cfg(not(feature = "docker"))]
+        let _ = (dns, cluster);
         match self {
             SchedulerConfig::None => Ok(None),
             #[cfg(feature = "docker")]
