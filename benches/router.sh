@@ -64,6 +64,8 @@ if [ "${BACKEND_KIND:-hyper}" = nginx ]; then
   command -v nginx >/dev/null || { echo "BACKEND_KIND=nginx needs nginx (apt-get install nginx-light)" >&2; exit 1; }
   NGINX_PORT="$(free_port)"
   mkdir -p "$TMP/www"; printf 'hello from nginx\n' >"$TMP/www/index.html"
+  # nginx's workers run as another user (www-data) when started by root.
+  chmod 755 "$TMP" "$TMP/www"; chmod 644 "$TMP/www/index.html"
   cat >"$TMP/nginx.conf" <<CFG
 worker_processes $BACKEND_THREADS;
 pid $TMP/nginx.pid;
@@ -80,7 +82,11 @@ http {
 CFG
   nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
   BACKEND_PID="$!"; PIDS+=("$BACKEND_PID")
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break; sleep 0.05; done
+  for i in $(seq 101); do
+    curl -fs "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break
+    [ "$i" -lt 101 ] || { echo "nginx does not serve:" >&2; cat "$TMP/nginx.err" >&2; exit 1; }
+    sleep 0.05
+  done
   BACKEND="127.0.0.1:$NGINX_PORT"
 else
   start backend "$BIN/bench_backend" 127.0.0.1:0 "$BACKEND_THREADS"
@@ -136,7 +142,12 @@ WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" "-d$DURATION" --latency)
 echo "command: ${WRK[*]} http://ADDR/   (runs: $RUNS, alternating)"
 
 # CPU time (user + system) a process used so far, in microseconds.
-cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
+# (With its child processes: nginx's workers.)
+cpu_us() {
+  local files=("/proc/$1/stat")
+  for child in $(pgrep -P "$1" 2>/dev/null); do files+=("/proc/$child/stat"); done
+  cat "${files[@]}" 2>/dev/null | awk -v hz="$(getconf CLK_TCK)" '{ t += $14 + $15 } END { printf "%.0f\n", t * 1000000 / hz }'
+}
 
 # Prints "req_per_s p50_us p99_us requests" of a wrk --latency output.
 parse() {
