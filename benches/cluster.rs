@@ -300,7 +300,11 @@ fn main() -> ExitCode {
         let per_round = count / rounds;
         for round in 0..rounds {
             let from = round * per_round;
-            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
             for on_etcd in order {
                 if on_etcd {
                     let (c, g) = create_and_get(&etcd_client, "e", from, per_round).await;

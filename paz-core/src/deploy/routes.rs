@@ -234,6 +234,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn routes_carry_the_http_health_path_on_the_routed_port_only() {
+        use crate::service::{HealthCheck, HealthKind};
+        let mut http = service("http", true, true);
+        http.spec.health = Some(HealthCheck {
+            path: "/ready".into(),
+            ..HealthCheck::default()
+        });
+        let mut tcp = service("tcp", true, true);
+        tcp.spec.health = Some(HealthCheck {
+            kind: HealthKind::Tcp,
+            ..HealthCheck::default()
+        });
+        let mut other_port = service("other", true, true);
+        other_port.spec.health = Some(HealthCheck {
+            port: Some(9000),
+            ..HealthCheck::default()
+        });
+        let none = service("none", true, true);
+        let table = route_table(
+            &[http, tcp, other_port, none],
+            "localhost",
+            &[],
+            &Weights::new(),
+            &RouteTable::default(),
+        );
+        let paths: Vec<(&str, Option<&str>)> = table
+            .routes
+            .iter()
+            .filter(|(host, _)| host.ends_with(".localhost"))
+            .map(|(host, route)| (host.as_str(), route.health_path.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("http.localhost", Some("/ready")),
+                ("none.localhost", None),
+                ("other.localhost", None),
+                ("tcp.localhost", None),
+            ]
+        );
+    }
+
     fn state() -> impl Strategy<Value = InstanceState> {
         prop_oneof![
             Just(InstanceState::Starting),
