@@ -351,10 +351,13 @@ fn kind_of(error: &etcd_client::Error) -> PortErrorKind {
         E::GRpcStatus(status) => match status.code() {
             Code::Unavailable | Code::Cancelled | Code::Aborted => PortErrorKind::Unavailable,
             Code::DeadlineExceeded => PortErrorKind::Timeout,
-            // etcd's "no leader" and "request timed out" come as Unknown/Unavailable.
+            // etcd's "no leader" and "request timed out" come as Unknown/Unavailable, and so
+            // does a connection that broke under a request ("transport error": a member
+            // killed while it was being asked).
             Code::Unknown
                 if status.message().contains("leader")
-                    || status.message().contains("timed out") =>
+                    || status.message().contains("timed out")
+                    || status.message().contains("transport error") =>
             {
                 PortErrorKind::Unavailable
             }

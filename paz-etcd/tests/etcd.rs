@@ -194,7 +194,17 @@ async fn etcd_three_members_survive_one_loss_and_fail_fast_without_quorum() {
         acknowledged.push(format!("/q/{i}"));
     }
     let mut watch = store.watch("/q/", 0).await.unwrap();
-    let health = store.health().await;
+    // Every member reports the leader once its own status is current (a moment after start).
+    let started = Instant::now();
+    let health = loop {
+        let health = store.health().await;
+        if (health.healthy && health.leader.is_some() && health.members.iter().all(|m| m.healthy))
+            || started.elapsed() > Duration::from_secs(5)
+        {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(health.healthy && health.leader.is_some(), "{health:?}");
     assert_eq!(health.members.iter().filter(|m| m.healthy).count(), 3);
 
