@@ -562,7 +562,11 @@ impl Edge {
             self.listeners.push(tokio::spawn(async move {
                 let _ = shutdown.wait_for(|s| *s).await;
                 let _ = stop.send(true);
-                let _ = supervisor.await;
+                if let Err(error) = supervisor.await
+                    && error.is_panic()
+                {
+                    tracing::error!(%error, "the HAProxy supervisor panicked");
+                }
             }));
         }
         let Some(router) = &self.router else {

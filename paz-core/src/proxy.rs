@@ -21,8 +21,18 @@ pub trait Proxy: Send + Sync + 'static {
     /// Requests in flight to a backend (`ip:port`); 0 for an unknown backend.
     async fn in_flight(&self, address: &str) -> Result<u64>;
     /// Waits until a backend has no request in flight or `timeout` passes; returns how many
-    /// requests were still in flight at the end.
-    async fn wait_drained(&self, address: &str, timeout: Duration) -> Result<u64>;
+    /// requests were still in flight at the end. By default [`Proxy::in_flight`] is polled
+    /// every 10 ms; a proxy that can be told when a backend drains does better.
+    async fn wait_drained(&self, address: &str, timeout: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = self.in_flight(address).await?;
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// An in-memory proxy for tests: keeps the table; in-flight counts are set by the test.
@@ -79,17 +89,6 @@ impl Proxy for FakeProxy {
             .get(address)
             .copied()
             .unwrap_or(0))
-    }
-
-    async fn wait_drained(&self, address: &str, timeout: Duration) -> Result<u64> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let n = self.in_flight(address).await?;
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                return Ok(n);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
 

@@ -789,6 +789,40 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
+    #[test]
+    fn broken_connections_and_lost_leaders_are_unavailable_and_refusals_internal() {
+        use etcd_client::Error as E;
+        for (status, kind) in [
+            (
+                tonic::Status::unknown("transport error"),
+                PortErrorKind::Unavailable,
+            ),
+            (
+                tonic::Status::unknown("etcdserver: no leader"),
+                PortErrorKind::Unavailable,
+            ),
+            (
+                tonic::Status::unavailable("connection refused"),
+                PortErrorKind::Unavailable,
+            ),
+            (
+                tonic::Status::deadline_exceeded("late"),
+                PortErrorKind::Timeout,
+            ),
+            (
+                tonic::Status::unknown("something else"),
+                PortErrorKind::Internal,
+            ),
+            (
+                tonic::Status::permission_denied("no"),
+                PortErrorKind::Internal,
+            ),
+        ] {
+            let message = status.message().to_owned();
+            assert_eq!(kind_of(&E::GRpcStatus(status)), kind, "{message}");
+        }
+    }
+
     /// Applies Paz's ops in order.
     fn in_order(start: &BTreeMap<String, Vec<u8>>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
         let mut data = start.clone();

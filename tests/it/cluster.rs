@@ -111,7 +111,7 @@ fn dirs() -> Result<(tempfile::TempDir, PathBuf, PathBuf, PathBuf)> {
 async fn etcd_cluster_survives_the_leader_killed_mid_deploy_and_routes_through_an_etcd_outage()
 -> Result<()> {
     let test = "etcd_cluster_survives_the_leader_killed_mid_deploy";
-    if !require_docker(test) || !etcd_available(test) || !crate::deploy::require_haproxy(test) {
+    if !require_docker(test) || !etcd_available(test) || !crate::support::require_haproxy(test) {
         return Ok(());
     }
     let _one_at_a_time = DOCKER.lock().await;

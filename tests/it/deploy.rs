@@ -1061,27 +1061,10 @@ async fn certificates_come_through_tls_alpn_01_and_a_service_can_keep_plain_http
     Ok(())
 }
 
-/// Whether HAProxy can be used; `CI=true` makes its absence a failure.
-pub(crate) fn require_haproxy(test: &str) -> bool {
-    if std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: HAProxy is not installed (apt-get install haproxy); CI=true needs it"
-    );
-    eprintln!("SKIPPED {test}: HAProxy is not installed (apt-get install haproxy)");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_a_failing_release_and_a_rollback_through_haproxy_drop_no_request() -> Result<()> {
     let test = "deploys_a_failing_release_and_a_rollback_through_haproxy_drop_no_request";
-    if !require_haproxy(test) {
+    if !crate::support::require_haproxy(test) {
         return Ok(());
     }
     let Some((cluster, _one_at_a_time)) =

@@ -232,6 +232,23 @@ pub fn json_of(output: &Output) -> Value {
 }
 
 /// Whether Docker and the demo image are usable. With `CI=true` a missing engine fails the
+/// Whether HAProxy can be used; `CI=true` makes its absence a failure.
+pub fn require_haproxy(test: &str) -> bool {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: HAProxy is not installed (apt-get install haproxy); CI=true needs it"
+    );
+    eprintln!("SKIPPED {test}: HAProxy is not installed (apt-get install haproxy)");
+    false
+}
+
 /// test; locally the test is skipped with a loud message.
 pub fn require_docker(test: &str) -> bool {
     static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();

@@ -420,17 +420,6 @@ impl Proxy for Haproxy {
         let stat = socket::ask(&self.files.admin, "show stat").await?;
         Ok(socket::current_sessions(&stat, &backend, &server).unwrap_or(0))
     }
-
-    async fn wait_drained(&self, address: &str, timeout: Duration) -> paz_core::Result<u64> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = self.in_flight(address).await?;
-            if left == 0 || tokio::time::Instant::now() >= deadline {
-                return Ok(left);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 impl Haproxy {
