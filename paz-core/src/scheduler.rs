@@ -38,6 +38,9 @@ pub struct InstanceSpec {
     pub resources: Resources,
     /// Placement constraints (`label==value`, `label!=value`).
     pub constraints: Vec<String>,
+    /// How many instances the release runs: schedulers that spread a release's instances
+    /// over hosts by rule (fleet's `Conflicts`) do so only while there are hosts enough.
+    pub replicas: u32,
     /// Which life of the service this is (its creation time): a service deleted and created
     /// again under the same name never adopts the old one's instances.
     pub epoch: Option<String>,
@@ -58,6 +61,7 @@ impl InstanceSpec {
             volumes: spec.volumes.clone(),
             resources: spec.resources.clone(),
             constraints: spec.placement.constraints.clone(),
+            replicas: spec.instances,
             epoch: None,
         }
     }

@@ -96,6 +96,35 @@ pub enum Error {
         /// The id asked for.
         id: String,
     },
+    /// The engine is not a manager of an active Swarm (the Swarm scheduler needs one).
+    #[error(
+        "the Docker Engine at {host} is not a Swarm manager (its swarm state is {state:?}); run \
+         `docker swarm init` there, or point the Swarm scheduler at a manager's engine"
+    )]
+    NotSwarmManager {
+        /// The Docker host.
+        host: String,
+        /// What the engine reports (`inactive`, `active` on a worker, …).
+        state: String,
+    },
+    /// A placement constraint cannot be given to Swarm.
+    #[error("invalid placement constraint {constraint:?}: {reason}")]
+    InvalidConstraint {
+        /// The constraint, as written in the service.
+        constraint: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Swarm could not place or start the instance's task; its Swarm service was removed.
+    #[error("Swarm could not start {name:?}: {reason}")]
+    TaskFailed {
+        /// The Swarm service Paz created for the instance.
+        name: String,
+        /// The task's state and Swarm's error.
+        reason: String,
+        /// Whether no node satisfies the placement constraints (or none is ready).
+        unschedulable: bool,
+    },
     /// Any other Docker API call failed.
     #[error("Docker {operation} failed: {}", chain(.source))]
     Api {
@@ -113,7 +142,16 @@ impl Error {
         use paz_core::PortErrorKind as Kind;
         match self {
             Error::Connect { .. } | Error::DaemonUnavailable { .. } => Kind::Unavailable,
-            Error::InvalidImage { .. } | Error::Unschedulable { .. } => Kind::Invalid,
+            Error::InvalidImage { .. }
+            | Error::Unschedulable { .. }
+            | Error::InvalidConstraint { .. }
+            | Error::NotSwarmManager { .. } => Kind::Invalid,
+            Error::TaskFailed {
+                unschedulable: true,
+                ..
+            } => Kind::Invalid,
+            Error::TaskFailed { reason, .. } if is_image_problem(reason) => Kind::ImageUnavailable,
+            Error::TaskFailed { .. } => Kind::Internal,
             Error::ImageUnavailable { .. } => Kind::ImageUnavailable,
             Error::InstanceNotFound { .. } => Kind::NotFound,
             Error::NetworkUnusable { .. } => Kind::Invalid,
@@ -142,6 +180,12 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether a task's error says its image is missing on the node (not loaded, no registry).
+pub(crate) fn is_image_problem(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("no such image") || reason.contains("pull access denied")
 }
 
 /// The result type of `paz-docker`.

@@ -31,7 +31,9 @@ pub mod events;
 pub mod logs;
 mod scheduler;
 pub mod state;
+pub mod swarm;
 
 pub use config::DockerConfig;
 pub use error::{Error, Result};
 pub use scheduler::DockerScheduler;
+pub use swarm::{SwarmConfig, SwarmScheduler};

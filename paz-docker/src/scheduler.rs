@@ -104,30 +104,7 @@ impl DockerScheduler {
     /// nothing answers within 10 s.
     pub async fn connect(config: DockerConfig) -> Result<Self> {
         let host = config.resolved_host();
-        let docker = Docker::connect_with_host(&host).map_err(|source| match source {
-            bollard::errors::Error::SocketNotFoundError(_) => Error::DaemonUnavailable {
-                host: host.clone(),
-                source,
-            },
-            source => Error::Connect {
-                host: host.clone(),
-                source,
-            },
-        })?;
-        let docker = docker.with_timeout(config.request_timeout.max(Duration::from_secs(1)));
-        let unavailable = |source| Error::DaemonUnavailable {
-            host: host.clone(),
-            source,
-        };
-        // Once, before any clone (bollard: `negotiate_version` consumes the client).
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| unavailable(bollard::errors::Error::RequestTimeoutError))?
-            .map_err(unavailable)?;
-        let info = tokio::time::timeout(CONNECT_TIMEOUT, docker.info())
-            .await
-            .map_err(|_| unavailable(bollard::errors::Error::RequestTimeoutError))?
-            .map_err(unavailable)?;
+        let (docker, info) = connect_engine(&host, config.request_timeout).await?;
         let daemon = DaemonInfo {
             id: info.id.clone().unwrap_or_default(),
             name: info.name.clone().unwrap_or_else(|| "docker".to_owned()),
@@ -645,8 +622,41 @@ impl Scheduler for DockerScheduler {
     }
 }
 
+/// Connects to the engine at `host`, negotiates the API version and reads its `info`;
+/// [`Error::DaemonUnavailable`] when nothing answers within 10 s.
+pub(crate) async fn connect_engine(
+    host: &str,
+    request_timeout: Duration,
+) -> Result<(Docker, bollard::models::SystemInfo)> {
+    let docker = Docker::connect_with_host(host).map_err(|source| match source {
+        bollard::errors::Error::SocketNotFoundError(_) => Error::DaemonUnavailable {
+            host: host.to_owned(),
+            source,
+        },
+        source => Error::Connect {
+            host: host.to_owned(),
+            source,
+        },
+    })?;
+    let docker = docker.with_timeout(request_timeout.max(Duration::from_secs(1)));
+    let unavailable = |source| Error::DaemonUnavailable {
+        host: host.to_owned(),
+        source,
+    };
+    // Once, before any clone (bollard: `negotiate_version` consumes the client).
+    let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+        .await
+        .map_err(|_| unavailable(bollard::errors::Error::RequestTimeoutError))?
+        .map_err(unavailable)?;
+    let info = tokio::time::timeout(CONNECT_TIMEOUT, docker.info())
+        .await
+        .map_err(|_| unavailable(bollard::errors::Error::RequestTimeoutError))?
+        .map_err(unavailable)?;
+    Ok((docker, info))
+}
+
 /// Whether `image` is a full image id, `sha256:<64 hex>`.
-fn is_image_id(image: &str) -> bool {
+pub(crate) fn is_image_id(image: &str) -> bool {
     image
         .strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -707,7 +717,7 @@ fn force() -> RemoveContainerOptions {
 }
 
 /// A named volume, or a bind mount when the source is an absolute path.
-fn mount_of(volume: &VolumeSpec) -> Mount {
+pub(crate) fn mount_of(volume: &VolumeSpec) -> Mount {
     let typ = if volume.source.starts_with('/') {
         MountType::BIND
     } else {
@@ -734,7 +744,7 @@ pub(crate) fn container_name(spec: &InstanceSpec) -> String {
 }
 
 /// Six random base-36 characters (std's per-process random hash keys, no extra crate).
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         SystemTime::now()
@@ -780,7 +790,7 @@ fn host_labels(info: &bollard::models::SystemInfo) -> BTreeMap<String, String> {
 
 /// The address other hosts reach the daemon's machine on: the host of a `tcp://` Docker host,
 /// else (local socket) `127.0.0.1`.
-fn host_address(host: &str) -> String {
+pub(crate) fn host_address(host: &str) -> String {
     host.strip_prefix("tcp://")
         .or_else(|| host.strip_prefix("http://"))
         .and_then(|rest| rest.split(['/', ':']).next())

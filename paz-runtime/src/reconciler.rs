@@ -781,12 +781,23 @@ impl Reconciler {
                         None => shared.epochs.remove(name),
                     };
                 }
-                // An instance seen without an address (created, not started) may get one.
+                // An instance seen without an address (created, not started) may get one;
+                // one whose address changed (fleet moved its unit to another machine) is
+                // gated again from scratch: it is tracked anew below.
                 for instance in list {
-                    if let Some(tracked) = shared.tracked.get_mut(&instance.id)
-                        && tracked.address.is_none()
-                    {
+                    let Some(tracked) = shared.tracked.get_mut(&instance.id) else {
+                        continue;
+                    };
+                    if tracked.address.is_none() {
                         tracked.address.clone_from(&instance.address);
+                    } else if instance.address.is_some() && tracked.address != instance.address {
+                        tracing::info!(
+                            id = %instance.id,
+                            from = ?tracked.address,
+                            to = ?instance.address,
+                            "instance moved: checking it again before it is routed"
+                        );
+                        shared.tracked.remove(&instance.id);
                     }
                 }
                 if list.is_empty() {

@@ -35,6 +35,7 @@ impl Fixture {
             volumes: Vec::new(),
             resources: Resources::default(),
             constraints: Vec::new(),
+            replicas: 1,
             epoch: Some("contract".to_owned()),
         }
     }

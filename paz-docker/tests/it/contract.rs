@@ -10,6 +10,7 @@ async fn passes_the_scheduler_contract() {
     let Some(env) = TestEnv::new("contract").await else {
         return;
     };
+    let _one_at_a_time = crate::support::CONTRACT.lock().await;
     // The contract uses fixed service names: clear leftovers of an interrupted run first.
     env.guard.service("contract-a");
     env.guard.service("contract-b");

@@ -9,3 +9,4 @@ mod contract;
 mod lifecycle;
 mod observe;
 mod support;
+mod swarm;

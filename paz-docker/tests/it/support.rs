@@ -13,12 +13,16 @@ use paz_core::scheduler::InstanceSpec;
 use paz_core::service::{PortSpec, Protocol, Resources};
 use paz_docker::{DockerConfig, DockerScheduler};
 
+/// Held by the contract runs (Docker and Swarm): the contract's fixed service names
+/// (`contract-a`…) would otherwise let one run's cleanup remove the other's containers.
+pub static CONTRACT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The locally built demo image every test runs.
 pub const IMAGE: &str = "paz-demo:v1";
 /// The tags `scripts/build-demo-image.sh` is asked to build.
 const DEMO_TAGS: [&str; 3] = ["paz-demo:v1", "paz-demo:v2", "paz-demo:v3"];
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -239,6 +243,7 @@ impl TestEnv {
             volumes: Vec::new(),
             resources: Resources::default(),
             constraints: Vec::new(),
+            replicas: 1,
             epoch: Some("test".to_owned()),
         }
     }
