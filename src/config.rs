@@ -334,6 +334,10 @@ pub enum SchedulerConfig {
     /// The local Docker Engine.
     #[cfg(feature = "docker")]
     Docker(paz_docker::DockerConfig),
+    /// Docker Swarm, through a manager's Engine API: Swarm places one-replica services on
+    /// its nodes (host-mode ports); Paz gates, drains and routes.
+    #[cfg(feature = "docker")]
+    Swarm(paz_docker::SwarmConfig),
 }
 
 /// How traffic reaches the instances.
@@ -354,6 +358,19 @@ impl SchedulerConfig {
     /// What it claims (the Docker socket is shared by design, so nothing).
     pub fn claims(&self) -> Vec<(String, Claim)> {
         Vec::new()
+    }
+
+    /// Whether it places instances on many hosts (Swarm, fleet): the runtime then keeps its
+    /// hosts in the store (`paz hosts`), and `<service>.paz` is not served (instances are
+    /// not on one bridge network with paz-server).
+    pub fn is_multi_host(&self) -> bool {
+        match self {
+            SchedulerConfig::None => false,
+            #[cfg(feature = "docker")]
+            SchedulerConfig::Docker(_) => false,
+            #[cfg(feature = "docker")]
+            SchedulerConfig::Swarm(_) => true,
+        }
     }
 
     /// Connects to the scheduler for `cluster` (the id kept in the store: the scheduler
@@ -380,6 +397,20 @@ impl SchedulerConfig {
                 Ok(Some(BuiltScheduler {
                     gateway: scheduler.network_gateway(),
                     subnet: scheduler.network_subnet(),
+                    scheduler: Arc::new(scheduler),
+                }))
+            }
+            #[cfg(feature = "docker")]
+            SchedulerConfig::Swarm(swarm) => {
+                let scheduler = paz_docker::SwarmScheduler::connect(paz_docker::SwarmConfig {
+                    cluster: cluster.to_owned(),
+                    ..swarm.clone()
+                })
+                .await
+                .map_err(|e| ConfigError::Scheduler(e.into()))?;
+                Ok(Some(BuiltScheduler {
+                    gateway: None,
+                    subnet: None,
                     scheduler: Arc::new(scheduler),
                 }))
             }
@@ -782,6 +813,7 @@ impl RuntimeConfig {
         if self.internal_names
             && self.proxy.is_builtin()
             && !matches!(self.scheduler, SchedulerConfig::None)
+            && !self.scheduler.is_multi_host()
         {
             for (port, transport) in [(80, Transport::Tcp), (53, Transport::Udp)] {
                 claims.push((
@@ -895,6 +927,9 @@ impl RuntimeConfig {
         }
         if let Some(names) = names {
             builder = builder.name_server(names);
+        }
+        if self.scheduler.is_multi_host() {
+            builder = builder.host_inventory();
         }
         let runtime = builder.build()?.spawn(shutdown.clone());
         // Routes for what runs before the first request: no 404 for a running service.
@@ -1088,6 +1123,9 @@ async fn lead(
             .announce(announcer.clone());
         if let Some(host) = &terms.host {
             builder = builder.host(host.clone());
+        }
+        if terms.config.scheduler.is_multi_host() {
+            builder = builder.host_inventory();
         }
         let runtime = match builder.build() {
             Ok(runtime) => runtime.spawn(stopped.clone()),

@@ -32,6 +32,8 @@ pub mod logs;
 mod scheduler;
 pub mod state;
 pub mod swarm;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::DockerConfig;
 pub use error::{Error, Result};

@@ -36,7 +36,7 @@
 //! |---|---|
 //! | no task yet, or `new` … `starting` | `Starting` (no address until it runs) |
 //! | `running` on a ready node | `Starting`: Paz's health checker decides `Healthy` |
-//! | `running` on a node that is down or disconnected | `Failed` ("node … is down"): Paz replaces it on the others |
+//! | `running` (or on its way) on a node that is down or disconnected | `Failed` ("node … is down"): Paz replaces it on the others |
 //! | scaled to zero by Paz (`paz.stopped`) | `Stopped` |
 //! | `complete`, `failed`, `rejected`, `shutdown`, `orphaned`, `remove` | `Failed`, with Swarm's error |
 //!
@@ -272,14 +272,21 @@ impl SwarmScheduler {
         let options = ListTasksOptionsBuilder::new()
             .filters(&HashMap::from([("service", services.to_vec())]))
             .build();
-        let tasks = self
-            .inner
-            .docker
-            .list_tasks(Some(options))
-            .await
-            .map_err(|source| Error::api("list Swarm tasks", source))?;
+        let docker = &self.inner.docker;
+        let tasks = match docker.list_tasks(Some(options)).await {
+            Ok(tasks) => tasks,
+            // One of the services was removed since it was listed (the manager answers 404
+            // for the whole filter): every task, then only these services'.
+            Err(e) if is_not_found(&e) => docker
+                .list_tasks(None::<bollard::query_parameters::ListTasksOptions>)
+                .await
+                .map_err(|source| Error::api("list Swarm tasks", source))?,
+            Err(source) => return Err(Error::api("list Swarm tasks", source)),
+        };
         for task in tasks {
-            if let Some(service) = task.service_id.clone() {
+            if let Some(service) = task.service_id.clone()
+                && services.contains(&service.as_str())
+            {
                 by_service.entry(service).or_default().push(task);
             }
         }
@@ -737,7 +744,9 @@ fn instance_of(service: &Service, tasks: &[Task], nodes: &Nodes) -> Option<Insta
     let node_down = node.is_some_and(|n| node_state(n) != NodeState::READY);
     let (state, message) = if stopped {
         (InstanceState::Stopped, Some("stopped by Paz".to_owned()))
-    } else if running && node_down {
+    } else if node_down && task.is_some_and(is_live) {
+        // Running there, or assigned to it before Swarm noticed it was gone: either way the
+        // task will not run again, and Paz replaces it on the others.
         let node = node.map(|n| format!("{} ({})", hostname(n), node_address(n).unwrap_or("?")));
         (
             InstanceState::Failed,
@@ -1092,6 +1101,14 @@ mod tests {
         assert_eq!(instance.address, None);
         assert!(instance.message.unwrap().contains("down"));
         assert_eq!(instance.host, "a");
+        // Assigned to the node before Swarm noticed it was gone: it will never run.
+        let assigned = instance_of(
+            &service(LABELS),
+            &[task("n1", TaskState::ASSIGNED, None)],
+            &nodes,
+        )
+        .unwrap();
+        assert_eq!(assigned.state, InstanceState::Failed);
     }
 
     #[test]

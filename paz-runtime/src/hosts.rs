@@ -1,9 +1,11 @@
 //! Host registration: this machine's record in the store, on a lease kept alive while the
 //! runtime runs (so `paz hosts` lists live hosts only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
+use paz_core::scheduler::Scheduler;
 use paz_core::{Host, HostStatus, Paz};
 use tokio::sync::watch;
 
@@ -35,6 +37,72 @@ pub async fn keep_host_registered(paz: Paz, host: Host, mut shutdown: watch::Rec
             return;
         }
     }
+}
+
+/// How often a scheduler's host inventory is read into the store.
+pub const INVENTORY_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Keeps the scheduler's hosts (Swarm nodes, fleet machines) in the store, on one lease
+/// renewed while the runtime runs, so that `paz hosts` and the UI show them from any replica;
+/// a host's record changes within [`INVENTORY_INTERVAL`] of its state. At shutdown the lease
+/// is revoked (the records go with it; the next leader writes them again).
+pub async fn keep_inventory(
+    paz: Paz,
+    scheduler: Arc<dyn Scheduler>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut lease = None;
+    let mut written: HashMap<String, Host> = HashMap::new();
+    loop {
+        if let Err(error) = sync_inventory(&paz, scheduler.as_ref(), &mut lease, &mut written).await
+        {
+            tracing::warn!(%error, "cannot record the scheduler's hosts; trying again");
+            lease = None;
+            written.clear();
+        }
+        if stopped_during(INVENTORY_INTERVAL, &mut shutdown).await {
+            if let Some(id) = lease {
+                let _ = paz.store().revoke_lease(id).await;
+            }
+            return;
+        }
+    }
+}
+
+async fn sync_inventory(
+    paz: &Paz,
+    scheduler: &dyn Scheduler,
+    lease: &mut Option<paz_core::store::LeaseId>,
+    written: &mut HashMap<String, Host>,
+) -> paz_core::Result<()> {
+    let hosts = scheduler.hosts().await?;
+    let id = match *lease {
+        Some(id) => {
+            paz.store().keep_alive(id).await?;
+            id
+        }
+        None => {
+            let id = paz.store().grant_lease(HOST_TTL).await?;
+            *lease = Some(id);
+            id
+        }
+    };
+    for host in &hosts {
+        if written.get(&host.id) != Some(host) {
+            paz.put_host(host, id).await?;
+            written.insert(host.id.clone(), host.clone());
+        }
+    }
+    let gone: Vec<String> = written
+        .keys()
+        .filter(|id| !hosts.iter().any(|h| &h.id == *id))
+        .cloned()
+        .collect();
+    for host in gone {
+        paz.remove_host(&host).await?;
+        written.remove(&host);
+    }
+    Ok(())
 }
 
 /// Sleeps for `delay`; returns `true` early when shutdown was signalled.

@@ -55,7 +55,9 @@ use paz_core::{Host, Instance, Paz};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use hosts::{HOST_TTL, keep_host_registered, local_host, stopped_during};
+pub use hosts::{
+    HOST_TTL, INVENTORY_INTERVAL, keep_host_registered, keep_inventory, local_host, stopped_during,
+};
 pub use names::NameServer;
 pub use queue::{Action, WorkQueue};
 pub use reconciler::Reconciler;
@@ -81,6 +83,7 @@ pub struct Runtime {
     reconciler: Reconciler,
     host: Option<Host>,
     names: Option<NameServer>,
+    inventory: Option<Arc<dyn Scheduler>>,
 }
 
 /// Builds a [`Runtime`]; the scheduler, proxy and health checker are required.
@@ -93,6 +96,7 @@ pub struct RuntimeBuilder {
     names: Option<NameServer>,
     resync: Duration,
     announcer: Option<Arc<announce::Announcer>>,
+    inventory: bool,
 }
 
 impl Runtime {
@@ -107,6 +111,7 @@ impl Runtime {
             names: None,
             resync: DEFAULT_RESYNC,
             announcer: None,
+            inventory: false,
         }
     }
 
@@ -119,6 +124,13 @@ impl Runtime {
             tasks.push(tokio::spawn(keep_host_registered(
                 self.paz.clone(),
                 host,
+                shutdown.clone(),
+            )));
+        }
+        if let Some(scheduler) = self.inventory {
+            tasks.push(tokio::spawn(keep_inventory(
+                self.paz.clone(),
+                scheduler,
                 shutdown.clone(),
             )));
         }
@@ -162,6 +174,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Keeps the scheduler's hosts in the store (see [`keep_inventory`]): for schedulers
+    /// of many hosts (Swarm, fleet).
+    pub fn host_inventory(mut self) -> Self {
+        self.inventory = true;
+        self
+    }
+
     /// Serves `<service>.paz` to containers with this name server.
     pub fn name_server(mut self, names: NameServer) -> Self {
         self.names = Some(names);
@@ -187,6 +206,7 @@ impl RuntimeBuilder {
         let scheduler = self.scheduler.ok_or(Error::Missing("scheduler"))?;
         let proxy = self.proxy.ok_or(Error::Missing("proxy"))?;
         let health = self.health.ok_or(Error::Missing("health checker"))?;
+        let inventory = self.inventory.then(|| scheduler.clone());
         let reconciler =
             Reconciler::with_resync(self.paz.clone(), scheduler, proxy, health, self.resync);
         if let Some(announcer) = self.announcer {
@@ -197,6 +217,7 @@ impl RuntimeBuilder {
             reconciler,
             host: self.host,
             names: self.names,
+            inventory,
         })
     }
 }

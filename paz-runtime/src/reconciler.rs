@@ -818,7 +818,7 @@ impl Reconciler {
                 // Without its release the check is unknown: it stays starting (untracked)
                 // and the next pass tries again, rather than counting as check-less.
                 let check = match self.release(name, instance.release).await {
-                    Ok(release) => check_for(&release.spec),
+                    Ok(release) => check_on_address(&release.spec),
                     Err(error) => {
                         tracing::warn!(id = %instance.id, %error, "cannot load the instance's release; tracking it later");
                         continue;
@@ -1351,7 +1351,7 @@ impl Reconciler {
     /// route refresh of that pass must already see it.
     fn track_new(&self, instance: &Instance, release: &Release) {
         let host = format!("{}.{}", instance.service, self.inner.paz.config().domain);
-        let tracked = Tracked::new(instance, check_for(&release.spec), host);
+        let tracked = Tracked::new(instance, check_on_address(&release.spec), host);
         let mut shared = self.shared();
         shared.tracked.insert(instance.id.clone(), tracked);
         let listed = shared
@@ -1616,6 +1616,17 @@ fn observed_state(shared: &Shared, instance: &Instance) -> InstanceState {
         tracked.map(|t| &t.health),
         tracked.and_then(|t| t.check.as_ref()),
     )
+}
+
+/// The instance's health check, with no port of its own when it checks the routed port:
+/// then it checks the instance's address as the scheduler gave it, which on Swarm and fleet
+/// is the host's address and the port published there, not the container's port.
+fn check_on_address(spec: &paz_core::ServiceSpec) -> Option<HealthCheck> {
+    let mut check = check_for(spec)?;
+    if check.port.is_some() && check.port == spec.routed_port().map(u32::from) {
+        check.port = None;
+    }
+    Some(check)
 }
 
 /// Replaces the port of `ip:port` with `port` (health checks may use another port).

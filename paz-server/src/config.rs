@@ -61,6 +61,8 @@ pub enum Role {
 pub enum SchedulerKind {
     /// The local Docker Engine (the default), with the built-in router.
     Docker,
+    /// Docker Swarm, through a manager's engine (`--swarm-host`): instances on its nodes.
+    Swarm,
     /// Nothing: the API records services, releases and deployments, but no container runs
     /// (for trying the API, and tests).
     None,
@@ -156,6 +158,10 @@ pub struct Config {
     /// What runs the instances.
     #[arg(long, env = "PAZ_SCHEDULER", value_enum, default_value_t = SchedulerKind::Docker)]
     pub scheduler: SchedulerKind,
+    /// The Swarm manager's engine (with --scheduler swarm): `unix:///…/docker.sock` or
+    /// `tcp://host:port`; default `DOCKER_HOST`, else the local socket.
+    #[arg(long, env = "PAZ_SWARM_HOST")]
+    pub swarm_host: Option<String>,
     /// Where the router takes public traffic (`<service>.<domain>` and custom domains).
     #[arg(long, env = "PAZ_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     pub router_listen: SocketAddr,
@@ -491,6 +497,10 @@ impl Config {
                     ..paz::docker::DockerConfig::default()
                 })
             }
+            SchedulerKind::Swarm => paz::config::SchedulerConfig::Swarm(paz::docker::SwarmConfig {
+                host: self.swarm_host.clone(),
+                ..paz::docker::SwarmConfig::default()
+            }),
         };
         let proxy = match self.proxy {
             ProxyKind::Builtin => paz::config::ProxyConfig::Builtin {

@@ -7,4 +7,5 @@ mod deploy;
 mod e2e;
 mod hooks;
 mod support;
+mod swarm;
 mod ui;

@@ -22,4 +22,21 @@ impl Paz {
             .await?;
         Ok(lease)
     }
+
+    /// Writes a host record on an existing lease (a scheduler's inventory: Swarm nodes,
+    /// fleet machines).
+    pub async fn put_host(&self, host: &Host, lease: LeaseId) -> Result<()> {
+        self.store
+            .commit(Txn::new().put_with_lease(format!("{HOSTS}{}", host.id), encode(host), lease))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a host record.
+    pub async fn remove_host(&self, id: &str) -> Result<()> {
+        self.store
+            .commit(Txn::new().delete(format!("{HOSTS}{id}")))
+            .await?;
+        Ok(())
+    }
 }
