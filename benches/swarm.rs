@@ -64,7 +64,12 @@ fn paz_server_binary() -> PathBuf {
 fn start_server(swarm_host: &str) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(paz_server_binary())
-        .args(["--api-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0"])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--scheduler", "swarm", "--swarm-host", swarm_host])
         .args(["--token", TOKEN])
         .arg("--data-dir")

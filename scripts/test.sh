@@ -22,6 +22,9 @@ REQUIRED=(
   "etcdctl:etcd-client"
   "protoc:protobuf-compiler"
   "haproxy:haproxy"
+  "ip:iproute2"
+  "nsenter:util-linux"
+  "iptables:iptables"
 )
 missing=()
 for pair in "${REQUIRED[@]}"; do

@@ -338,6 +338,10 @@ pub enum SchedulerConfig {
     /// its nodes (host-mode ports); Paz gates, drains and routes.
     #[cfg(feature = "docker")]
     Swarm(paz_docker::SwarmConfig),
+    /// CoreOS fleet, through its v1 HTTP API: one unit (`docker run`) per instance on the
+    /// machine fleet's engine picks; Paz gates, drains and routes.
+    #[cfg(feature = "fleet")]
+    Fleet(paz_fleet::FleetConfig),
 }
 
 /// How traffic reaches the instances.
@@ -370,6 +374,8 @@ impl SchedulerConfig {
             SchedulerConfig::Docker(_) => false,
             #[cfg(feature = "docker")]
             SchedulerConfig::Swarm(_) => true,
+            #[cfg(feature = "fleet")]
+            SchedulerConfig::Fleet(_) => true,
         }
     }
 
@@ -405,6 +411,20 @@ impl SchedulerConfig {
                 let scheduler = paz_docker::SwarmScheduler::connect(paz_docker::SwarmConfig {
                     cluster: cluster.to_owned(),
                     ..swarm.clone()
+                })
+                .await
+                .map_err(|e| ConfigError::Scheduler(e.into()))?;
+                Ok(Some(BuiltScheduler {
+                    gateway: None,
+                    subnet: None,
+                    scheduler: Arc::new(scheduler),
+                }))
+            }
+            #[cfg(feature = "fleet")]
+            SchedulerConfig::Fleet(fleet) => {
+                let scheduler = paz_fleet::FleetScheduler::connect(paz_fleet::FleetConfig {
+                    cluster: cluster.to_owned(),
+                    ..fleet.clone()
                 })
                 .await
                 .map_err(|e| ConfigError::Scheduler(e.into()))?;

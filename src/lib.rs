@@ -79,6 +79,9 @@ pub use paz_docker as docker;
 /// The etcd store.
 #[cfg(feature = "etcd")]
 pub use paz_etcd as etcd;
+/// The fleet scheduler.
+#[cfg(feature = "fleet")]
+pub use paz_fleet as fleet;
 /// The built-in router and HTTP health checker.
 #[cfg(feature = "router")]
 pub use paz_proxy as proxy;

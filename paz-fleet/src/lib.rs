@@ -36,7 +36,7 @@
 //!   machine; the address is `<machine primaryIP>:<host port>`.
 //! - **Placement**: `label==value` constraints become `MachineMetadata=label=value`;
 //!   `label!=value` is refused (fleet v1 has no negated metadata). A release is spread with
-//!   `Conflicts=paz-<service>-v<release>-*.service` only while at least `replicas` machines
+//!   `Conflicts=paz-<service>-v<release>-*.service` only while more than `replicas` machines
 //!   match (fleet honours conflicts in reverse: with fewer machines, units would never be
 //!   scheduled); otherwise fleet's least-loaded placement spreads it.
 //! - **Lost machines**: fleet reschedules their units elsewhere under the same name; the

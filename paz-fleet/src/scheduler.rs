@@ -27,6 +27,8 @@ const STOP_SLACK: Duration = Duration::from_secs(15);
 pub struct FleetScheduler {
     client: Client,
     config: FleetConfig,
+    /// Units seen scheduled to a machine: one that is unscheduled again lost its machine.
+    placed: std::sync::Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 /// Random bytes, from the OS (falls back to the clock when it has none to give).
@@ -79,7 +81,11 @@ impl FleetScheduler {
             }
             Err(other) => return Err(other),
         }
-        Ok(FleetScheduler { client, config })
+        Ok(FleetScheduler {
+            client,
+            config,
+            placed: Default::default(),
+        })
     }
 
     /// The settings in use.
@@ -140,10 +146,11 @@ impl FleetScheduler {
             .iter()
             .filter(|m| unit::machine_matches(&m.metadata, &requirements))
             .count();
-        // fleet honours Conflicts in reverse too: with more instances than machines, a
-        // release spread by Conflicts would leave units unschedulable. Below that, fleet's
-        // least-loaded placement spreads the release as well.
-        let conflicts = matching >= spec.replicas.max(1) as usize;
+        // fleet honours Conflicts in reverse too: with as many instances as machines, a
+        // replacement for an instance whose machine was lost could go nowhere (every machine
+        // left holds a sibling that conflicts with it). Only with a machine to spare is the
+        // release spread by rule; otherwise fleet's least-loaded placement spreads it.
+        let conflicts = matching > spec.replicas.max(1) as usize;
         let host_port = match spec.routed_port() {
             Some(_) => Some(self.free_port(&units)?),
             None => None,
@@ -298,7 +305,7 @@ impl FleetScheduler {
             .filter(|(_, meta)| service.is_none_or(|s| meta.service == s))
             .map(|(u, meta)| {
                 let state = by_unit.get(u.name.as_str()).and_then(|s| pick_state(u, s));
-                state::instance(u, &meta, state.as_ref(), &machines)
+                self.lost_machine(u, state::instance(u, &meta, state.as_ref(), &machines))
             })
             .collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -310,12 +317,24 @@ impl FleetScheduler {
             return Ok(None);
         };
         let (state, machines) = tokio::try_join!(self.unit_state(&unit), self.client.machines())?;
-        Ok(Some(state::instance(
-            &unit,
-            &meta,
-            state.as_ref(),
-            &machines,
-        )))
+        let instance = state::instance(&unit, &meta, state.as_ref(), &machines);
+        Ok(Some(self.lost_machine(&unit, instance)))
+    }
+
+    /// A unit that ran on a machine and is unscheduled again lost its machine (its
+    /// presence expired) and fleet has not placed it elsewhere (its `Conflicts` may leave no
+    /// machine): `Failed`, so that Paz replaces it (without `Conflicts` if the machines left
+    /// are too few); a unit fleet did move reports its new machine and is checked again.
+    fn lost_machine(&self, unit: &Unit, mut instance: Instance) -> Instance {
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        if !unit.machine_id.is_empty() {
+            placed.insert(unit.name.clone());
+        } else if unit.desired_state == "launched" && placed.contains(&unit.name) {
+            instance.state = paz_core::model::InstanceState::Failed;
+            instance.message =
+                Some("its machine left the fleet and fleet has not placed it again".to_owned());
+        }
+        instance
     }
 }
 
@@ -403,6 +422,10 @@ impl Scheduler for FleetScheduler {
             // fleetctl destroy (§3.4): 204, or 404 when it is gone already.
             self.client.delete_unit(id).await?;
         }
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(())
     }
 
@@ -490,11 +513,7 @@ impl Scheduler for FleetScheduler {
 
 /// A fleet machine as a Paz host.
 fn host(machine: Machine) -> Host {
-    let name = machine
-        .metadata
-        .get("hostname")
-        .cloned()
-        .unwrap_or_else(|| machine.id.chars().take(12).collect());
+    let name = state::machine_name(&machine);
     Host {
         name,
         address: machine.primary_ip,

@@ -9,6 +9,7 @@
 //! |---|---|---|---|---|---|
 //! | `loaded`/`inactive` | any | any | any | `Stopped` | `stopped by Paz (systemd …)` |
 //! | `launched` | absent | — | — | `Starting` (address `None`) | `waiting for fleet to schedule it` |
+//! | `launched` | absent, after it was scheduled (its machine was lost) | — | — | `Failed` | `its machine left the fleet…` (set by the scheduler, which remembers what it saw placed) |
 //! | `launched` | set | not `launched` yet, or no state reported | — | `Starting` | `scheduled, not started yet` |
 //! | `launched` | set | `launched` | `active`/`running` | `Starting` | none: Paz's health checker decides `Healthy` |
 //! | `launched` | set | `launched` | `activating`/`reloading`, or `active` with another substate | `Starting` | the systemd states |
@@ -82,6 +83,16 @@ pub(crate) fn classify(unit: &Unit, state: Option<&UnitState>) -> (InstanceState
     }
 }
 
+/// The name Paz shows for a machine (`paz hosts`, an instance's host): its `hostname`
+/// metadata, else the first 12 characters of its id.
+pub(crate) fn machine_name(machine: &Machine) -> String {
+    machine
+        .metadata
+        .get("hostname")
+        .cloned()
+        .unwrap_or_else(|| machine.id.chars().take(12).collect())
+}
+
 /// The instance of a Paz unit.
 pub(crate) fn instance(
     unit: &Unit,
@@ -102,7 +113,7 @@ pub(crate) fn instance(
         service: meta.service.clone(),
         release: meta.release,
         slot: meta.slot,
-        host: unit.machine_id.clone(),
+        host: machine.map_or_else(|| unit.machine_id.clone(), machine_name),
         address,
         state: state_,
         message,

@@ -91,16 +91,28 @@ async fn lists_across_pages_and_maps_hosts() {
 async fn spreads_a_release_only_while_machines_suffice() {
     let fake = fake(machines(3), 100).await;
     let s = scheduler(&fake, "spread", "/usr/bin/docker").await;
-    // 3 replicas on 3 machines: Conflicts, one per machine.
+    // 2 replicas on 3 machines (one to spare): Conflicts, one per machine.
     let mut hosts = BTreeSet::new();
-    for slot in 0..3 {
-        let mut spec = fixture().spec("three", slot);
-        spec.replicas = 3;
+    for slot in 0..2 {
+        let mut spec = fixture().spec("two", slot);
+        spec.replicas = 2;
         let instance = s.start(&spec).await.unwrap();
         assert!(has_conflicts(&unit_options(&fake, &instance.id).await));
         hosts.insert(instance.host);
     }
-    assert_eq!(hosts.len(), 3, "one unit per machine");
+    assert_eq!(hosts.len(), 2, "one unit per machine");
+    // 3 replicas on 3 machines: no Conflicts (a replacement after a machine is lost must
+    // find a place); least-loaded placement spreads them.
+    let mut hosts = BTreeSet::new();
+    for slot in 0..3 {
+        let mut spec = fixture().spec("three", slot);
+        spec.release = 3;
+        spec.replicas = 3;
+        let instance = s.start(&spec).await.unwrap();
+        assert!(!has_conflicts(&unit_options(&fake, &instance.id).await));
+        hosts.insert(instance.host);
+    }
+    assert_eq!(hosts.len(), 3, "least-loaded: one unit per machine");
     // 4 replicas on 3 machines: no Conflicts, all scheduled.
     let mut ids = Vec::new();
     for slot in 0..4 {
@@ -148,7 +160,7 @@ async fn states_events_logs_and_other_clusters() {
     let first = logs.next().await.expect("one item").expect_err("an error");
     let text = first.to_string();
     assert!(
-        text.contains("journalctl -u") && text.contains(&a.host),
+        text.contains("journalctl -u") && text.contains(&a.id),
         "{text}"
     );
     assert!(logs.next().await.is_none());
@@ -340,7 +352,16 @@ async fn a_lost_machine_s_instance_moves_and_answers() {
     }
     assert_eq!(guard.running(), 2);
     let victim = &instances[0];
-    fake.lose_machine(&victim.host).await;
+    // An instance's host is the machine's name; fleet's calls take its id.
+    let machine = s
+        .hosts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.name == victim.host)
+        .expect("the victim's machine")
+        .id;
+    fake.lose_machine(&machine).await;
     let moved = eventually(Duration::from_secs(10), || async {
         let now = s.inspect(&victim.id).await.ok()??;
         let running = s

@@ -63,6 +63,8 @@ pub enum SchedulerKind {
     Docker,
     /// Docker Swarm, through a manager's engine (`--swarm-host`): instances on its nodes.
     Swarm,
+    /// CoreOS fleet, through its v1 HTTP API (`--fleet-endpoint`): instances as units.
+    Fleet,
     /// Nothing: the API records services, releases and deployments, but no container runs
     /// (for trying the API, and tests).
     None,
@@ -162,6 +164,14 @@ pub struct Config {
     /// `tcp://host:port`; default `DOCKER_HOST`, else the local socket.
     #[arg(long, env = "PAZ_SWARM_HOST")]
     pub swarm_host: Option<String>,
+    /// fleetd's v1 API (with --scheduler fleet): `http://host:port` of a TCP `ListenStream`
+    /// (fleetd has no TLS or authentication: keep it on a private network or a tunnel).
+    #[arg(
+        long,
+        env = "PAZ_FLEET_ENDPOINT",
+        default_value = "http://127.0.0.1:49153"
+    )]
+    pub fleet_endpoint: String,
     /// Where the router takes public traffic (`<service>.<domain>` and custom domains).
     #[arg(long, env = "PAZ_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     pub router_listen: SocketAddr,
@@ -500,6 +510,10 @@ impl Config {
             SchedulerKind::Swarm => paz::config::SchedulerConfig::Swarm(paz::docker::SwarmConfig {
                 host: self.swarm_host.clone(),
                 ..paz::docker::SwarmConfig::default()
+            }),
+            SchedulerKind::Fleet => paz::config::SchedulerConfig::Fleet(paz::fleet::FleetConfig {
+                endpoint: self.fleet_endpoint.clone(),
+                ..paz::fleet::FleetConfig::default()
             }),
         };
         let proxy = match self.proxy {

@@ -5,6 +5,7 @@ mod admin;
 mod cluster;
 mod deploy;
 mod e2e;
+mod fleet;
 mod hooks;
 mod support;
 mod swarm;

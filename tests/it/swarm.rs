@@ -102,7 +102,7 @@ fn remove_swarm_services(host: Option<&str>) -> Result<()> {
 
 /// Waits until `service` has `count` healthy instances on `hosts` distinct hosts, with none
 /// on `not_on`; returns the instances' hosts.
-async fn wait_healthy(
+pub(crate) async fn wait_healthy(
     cluster: &Cluster,
     service: &str,
     count: usize,
@@ -244,8 +244,9 @@ async fn a_three_node_swarm_spreads_deploys_and_survives_a_lost_node() -> Result
         .iter()
         .position(|h| lost_ip.starts_with(&format!("{}:", h.address)))
         .context("the lost instance's host")?;
-    // Requests in flight on the lost node when its engine stops may fail (at most one per
-    // client); every request after that, on the surviving instances, must not.
+    // Requests the router sent to the lost node's instance as its engine stopped may fail
+    // (502: the backend failed to answer); every request after that, on the surviving
+    // instances, must not.
     let clients = 6;
     let in_flight = Load::start(&router, "web.localhost", "/", clients);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,11 +254,8 @@ async fn a_three_node_swarm_spreads_deploys_and_survives_a_lost_node() -> Result
     hosts.stop_engine(index).map_err(anyhow::Error::msg)?;
     let (ok, failures) = in_flight.finish().await;
     ensure!(
-        failures.len() <= clients
-            && failures
-                .iter()
-                .all(|f| f.contains("failed to answer") || f.contains("transport error")),
-        "only requests in flight on the lost node may fail: {failures:?}"
+        failures.iter().all(|f| f.contains("failed to answer")),
+        "only requests sent to the lost node's instance may fail (502): {failures:?}"
     );
     eprintln!(
         "while node {} stopped: {ok} requests, {} in flight on it failed",
