@@ -414,11 +414,7 @@ impl SchedulerConfig {
                 })
                 .await
                 .map_err(|e| ConfigError::Scheduler(e.into()))?;
-                Ok(Some(BuiltScheduler {
-                    gateway: None,
-                    subnet: None,
-                    scheduler: Arc::new(scheduler),
-                }))
+                Ok(Some(BuiltScheduler::across_hosts(Arc::new(scheduler))))
             }
             #[cfg(feature = "fleet")]
             SchedulerConfig::Fleet(fleet) => {
@@ -428,11 +424,7 @@ impl SchedulerConfig {
                 })
                 .await
                 .map_err(|e| ConfigError::Scheduler(e.into()))?;
-                Ok(Some(BuiltScheduler {
-                    gateway: None,
-                    subnet: None,
-                    scheduler: Arc::new(scheduler),
-                }))
+                Ok(Some(BuiltScheduler::across_hosts(Arc::new(scheduler))))
             }
         }
     }
@@ -448,6 +440,18 @@ pub struct BuiltScheduler {
     /// The IPv4 subnet of that network, as (network, prefix length): the only clients the
     /// name server answers.
     pub subnet: Option<(Ipv4Addr, u8)>,
+}
+
+impl BuiltScheduler {
+    /// A scheduler of many hosts (Swarm, fleet): no one network shared with paz-server.
+    #[cfg(any(feature = "docker", feature = "fleet"))]
+    fn across_hosts(scheduler: Arc<dyn Scheduler>) -> Self {
+        BuiltScheduler {
+            scheduler,
+            gateway: None,
+            subnet: None,
+        }
+    }
 }
 
 impl ProxyConfig {

@@ -466,3 +466,71 @@ fn unmount_under(root: &Path) {
         let _ = run("umount", &["-l", point]);
     }
 }
+
+/// The machine's own engine as a one-node Swarm manager for a test: made a manager on
+/// loopback (a free port) when it is not in a Swarm, and left again when dropped (a Swarm
+/// that was there is kept). Dropping it also removes the Paz Swarm services labelled
+/// `paz.managed=true`, or only `paz.cluster=<cluster>` when [`LocalSwarm::cluster`] is set.
+#[derive(Debug)]
+pub struct LocalSwarm {
+    made: bool,
+    /// Only this cluster's Swarm services are removed at the end, when set.
+    pub cluster: Option<String>,
+}
+
+impl LocalSwarm {
+    /// Joins (or makes) the Swarm of the machine's engine.
+    pub fn join() -> Result<LocalSwarm, String> {
+        let state = run("docker", &["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+        let made = match state.as_str() {
+            "active" => false,
+            "inactive" => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| format!("a free port: {e}"))?
+                    .port();
+                let addr = format!("127.0.0.1:{port}");
+                run(
+                    "docker",
+                    &[
+                        "swarm",
+                        "init",
+                        "--advertise-addr",
+                        &addr,
+                        "--listen-addr",
+                        &addr,
+                    ],
+                )?;
+                true
+            }
+            other => return Err(format!("the engine's Swarm is {other:?}: not usable")),
+        };
+        Ok(LocalSwarm {
+            made,
+            cluster: None,
+        })
+    }
+}
+
+impl Drop for LocalSwarm {
+    fn drop(&mut self) {
+        let filter = match &self.cluster {
+            Some(cluster) => format!("label=paz.cluster={cluster}"),
+            None => "label=paz.managed=true".to_owned(),
+        };
+        let ids = run("docker", &["service", "ls", "-q", "--filter", &filter]).unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(ids);
+            if let Err(e) = run("docker", &args) {
+                eprintln!("[local swarm] cleanup: {e}");
+            }
+        }
+        if self.made
+            && let Err(e) = run("docker", &["swarm", "leave", "--force"])
+        {
+            eprintln!("[local swarm] cleanup: {e}");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use paz::core::InstanceState;
-use paz_docker::testing::TestHosts;
+use paz_docker::testing::{LocalSwarm, TestHosts};
 
 use crate::support::{Cluster, Load, assert_no_failures, demo, require_docker};
 
@@ -36,43 +36,6 @@ fn require_hosts(test: &str, count: usize) -> Option<TestHosts> {
                 "\n*** SKIPPED: {test}: cannot make hosts in network namespaces: {reason} ***"
             );
             None
-        }
-    }
-}
-
-/// The machine's own engine as a one-node Swarm manager on loopback, left when dropped
-/// (when this test made it).
-struct LocalSwarm {
-    made: bool,
-}
-
-impl LocalSwarm {
-    fn join() -> Result<LocalSwarm> {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
-        if state == "active" {
-            return Ok(LocalSwarm { made: false });
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        docker(&[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            &addr,
-            "--listen-addr",
-            &addr,
-        ])?;
-        Ok(LocalSwarm { made: true })
-    }
-}
-
-impl Drop for LocalSwarm {
-    fn drop(&mut self) {
-        let _ = remove_swarm_services(None);
-        if self.made {
-            let _ = docker(&["swarm", "leave", "--force"]);
         }
     }
 }
@@ -135,7 +98,9 @@ async fn a_single_node_swarm_runs_a_service_behind_the_router() -> Result<()> {
         return Ok(());
     }
     let one_at_a_time = crate::support::DOCKER.lock().await;
-    let _swarm = LocalSwarm::join().context("make the engine a Swarm manager")?;
+    let _swarm = LocalSwarm::join()
+        .map_err(anyhow::Error::msg)
+        .context("make the engine a Swarm manager")?;
     let cluster = Cluster::start_with("swarm1", &["--scheduler", "swarm"])?;
     cluster.create(&demo("web", 2)).await?;
     let instances = wait_healthy(&cluster, "web", 2, None, Duration::from_secs(30)).await?;

@@ -13,82 +13,21 @@ use paz_core::model::{HostStatus, InstanceState};
 use paz_core::scheduler::Scheduler;
 use paz_docker::{Error, SwarmConfig, SwarmScheduler};
 
-use crate::support::{IMAGE, docker, random_suffix, require_docker};
+use paz_docker::testing::LocalSwarm;
 
-/// The machine's engine as a one-node Swarm manager for one test.
-struct LocalSwarm {
-    /// Whether this test made the Swarm (and so leaves it).
-    made: bool,
-    cluster: String,
-}
-
-impl LocalSwarm {
-    fn new() -> Option<LocalSwarm> {
-        if !require_docker() {
-            return None;
-        }
-        let state =
-            docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).expect("docker info");
-        let made = match state.as_str() {
-            "active" => false,
-            "inactive" => {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .expect("a free port")
-                    .port();
-                let addr = format!("127.0.0.1:{port}");
-                docker(&[
-                    "swarm",
-                    "init",
-                    "--advertise-addr",
-                    &addr,
-                    "--listen-addr",
-                    &addr,
-                ])
-                .unwrap_or_else(|e| panic!("cannot make the engine a Swarm manager: {e}"));
-                true
-            }
-            other => panic!("the engine's Swarm is {other:?}: not usable for this test"),
-        };
-        Some(LocalSwarm {
-            made,
-            cluster: format!("swarm-test-{}", random_suffix()),
-        })
-    }
-
-    fn remove_services(&self) {
-        let filter = format!("label=paz.cluster={}", self.cluster);
-        let ids = docker(&["service", "ls", "-q", "--filter", &filter]).unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["service", "rm"];
-            args.extend(ids);
-            if let Err(e) = docker(&args) {
-                eprintln!("[swarm test] cleanup: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for LocalSwarm {
-    fn drop(&mut self) {
-        self.remove_services();
-        if self.made
-            && let Err(e) = docker(&["swarm", "leave", "--force"])
-        {
-            eprintln!("[swarm test] cleanup: {e}");
-        }
-    }
-}
+use crate::support::{IMAGE, random_suffix, require_docker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_passes_the_contract_on_a_single_node() {
-    let Some(swarm) = LocalSwarm::new() else {
+    if !require_docker() {
         return;
-    };
+    }
+    let mut swarm = LocalSwarm::join().expect("make the engine a Swarm manager");
+    let cluster = format!("swarm-test-{}", random_suffix());
+    swarm.cluster = Some(cluster.clone());
     let _one_at_a_time = crate::support::CONTRACT.lock().await;
     let scheduler = SwarmScheduler::connect(SwarmConfig {
-        cluster: swarm.cluster.clone(),
+        cluster,
         stop_grace: Duration::from_secs(2),
         ..SwarmConfig::default()
     })
