@@ -128,11 +128,15 @@ impl Runtime {
             )));
         }
         if let Some(scheduler) = self.inventory {
-            tasks.push(tokio::spawn(keep_inventory(
-                self.paz.clone(),
-                scheduler,
-                shutdown.clone(),
-            )));
+            let (reconciler, paz, shutdown) =
+                (self.reconciler.clone(), self.paz.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                reconciler
+                    .supervise("host inventory", shutdown, move |stop| {
+                        keep_inventory(paz.clone(), scheduler.clone(), stop)
+                    })
+                    .await;
+            }));
         }
         if let Some(names) = self.names {
             let reconciler = self.reconciler.clone();
