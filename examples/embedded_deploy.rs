@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
         },
         internal_names: false,
+        internal_names_ip: None,
         tls: None,
     }
     .start(paz.clone(), None, shutdown)

@@ -410,6 +410,11 @@ impl SchedulerConfig {
             SchedulerConfig::Swarm(swarm) => {
                 let scheduler = paz_docker::SwarmScheduler::connect(paz_docker::SwarmConfig {
                     cluster: cluster.to_owned(),
+                    dns: if dns.is_empty() {
+                        swarm.dns.clone()
+                    } else {
+                        dns.to_vec()
+                    },
                     ..swarm.clone()
                 })
                 .await
@@ -418,8 +423,18 @@ impl SchedulerConfig {
             }
             #[cfg(feature = "fleet")]
             SchedulerConfig::Fleet(fleet) => {
+                let mut servers = fleet.dns.clone();
+                for server in dns {
+                    servers.push(server.parse().map_err(|_| {
+                        ConfigError::Scheduler(paz_core::Error::scheduler(
+                            paz_core::PortErrorKind::Invalid,
+                            format!("name server {server:?} is not an IP address"),
+                        ))
+                    })?);
+                }
                 let scheduler = paz_fleet::FleetScheduler::connect(paz_fleet::FleetConfig {
                     cluster: cluster.to_owned(),
+                    dns: servers,
                     ..fleet.clone()
                 })
                 .await
@@ -751,6 +766,12 @@ pub struct RuntimeConfig {
     /// Serve `<service>.paz` to containers (a name server on the gateway's port 53, the
     /// router's internal listener on its port 80).
     pub internal_names: bool,
+    /// Many hosts: the address of the `<service>.paz` names on every host. A router-only
+    /// process serves them there (a name server on port 53, the internal listener on port
+    /// 80); Swarm and fleet instances get it as their name server. Docker's default bridge
+    /// gateway (`172.17.0.1`) is such an address: the same on every host, reachable from its
+    /// containers. `None`: no `<service>.paz` across hosts.
+    pub internal_names_ip: Option<Ipv4Addr>,
     /// HTTPS at the router, if wanted.
     pub tls: Option<TlsConfig>,
 }
@@ -853,6 +874,17 @@ impl RuntimeConfig {
         claims
     }
 
+    /// Many hosts: the name server of the instances, the address of the `<service>.paz`
+    /// names served by the router on each host (`--internal-names-ip`); else none.
+    fn hosts_dns(&self) -> Vec<String> {
+        match self.internal_names_ip {
+            Some(ip) if self.internal_names && self.scheduler.is_multi_host() => {
+                vec![ip.to_string()]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Builds the scheduler and the proxy, serves the `<service>.paz` names on the
     /// scheduler's gateway (when asked and possible), spawns the runtime and, once the
     /// routes of the running instances are restored, serves the router; `None` with
@@ -901,7 +933,7 @@ impl RuntimeConfig {
             .await
             .map_err(ConfigError::Store)?;
         tracing::info!(%cluster, "this Paz cluster's id (containers are labelled paz.cluster={cluster})");
-        let Some(probe) = self.scheduler.build(&[], &cluster).await? else {
+        let Some(probe) = self.scheduler.build(&self.hosts_dns(), &cluster).await? else {
             return Err(ConfigError::Scheduler(paz_core::Error::scheduler(
                 paz_core::PortErrorKind::Invalid,
                 "no scheduler is configured",
@@ -913,6 +945,16 @@ impl RuntimeConfig {
             tracing::warn!(
                 "internal names (<service>.paz) are served by the built-in router only; disabled with HAProxy"
             );
+        } else if self.internal_names && self.scheduler.is_multi_host() {
+            match self.internal_names_ip {
+                Some(ip) => tracing::info!(
+                    %ip,
+                    "internal names: instances resolve <service>.paz through the router-only process on their host"
+                ),
+                None => tracing::info!(
+                    "internal names across hosts need --internal-names-ip (served by a router-only process on each host)"
+                ),
+            }
         } else if self.internal_names {
             match probe.gateway {
                 Some(IpAddr::V4(ip)) => {
@@ -1120,7 +1162,8 @@ async fn lead(
     while let Some(term) = election.campaign(&mut shutdown).await {
         let (stop, stopped) = watch::channel(false);
         let fenced = term.fenced_store();
-        let scheduler = match terms.config.scheduler.build(&[], &terms.cluster_id).await {
+        let dns = terms.config.hosts_dns();
+        let scheduler = match terms.config.scheduler.build(&dns, &terms.cluster_id).await {
             Ok(Some(built)) => term.fenced_scheduler(built.scheduler),
             Ok(None) => return,
             Err(error) => {
@@ -1287,14 +1330,31 @@ impl RuntimeConfig {
             }
             edge.add_tls(tls, sockets).await?;
         }
+        let mut names = None;
+        if let Some(ip) = self.internal_names_ip.filter(|_| self.internal_names) {
+            if edge.router.is_none() {
+                return Err(ConfigError::Proxy(
+                    "internal names (--internal-names-ip) are served by the built-in router only"
+                        .into(),
+                ));
+            }
+            let (server, listener) = internal_names(ip, None, sockets, &edge).await?;
+            if let Some(listener) = listener {
+                edge.add_internal(listener);
+            }
+            tracing::info!(%ip, "internal names: <service>.paz resolves to this router");
+            names = Some(tokio::spawn(server.run(shutdown.clone())));
+        }
         let replica = this_process(ReplicaRole::Router, None, Some(edge.address.to_string()));
         edge.serve_announced(&store, &replica, &shutdown).await;
+        let mut listeners = edge.listeners;
+        listeners.extend(names);
         Ok(RouterOnly {
             router_address: edge.address,
             tls_address: edge.tls_address,
             router: edge.router,
             haproxy: edge.haproxy,
-            listeners: edge.listeners,
+            listeners,
         })
     }
 }

@@ -43,6 +43,7 @@
 //!     scheduler: SchedulerConfig::Docker(paz::docker::DockerConfig::default()),
 //!     proxy: ProxyConfig::Builtin { listen: "127.0.0.1:8080".parse()? },
 //!     internal_names: false,
+//!     internal_names_ip: None,
 //!     tls: None,
 //! }
 //! .start(paz.clone(), None, shutdown)

@@ -52,8 +52,8 @@ use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, Node, NodeState,
     Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
@@ -100,6 +100,10 @@ pub struct SwarmConfig {
     pub stop_grace: Duration,
     /// How often the event poll looks at the services and tasks.
     pub poll_interval: Duration,
+    /// The name servers of the instances (`DNSConfig`; empty: the node's). Given the
+    /// address of the `<service>.paz` names on every node, instances reach each other by
+    /// service name through the node's router.
+    pub dns: Vec<String>,
 }
 
 impl Default for SwarmConfig {
@@ -112,6 +116,7 @@ impl Default for SwarmConfig {
             start_timeout: Duration::from_secs(120),
             stop_grace: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
+            dns: Vec::new(),
         }
     }
 }
@@ -398,6 +403,10 @@ impl SwarmScheduler {
                     mounts: (!spec.volumes.is_empty())
                         .then(|| spec.volumes.iter().map(mount_of).collect()),
                     stop_signal: Some("SIGTERM".to_owned()),
+                    dns_config: (!config.dns.is_empty()).then(|| TaskSpecContainerSpecDnsConfig {
+                        nameservers: Some(config.dns.clone()),
+                        ..Default::default()
+                    }),
                     stop_grace_period: Some(
                         i64::try_from(config.stop_grace.as_nanos()).unwrap_or(i64::MAX),
                     ),

@@ -96,6 +96,7 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     tls: Option<TestTls>,
+    also_on: Option<std::net::Ipv4Addr>,
     _dir: tempfile::TempDir,
 }
 
@@ -132,7 +133,21 @@ impl EtcdCluster {
         self.tls.as_ref()
     }
 
+    /// One member serving clients on loopback and on `ip` too (an address of the machine
+    /// that hosts in network namespaces reach: [`EtcdCluster::url_on`]).
+    pub fn single_also_on(ip: std::net::Ipv4Addr) -> Result<EtcdCluster> {
+        Self::start_with_on(1, false, Some(ip))
+    }
+
     fn start_with(size: usize, tls: bool) -> Result<EtcdCluster> {
+        Self::start_with_on(size, tls, None)
+    }
+
+    fn start_with_on(
+        size: usize,
+        tls: bool,
+        also_on: Option<std::net::Ipv4Addr>,
+    ) -> Result<EtcdCluster> {
         let dir = tempfile::tempdir()?;
         let tls = if tls {
             Some(TestTls::generate(dir.path())?)
@@ -158,6 +173,7 @@ impl EtcdCluster {
             initial_cluster,
             token: format!("paz-test-{}-{}", std::process::id(), free_port()),
             tls,
+            also_on,
             _dir: dir,
         };
         for i in 0..size {
@@ -169,7 +185,10 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) -> Result<()> {
         let member = &self.members[i];
-        let client = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
+        let mut client = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
+        if let Some(ip) = self.also_on {
+            client.push_str(&format!(",{}://{ip}:{}", self.scheme(), member.client_port));
+        }
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let mut command = Command::new("etcd");
         if let Some(tls) = &self.tls {
@@ -271,6 +290,16 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
+    }
+
+    /// The store URL through `ip` (given to [`EtcdCluster::single_also_on`]).
+    pub fn url_on(&self, ip: std::net::Ipv4Addr) -> String {
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{ip}:{}", m.client_port))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
     }
 
     /// The store URL (`etcd://…`) of every member.

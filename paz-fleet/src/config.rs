@@ -24,6 +24,10 @@ pub struct FleetConfig {
     pub stop_grace: Duration,
     /// The timeout of one HTTP request to fleet.
     pub request_timeout: Duration,
+    /// The name servers of the instances (`docker run --dns`; empty: the machine's). Given
+    /// the address of the `<service>.paz` names on every machine, instances reach each
+    /// other by service name through the machine's router.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl Default for FleetConfig {
@@ -37,6 +41,7 @@ impl Default for FleetConfig {
             docker: "/usr/bin/docker".into(),
             stop_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            dns: Vec::new(),
         }
     }
 }

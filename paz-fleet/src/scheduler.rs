@@ -164,6 +164,7 @@ impl FleetScheduler {
             host_port,
             conflicts,
             stop_grace: self.config.stop_grace,
+            dns: &self.config.dns,
         })?;
         let body = Unit {
             name: name.clone(),

@@ -277,6 +277,8 @@ pub struct RenderInput<'a> {
     pub conflicts: bool,
     /// `docker stop -t` grace.
     pub stop_grace: Duration,
+    /// The instance's name servers (`--dns`).
+    pub dns: &'a [std::net::IpAddr],
 }
 
 /// Renders the unit file of one instance (see the module docs).
@@ -296,6 +298,9 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<UnitOption>, Error> {
     ];
     if let (Some(host_port), Some(port)) = (input.host_port, port) {
         run.extend(["-p".into(), format!("{host_port}:{port}")]);
+    }
+    for server in input.dns {
+        run.extend(["--dns".into(), server.to_string()]);
     }
     let mut labels = vec![
         ("paz.managed", "true".to_owned()),
@@ -446,6 +451,7 @@ mod tests {
             host_port: Some(20001),
             conflicts: true,
             stop_grace: Duration::from_secs(7),
+            dns: &[],
         }
     }
 
@@ -537,7 +543,12 @@ mod tests {
         };
         spec.constraints = vec!["zone==a".into(), "disk==ssd".into(), "zone==a".into()];
         let name = "paz-web-v3-1-a1b2c3.service";
-        let options = render(&input(&spec, name)).unwrap();
+        let dns = ["172.17.0.1".parse().unwrap()];
+        let options = render(&RenderInput {
+            dns: &dns,
+            ..input(&spec, name)
+        })
+        .unwrap();
 
         assert_eq!(option(&options, "Unit", "After"), ["docker.service"]);
         assert_eq!(option(&options, "Unit", "Requires"), ["docker.service"]);
@@ -560,6 +571,8 @@ mod tests {
             "paz-web-v3-1-a1b2c3",
             "-p",
             "20001:8080",
+            "--dns",
+            "172.17.0.1",
             "--label",
             "paz.managed=true",
             "--label",

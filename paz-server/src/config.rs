@@ -195,6 +195,12 @@ pub struct Config {
     /// listener on the Docker network's gateway (ports 53 and 80).
     #[arg(long, env = "PAZ_INTERNAL_NAMES", default_value_t = true, action = clap::ArgAction::Set)]
     pub internal_names: bool,
+    /// Many hosts: where `<service>.paz` is served on every host. A router-only process
+    /// serves it there (ports 53 and 80); Swarm and fleet instances get it as their name
+    /// server. Docker's default bridge gateway, 172.17.0.1, suits: the same on every host
+    /// and reachable from its containers.
+    #[arg(long, env = "PAZ_INTERNAL_NAMES_IP")]
+    pub internal_names_ip: Option<std::net::Ipv4Addr>,
     /// The admin token (default: generated into `<data dir>/admin-token`).
     #[arg(long, env = "PAZ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -335,6 +341,16 @@ impl Config {
             }
             if self.haproxy_threads == Some(0) {
                 return Err("--haproxy-threads must be at least 1".into());
+            }
+        }
+        if self.internal_names_ip.is_some() {
+            if self.role == Role::Server
+                && !matches!(self.scheduler, SchedulerKind::Swarm | SchedulerKind::Fleet)
+            {
+                return Err("--internal-names-ip is for many hosts: a router-only process (--role router) or --scheduler swarm|fleet; on one host <service>.paz is served on the Docker network's gateway".into());
+            }
+            if self.proxy == ProxyKind::Haproxy {
+                return Err("--internal-names-ip is served by the built-in router only".into());
             }
         }
         if self.role == Role::Router && !matches!(self.store, StoreKind::Etcd(_)) {
@@ -537,6 +553,7 @@ impl Config {
             scheduler,
             proxy,
             internal_names: self.internal_names,
+            internal_names_ip: self.internal_names_ip,
             tls: self.tls_config().ok().flatten(),
         }
     }
@@ -655,6 +672,20 @@ mod tests {
         let err = validate(&["--role", "router"]).unwrap_err();
         assert!(err.contains("--store etcd://"), "{err}");
         assert!(validate(&["--role", "router", "--store", "etcd://h:2379"]).is_ok());
+        let err = validate(&["--internal-names-ip", "172.17.0.1"]).unwrap_err();
+        assert!(err.contains("many hosts"), "{err}");
+        let router = ["--role", "router", "--store", "etcd://h:2379"];
+        assert!(validate(&[&router[..], &["--internal-names-ip", "172.17.0.1"]].concat()).is_ok());
+        let err = validate(
+            &[
+                &router[..],
+                &["--internal-names-ip", "172.17.0.1", "--proxy", "haproxy"],
+            ]
+            .concat(),
+        )
+        .unwrap_err();
+        assert!(err.contains("built-in router"), "{err}");
+        assert!(validate(&["--scheduler", "swarm", "--internal-names-ip", "172.17.0.1"]).is_ok());
         let err = validate(&["--store", "etcd://h:2379", "--leader-ttl", "500ms"]).unwrap_err();
         assert!(err.contains("--leader-ttl"), "{err}");
         let err = validate(&["--store", "etcd://h:2379", "--etcd-user", "paz"]).unwrap_err();

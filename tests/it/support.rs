@@ -56,7 +56,21 @@ impl Server {
 
     /// [`Server::start_with`] from the `paz-server` binary at `binary`.
     pub fn start_binary(binary: &Path, data_dir: &Path, args: &[&str]) -> Result<Server> {
-        let mut child = Command::new(binary)
+        Self::start_command(Command::new(binary), data_dir, args)
+    }
+
+    /// [`Server::start_with`] inside the network namespace `netns` (`nsenter --net`, which
+    /// execs paz-server: the pid stays the server's).
+    pub fn start_in_netns(netns: &str, data_dir: &Path, args: &[&str]) -> Result<Server> {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg(bin("paz-server"));
+        Self::start_command(command, data_dir, args)
+    }
+
+    fn start_command(mut command: Command, data_dir: &Path, args: &[&str]) -> Result<Server> {
+        let mut child = command
             .args(["--api-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)

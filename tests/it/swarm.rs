@@ -256,3 +256,165 @@ async fn a_three_node_swarm_spreads_deploys_and_survives_a_lost_node() -> Result
     drop(one_at_a_time);
     Ok(())
 }
+
+/// Waits until `router` answers 200 for `host` at `path`.
+async fn wait_routable(router: &str, host: &str, path: &str, within: Duration) -> Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = client
+            .get(format!("http://{router}{path}"))
+            .header("host", host)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status() == 200 => return Ok(()),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(response) => bail!(
+                "{host}{path} through {router}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ),
+            Err(error) => bail!("{host}{path} through {router}: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_of_a_three_node_swarm_routes_public_and_internal_names() -> Result<()> {
+    let test = "every_host_of_a_three_node_swarm_routes_public_and_internal_names";
+    if !paz_etcd::testing::etcd_available(test) {
+        return Ok(());
+    }
+    let Some(mut hosts) = require_hosts(test, 3) else {
+        return Ok(());
+    };
+    let one_at_a_time = crate::support::DOCKER.lock().await;
+    hosts
+        .load_images(&["paz-demo:v1"])
+        .map_err(anyhow::Error::msg)?;
+    hosts
+        .swarm(Duration::from_secs(1))
+        .map_err(anyhow::Error::msg)?;
+    let manager = hosts.hosts[0].docker_host();
+    // The cluster's state on etcd, which the hosts reach on the bridge.
+    let etcd = paz_etcd::testing::EtcdCluster::single_also_on(hosts.gateway)?;
+    // Docker's default bridge gateway: the same address on every node's engine.
+    let names_ip = "172.17.0.1";
+    let cluster = Cluster::start_with(
+        "swarmr",
+        &[
+            "--scheduler",
+            "swarm",
+            "--swarm-host",
+            &manager,
+            "--store",
+            &etcd.url(),
+            "--internal-names-ip",
+            names_ip,
+        ],
+    )?;
+    // A router-only process on every host, inside its namespace.
+    let store_on_bridge = etcd.url_on(hosts.gateway);
+    let dir = tempfile::tempdir()?;
+    let mut routers = Vec::new();
+    for host in &hosts.hosts {
+        let listen = format!("{}:0", host.address);
+        let router = crate::support::Server::start_in_netns(
+            &host.netns,
+            &dir.path().join(&host.name),
+            &[
+                "--role",
+                "router",
+                "--store",
+                &store_on_bridge,
+                "--router-listen",
+                &listen,
+                "--internal-names-ip",
+                names_ip,
+            ],
+        )
+        .with_context(|| format!("a router-only process on {}", host.name))?;
+        routers.push(router);
+    }
+
+    // web first: Swarm spreads by the tasks a node runs already.
+    cluster.create(&demo("web", 3)).await?;
+    let web = wait_healthy(&cluster, "web", 3, None, Duration::from_secs(30)).await?;
+    let placed: BTreeSet<&str> = web.iter().map(|i| i.host.as_str()).collect();
+    ensure!(placed.len() == 3, "web spread over the 3 nodes: {web:?}");
+    let mut api = demo("api", 1);
+    api.public = false;
+    api.env.insert("VERSION".into(), "api-v1".into());
+    cluster.create(&api).await?;
+
+    // Every host's router serves web.localhost; every web instance, whatever its node,
+    // reaches api through api.paz (its node's name server and router).
+    let client = reqwest::Client::new();
+    let mut callers = BTreeSet::new();
+    for (host, router) in hosts.hosts.iter().zip(&routers) {
+        let address = router
+            .router
+            .clone()
+            .context("the router-only process routes")?;
+        ensure!(
+            address.starts_with(&format!("{}:", host.address)),
+            "{} routes on its own address: {address}",
+            host.name
+        );
+        wait_routable(&address, "web.localhost", "/", Duration::from_secs(20)).await?;
+        wait_routable(
+            &address,
+            "web.localhost",
+            "/call?url=http://api.paz/",
+            Duration::from_secs(20),
+        )
+        .await?;
+        for _ in 0..12 {
+            let answer = client
+                .get(format!("http://{address}/call?url=http://api.paz/"))
+                .header("host", "web.localhost")
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await?;
+            ensure!(
+                answer.status() == 200,
+                "{}: web → api.paz: {}",
+                host.name,
+                answer.status()
+            );
+            if let Some(caller) = answer.headers().get("x-demo-instance") {
+                callers.insert(caller.to_str()?.to_owned());
+            }
+            ensure!(answer.text().await?.trim() == "api-v1", "api answered");
+        }
+        let internal = client
+            .get(format!("http://{address}/"))
+            .header("host", "api.paz")
+            .send()
+            .await?;
+        ensure!(
+            internal.status() == 404,
+            "internal names are not served on a host's public listener: {}",
+            internal.status()
+        );
+    }
+    ensure!(
+        callers.len() == 3,
+        "web instances on all 3 nodes called api.paz: {callers:?}"
+    );
+    eprintln!("3 hosts' routers: web.localhost and api.paz from every node");
+
+    for router in routers {
+        router.stop()?;
+    }
+    cluster.client.delete_service("web", None).await?;
+    cluster.client.delete_service("api", None).await?;
+    drop(cluster);
+    let _ = remove_swarm_services(Some(&manager));
+    drop(hosts);
+    drop(etcd);
+    drop(one_at_a_time);
+    Ok(())
+}

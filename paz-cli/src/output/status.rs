@@ -118,7 +118,9 @@ pub(super) fn status_detail(
 
 pub(super) fn instances_table(instances: &[Instance], tty: bool) -> String {
     let mut table = new_table(
-        &["ID", "RELEASE", "SLOT", "STATE", "ADDRESS", "MESSAGE"],
+        &[
+            "ID", "RELEASE", "SLOT", "STATE", "HOST", "ADDRESS", "MESSAGE",
+        ],
         tty,
     );
     let mut sorted: Vec<&Instance> = instances.iter().collect();
@@ -129,6 +131,7 @@ pub(super) fn instances_table(instances: &[Instance], tty: bool) -> String {
             release_text(Some(instance.release)),
             instance.slot.to_string(),
             instance_state_text(instance.state).to_owned(),
+            or_dash(instance.host.clone()),
             instance.address.clone().unwrap_or_else(|| "-".into()),
             or_dash(
                 instance
@@ -191,10 +194,10 @@ mod tests {
              \x20 ✓ start v3 slot 0: 3f2a9b1c2d3e\n\
              \x20 ✗ failed: v3 slot 1 did not become healthy\n\
              \n\
-             ID            RELEASE  SLOT  STATE    ADDRESS          MESSAGE\n\
-             3f2a9b1c2d3e  v3       0     healthy  172.17.0.2:8080  -\n\
-             c2            v3       1     failed   172.17.0.3:8080  exited with code 1\n\
-             b1            v2       0     healthy  172.17.0.2:8080  -\n\
+             ID            RELEASE  SLOT  STATE    HOST  ADDRESS          MESSAGE\n\
+             3f2a9b1c2d3e  v3       0     healthy  h1    172.17.0.2:8080  -\n\
+             c2            v3       1     failed   h1    172.17.0.3:8080  exited with code 1\n\
+             b1            v2       0     healthy  h1    172.17.0.2:8080  -\n\
              \n\
              problems:\n\
              \x20 - v3 slot 1 keeps crashing\n"
