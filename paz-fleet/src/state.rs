@@ -10,6 +10,7 @@
 //! | `loaded`/`inactive` | any | any | any | `Stopped` | `stopped by Paz (systemd …)` |
 //! | `launched` | absent | — | — | `Starting` (address `None`) | `waiting for fleet to schedule it` |
 //! | `launched` | absent, after it was scheduled (its machine was lost) | — | — | `Failed` | `its machine left the fleet…` (set by the scheduler, which remembers what it saw placed) |
+//! | `launched` | set, a machine not among `/machines` (its presence expired) | any | any | `Starting` (address `None`) | `its machine … left the fleet; waiting for fleet to move it` |
 //! | `launched` | set | not `launched` yet, or no state reported | — | `Starting` | `scheduled, not started yet` |
 //! | `launched` | set | `launched` | `active`/`running` | `Starting` | none: Paz's health checker decides `Healthy` |
 //! | `launched` | set | `launched` | `activating`/`reloading`, or `active` with another substate | `Starting` | the systemd states |
@@ -100,8 +101,17 @@ pub(crate) fn instance(
     state: Option<&UnitState>,
     machines: &[Machine],
 ) -> Instance {
-    let (state_, message) = classify(unit, state);
+    let (mut state_, mut message) = classify(unit, state);
     let machine = machines.iter().find(|m| m.id == unit.machine_id);
+    if machine.is_none() && !unit.machine_id.is_empty() && state_ != InstanceState::Stopped {
+        // Its machine left (presence expired) and fleet has not moved it yet: what its
+        // agent last reported does not count.
+        state_ = InstanceState::Starting;
+        message = Some(format!(
+            "its machine {} left the fleet; waiting for fleet to move it",
+            unit.machine_id
+        ));
+    }
     let address = match (machine, meta.host_port, meta.port) {
         (Some(machine), Some(host_port), Some(_)) if !machine.primary_ip.is_empty() => {
             Some(format!("{}:{host_port}", machine.primary_ip))
@@ -195,6 +205,35 @@ mod tests {
             Some(&state("failed", "failed")),
         );
         assert_eq!(message.as_deref(), Some("failed (systemd failed/failed)"));
+        // A running unit on a machine that left: not routable until fleet moves it.
+        let meta = PazMeta {
+            cluster: "c1".into(),
+            service: "web".into(),
+            release: 1,
+            slot: 0,
+            port: Some(8080),
+            host_port: Some(20001),
+            epoch: None,
+        };
+        let running = (
+            unit("launched", "m1", "launched"),
+            state("active", "running"),
+        );
+        let m1 = Machine {
+            id: "m1".into(),
+            primary_ip: "10.0.0.5".into(),
+            ..Machine::default()
+        };
+        let here = instance(
+            &running.0,
+            &meta,
+            Some(&running.1),
+            std::slice::from_ref(&m1),
+        );
+        assert_eq!(here.address.as_deref(), Some("10.0.0.5:20001"));
+        let gone = instance(&running.0, &meta, Some(&running.1), &[]);
+        assert_eq!((gone.state, gone.address), (Starting, None));
+        assert!(gone.message.unwrap().contains("left the fleet"));
         // A state reported by another machine (the unit moved) does not count.
         let mut other = state("failed", "failed");
         other.machine_id = "m2".into();

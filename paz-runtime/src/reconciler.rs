@@ -782,15 +782,16 @@ impl Reconciler {
                     };
                 }
                 // An instance seen without an address (created, not started) may get one;
-                // one whose address changed (fleet moved its unit to another machine) is
-                // gated again from scratch: it is tracked anew below.
+                // one whose address changed or went (fleet moved its unit to another
+                // machine, or its machine was lost) is gated again from scratch: it is
+                // tracked anew below, unhealthy until a check passes at its new address.
                 for instance in list {
                     let Some(tracked) = shared.tracked.get_mut(&instance.id) else {
                         continue;
                     };
                     if tracked.address.is_none() {
                         tracked.address.clone_from(&instance.address);
-                    } else if instance.address.is_some() && tracked.address != instance.address {
+                    } else if tracked.address != instance.address {
                         tracing::info!(
                             id = %instance.id,
                             from = ?tracked.address,

@@ -209,24 +209,19 @@ async fn a_three_node_swarm_spreads_deploys_and_survives_a_lost_node() -> Result
         .iter()
         .position(|h| lost_ip.starts_with(&format!("{}:", h.address)))
         .context("the lost instance's host")?;
-    // Requests the router sent to the lost node's instance as its engine stopped may fail
-    // (502: the backend failed to answer); every request after that, on the surviving
-    // instances, must not.
+    // Requests the router sent to the lost node's instance as its engine stopped move to
+    // the surviving instances (idempotent GETs the dead backend dropped unanswered or
+    // refused): none fails.
     let clients = 6;
     let in_flight = Load::start(&router, "web.localhost", "/", clients);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopped = Instant::now();
     hosts.stop_engine(index).map_err(anyhow::Error::msg)?;
-    let (ok, failures) = in_flight.finish().await;
-    ensure!(
-        failures.iter().all(|f| f.contains("failed to answer")),
-        "only requests sent to the lost node's instance may fail (502): {failures:?}"
-    );
-    eprintln!(
-        "while node {} stopped: {ok} requests, {} in flight on it failed",
-        hosts.hosts[index].name,
-        failures.len()
-    );
+    assert_no_failures(
+        in_flight,
+        &format!("while node {}'s engine stopped", hosts.hosts[index].name),
+    )
+    .await;
     let load = Load::start(&router, "web.localhost", "/", clients);
     let after = wait_healthy(
         &cluster,

@@ -85,6 +85,24 @@ async fn run_to_end(argv: &[String]) -> bool {
     }
 }
 
+/// `docker run` as it acts on its machine: the fake's machines share one engine, so a
+/// published port (`-p <host port>:<port>`) binds the machine's own `primaryIP`, as `-p`
+/// on a real machine binds that machine's addresses only. A lost machine's ports then stop
+/// answering, and a unit fleet moved answers at its new machine only.
+fn on_machine(mut argv: Vec<String>, machine_ip: &str) -> Vec<String> {
+    if machine_ip.is_empty() || docker_container(&argv).is_none() {
+        return argv;
+    }
+    let mut i = 0;
+    while i + 1 < argv.len() {
+        if argv[i] == "-p" && argv[i + 1].matches(':').count() == 1 {
+            argv[i + 1] = format!("{machine_ip}:{}", argv[i + 1]);
+        }
+        i += 1;
+    }
+    argv
+}
+
 /// Removes a container the way a dead machine loses it.
 pub(crate) async fn remove_container(docker: &str, name: &str) {
     let argv = [docker.to_owned(), "rm".into(), "-f".into(), name.to_owned()];
@@ -95,6 +113,7 @@ pub(crate) async fn remove_container(docker: &str, name: &str) {
 pub(crate) async fn run_unit(shared: Arc<Shared>, order: StartOrder) {
     let StartOrder {
         key,
+        machine_ip,
         generation,
         options,
         mut stop,
@@ -129,7 +148,7 @@ pub(crate) async fn run_unit(shared: Arc<Shared>, order: StartOrder) {
         return;
     };
     let argv = match parse_exec(line, &unit) {
-        Ok((_, argv)) => argv,
+        Ok((_, argv)) => on_machine(argv, &machine_ip),
         Err(error) => {
             tracing::warn!(unit, error, "fake fleet agent: bad ExecStart");
             set("failed", "failed");
@@ -216,5 +235,21 @@ mod tests {
             Some(("/bin/docker".into(), "c1".into()))
         );
         assert_eq!(docker_container(&["/bin/sleep".into(), "1".into()]), None);
+        let argv = on_machine(argv, "127.0.0.3");
+        assert_eq!(argv, ["/bin/docker", "run", "--rm", "--name", "c1", "img"]);
+        let run = |p: &str| -> Vec<String> {
+            ["/bin/docker", "run", "--name", "c1", "-p", p, "img"]
+                .map(String::from)
+                .to_vec()
+        };
+        assert_eq!(
+            on_machine(run("20001:8080"), "127.0.0.3")[5],
+            "127.0.0.3:20001:8080"
+        );
+        assert_eq!(
+            on_machine(run("1.2.3.4:20001:8080"), "127.0.0.3")[5],
+            "1.2.3.4:20001:8080"
+        );
+        assert_eq!(on_machine(run("20001:8080"), "")[5], "20001:8080");
     }
 }

@@ -259,6 +259,8 @@ pub(crate) struct AgentUnit {
 #[derive(Debug)]
 pub(crate) struct StartOrder {
     pub key: (String, String),
+    /// The machine's `primaryIP`: what its processes' published ports bind.
+    pub machine_ip: String,
     pub generation: u64,
     pub options: Vec<UnitOption>,
     pub stop: oneshot::Receiver<StopMode>,
@@ -444,6 +446,11 @@ impl Registry {
             }
         }
 
+        let machine_ips: BTreeMap<String, String> = self
+            .machines
+            .iter()
+            .map(|(id, m)| (id.clone(), m.primary_ip.clone()))
+            .collect();
         // Agents: what each live machine should run.
         let mut wanted: BTreeMap<(String, String), (JobState, String, Vec<UnitOption>)> =
             BTreeMap::new();
@@ -518,6 +525,7 @@ impl Registry {
                     unit.sub = "start-pre".into();
                     orders.push(StartOrder {
                         key: key.clone(),
+                        machine_ip: machine_ips.get(&key.1).cloned().unwrap_or_default(),
                         generation: unit.generation,
                         options: unit.options.clone(),
                         stop: receiver,

@@ -32,19 +32,20 @@ pub(crate) enum Failure {
     Connect,
 }
 
-/// Picks a backend of `entry` and gets a connection to it (pooled or new), counting the
-/// request in flight. A connect failure ejects the backend; a `retryable` request then tries
-/// once more on another one. `reload` reads the route again when a backend started draining
-/// meanwhile (it replaces `entry`).
+/// Picks a backend of `entry` (not `avoid`, the index of one that just failed) and gets a
+/// connection to it (pooled or new), counting the request in flight. A connect failure
+/// ejects the backend; a `retryable` request then tries once more on another one. `reload`
+/// reads the route again when a backend started draining meanwhile (it replaces `entry`).
 pub(crate) async fn acquire(
     shared: &Shared,
     entry: &mut Arc<RouteEntry>,
     reload: impl Fn() -> Option<Arc<RouteEntry>>,
     mode: Mode,
     retryable: bool,
+    avoid: Option<usize>,
 ) -> Result<(InFlight, Conn, bool), Failure> {
     let config = &shared.config;
-    let mut exclude = None;
+    let mut exclude = avoid;
     let mut retried = false;
     let mut bounces = 0;
     loop {

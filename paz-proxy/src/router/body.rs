@@ -174,6 +174,11 @@ impl InFlight {
         &self.entry
     }
 
+    /// The backend's index in its route entry.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn slot(&self) -> &Arc<super::state::BackendSlot> {
         &self.entry.backends[self.index]
     }

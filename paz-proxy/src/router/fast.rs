@@ -15,6 +15,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -25,11 +26,13 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::backend::{Conn, Failure, Mode, acquire};
+use super::body::InFlight;
 use super::config::Scope;
 use super::conn::ConnCtx;
 use super::h1::{self, ChunkScan, Framing};
 use super::host::route_host;
 use super::pool;
+use super::shared::Shared;
 use super::state::RouteEntry;
 use super::upstream::{RawHead, Upstream};
 
@@ -424,8 +427,8 @@ async fn proxy(
     };
     // GET, HEAD, OPTIONS, DELETE, PUT without a body: idempotent.
     let retryable = !data.starts_with(b"POST ") && !data.starts_with(b"PATCH ");
-    let acquired = acquire(shared, &mut entry, lookup, Mode::Fast, retryable).await;
-    let (in_flight, mut conn, mut pooled) = match acquired {
+    let acquired = acquire(shared, &mut entry, lookup, Mode::Fast, retryable, None).await;
+    let (mut in_flight, mut conn, mut pooled) = match acquired {
         Ok((in_flight, Conn::Raw(conn), pooled)) => (in_flight, conn, pooled),
         Ok((_, Conn::Hyper(_), _)) => unreachable_mode(),
         Err(failure) => {
@@ -438,7 +441,8 @@ async fn proxy(
     };
     let config = &shared.config;
     let deadline = tokio::time::Instant::from_std(started) + config.backend_timeout;
-    let slot = in_flight.slot().clone();
+    let mut slot = in_flight.slot().clone();
+    let mut moved_on = false;
     let head = loop {
         match tokio::time::timeout_at(deadline, conn.exchange_raw(out, simple.head_request)).await {
             Err(_) => {
@@ -466,6 +470,29 @@ async fn proxy(
                 .await
                 {
                     Ok(Ok(fresh)) => conn = fresh,
+                    // The backend went away (its host was lost, it crashed): an idempotent
+                    // request moves to another backend, once; this one is ejected.
+                    _ if retryable && !moved_on => {
+                        moved_on = true;
+                        slot.eject(config.ejection, config.max_ejection);
+                        tracing::warn!(
+                            service = %entry.service.name, backend = %slot.address,
+                            "backend closed its pooled connection and refuses new ones: ejected"
+                        );
+                        match move_on(shared, &mut entry, lookup, in_flight.index()).await {
+                            Ok((fresh_in_flight, fresh, fresh_pooled)) => {
+                                in_flight = fresh_in_flight;
+                                slot = in_flight.slot().clone();
+                                conn = fresh;
+                                pooled = fresh_pooled;
+                            }
+                            Err(failure) => {
+                                let (status, message) = failure_text(&entry, &failure);
+                                return answer_error(io, &entry, started, status, &message, close)
+                                    .await;
+                            }
+                        }
+                    }
                     _ => {
                         return answer_error(
                             io,
@@ -476,6 +503,28 @@ async fn proxy(
                             close,
                         )
                         .await;
+                    }
+                }
+            }
+            // The connection broke before a response began (nothing reached the client):
+            // an idempotent request moves to another backend, once, as nginx's
+            // `proxy_next_upstream error` does. The backend stays in (one connection broke).
+            Ok(Err((error, _))) if retryable && !moved_on && entry.backends.len() > 1 => {
+                moved_on = true;
+                tracing::warn!(
+                    service = %entry.service.name, backend = %slot.address, %error,
+                    "backend failed before answering: the request moves to another"
+                );
+                match move_on(shared, &mut entry, lookup, in_flight.index()).await {
+                    Ok((fresh_in_flight, fresh, fresh_pooled)) => {
+                        in_flight = fresh_in_flight;
+                        slot = in_flight.slot().clone();
+                        conn = fresh;
+                        pooled = fresh_pooled;
+                    }
+                    Err(failure) => {
+                        let (status, message) = failure_text(&entry, &failure);
+                        return answer_error(io, &entry, started, status, &message, close).await;
                     }
                 }
             }
@@ -510,6 +559,20 @@ async fn proxy(
             tracing::debug!(backend = %slot.address, %error, "response forwarding failed");
             false
         }
+    }
+}
+
+/// Another backend than `avoid` (which just failed) for an idempotent request, and a
+/// connection to it.
+async fn move_on(
+    shared: &Shared,
+    entry: &mut Arc<RouteEntry>,
+    lookup: impl Fn() -> Option<Arc<RouteEntry>>,
+    avoid: usize,
+) -> Result<(InFlight, Upstream, bool), Failure> {
+    match acquire(shared, entry, lookup, Mode::Fast, true, Some(avoid)).await? {
+        (in_flight, Conn::Raw(conn), pooled) => Ok((in_flight, conn, pooled)),
+        (_, Conn::Hyper(_), _) => unreachable_mode(),
     }
 }
 

@@ -451,6 +451,7 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         },
         mode,
         retryable,
+        None,
     )
     .await;
     let (in_flight, conn, pooled) = match acquired {

@@ -158,28 +158,56 @@ async fn broken_backend() -> (String, Arc<AtomicU64>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_that_reached_a_backend_is_never_retried() {
+async fn a_get_dropped_unanswered_moves_to_another_backend_once_a_post_never() {
     let (broken, seen) = broken_backend().await;
     let live = TestBackend::start("live").await;
     let r = TestRouter::default().await;
     r.router
-        .apply(&table(&[(
-            "web.localhost",
-            "web",
-            vec![
-                (broken.clone(), 1_000_000, BackendState::Active),
-                (live.address(), 1, BackendState::Active),
-            ],
-        )]))
+        .apply(&table(&[
+            (
+                "web.localhost",
+                "web",
+                vec![
+                    (broken.clone(), 1_000_000, BackendState::Active),
+                    (live.address(), 1, BackendState::Active),
+                ],
+            ),
+            (
+                "alone.localhost",
+                "alone",
+                vec![(broken.clone(), 100, BackendState::Active)],
+            ),
+        ]))
         .await
         .unwrap();
     let mut client = Client::connect(r.public).await.unwrap();
+    // Idempotent (RFC 9110 §9.2.2) and nothing reached the client yet: once elsewhere.
     let answer = client.get("web.localhost", "/").await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body, "live");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(live.hits(), 1);
+    assert!(!r.router.is_ejected(&broken), "only connect failures eject");
+    // A POST that reached a backend may have had effects: never sent again.
+    let answer = client
+        .send(request(
+            "POST",
+            "web.localhost",
+            "/",
+            Bytes::from_static(b"x"),
+        ))
+        .await
+        .unwrap();
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert!(answer.body.contains("failed to answer"), "{}", answer.body);
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
-    assert_eq!(live.hits(), 0, "not retried elsewhere");
-    assert!(!r.router.is_ejected(&broken), "only connect failures eject");
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert_eq!(live.hits(), 1, "the POST was not retried elsewhere");
+    // With no other backend the GET fails after its one try.
+    let mut client = Client::connect(r.public).await.unwrap();
+    let answer = client.get("alone.localhost", "/").await.unwrap();
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.body.contains("failed to answer"), "{}", answer.body);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
