@@ -645,13 +645,17 @@ impl SwarmScheduler {
     }
 }
 
-/// A Swarm node as a Paz host: its labels are the node's labels, plus `swarm.role`.
+/// A Swarm node as a Paz host: its labels are the node's labels, plus `swarm.role` and
+/// `swarm.availability`.
 fn host_of(id: &str, node: &Node, name: String) -> Host {
     let spec = node.spec.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> =
         spec.labels.unwrap_or_default().into_iter().collect();
     if let Some(role) = spec.role {
         labels.insert("swarm.role".to_owned(), role.to_string());
+    }
+    if let Some(availability) = spec.availability {
+        labels.insert("swarm.availability".to_owned(), availability.to_string());
     }
     let available = spec
         .availability

@@ -244,6 +244,28 @@ async fn a_three_node_swarm_spreads_deploys_and_survives_a_lost_node() -> Result
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_no_failures(load, "the surviving instances after a node was lost").await;
 
+    // A rollback is Paz's own deploy of the previous release (never Swarm's rollback).
+    let load = Load::start(&router, "web.localhost", "/", clients);
+    let rollback = cluster.client.rollback("web", None).await?;
+    cluster
+        .wait_deployment(&rollback.id, paz::DeploymentStatus::Succeeded)
+        .await?;
+    assert_no_failures(load, "a rollback on the 2 nodes left").await;
+    let rolled = wait_healthy(&cluster, "web", 3, None, Duration::from_secs(30)).await?;
+    ensure!(
+        rolled.iter().all(|i| i.release == rollback.release),
+        "all on the rollback's release {}: {rolled:?}",
+        rollback.release
+    );
+    let served = reqwest::Client::new()
+        .get(format!("http://{router}/"))
+        .header("host", "web.localhost")
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(served.contains("v1"), "the v1 image serves again: {served}");
+
     cluster.client.delete_service("web", None).await?;
     drop(cluster);
     let _ = remove_swarm_services(Some(&manager));

@@ -41,6 +41,13 @@ async fn swarm_passes_the_contract_on_a_single_node() {
         hosts[0].labels.get("swarm.role").map(String::as_str),
         Some("manager")
     );
+    assert_eq!(
+        hosts[0]
+            .labels
+            .get("swarm.availability")
+            .map(String::as_str),
+        Some("active")
+    );
 
     let fixture = Fixture {
         image: IMAGE.to_owned(),
