@@ -44,6 +44,10 @@ pub struct InstanceSpec {
     /// Which life of the service this is (its creation time): a service deleted and created
     /// again under the same name never adopts the old one's instances.
     pub epoch: Option<String>,
+    /// The port the health check probes when it is not the routed port (`None`: it checks
+    /// the routed port, or nothing). Schedulers that reach instances only at a published
+    /// routed port (Swarm, fleet) refuse such an instance with a clear error.
+    pub health_port: Option<u16>,
 }
 
 impl InstanceSpec {
@@ -63,6 +67,10 @@ impl InstanceSpec {
             constraints: spec.placement.constraints.clone(),
             replicas: spec.instances,
             epoch: None,
+            health_port: crate::deploy::health::check_for(spec)
+                .and_then(|check| check.port)
+                .and_then(|port| u16::try_from(port).ok())
+                .filter(|port| Some(*port) != spec.routed_port()),
         }
     }
 
@@ -443,6 +451,45 @@ mod tests {
             port: 8080,
         };
         crate::contract::scheduler::run(&FakeScheduler::new(), &fixture).await;
+    }
+
+    #[test]
+    fn the_health_port_is_set_only_off_the_routed_port() {
+        use crate::service::{HealthCheck, PortSpec, Protocol, ServiceSpec};
+        let mut spec = ServiceSpec::new("web", "demo:v1");
+        spec.ports.push(PortSpec {
+            port: 8080,
+            protocol: Protocol::Http,
+        });
+        let release = |spec: &ServiceSpec| Release {
+            service: "web".into(),
+            version: 1,
+            spec: spec.clone(),
+            image_digest: None,
+            secrets: Default::default(),
+            trigger: crate::model::Trigger::new(crate::model::TriggerKind::Create),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        // The default TCP check and a declared check without a port use the routed port.
+        assert_eq!(
+            InstanceSpec::from_release(&release(&spec), 0).health_port,
+            None
+        );
+        spec.health = Some(HealthCheck::default());
+        assert_eq!(
+            InstanceSpec::from_release(&release(&spec), 0).health_port,
+            None
+        );
+        spec.health.as_mut().unwrap().port = Some(8080);
+        assert_eq!(
+            InstanceSpec::from_release(&release(&spec), 0).health_port,
+            None
+        );
+        spec.health.as_mut().unwrap().port = Some(9090);
+        assert_eq!(
+            InstanceSpec::from_release(&release(&spec), 0).health_port,
+            Some(9090)
+        );
     }
 
     #[tokio::test]

@@ -115,6 +115,18 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The health check probes a port other than the routed one, which Swarm instances do
+    /// not expose to Paz (it reaches them at their node's published routed port only).
+    #[error(
+        "the health check probes port {port}, but on Swarm Paz reaches an instance only at its node's published routed (first http) port{}; check that port instead",
+        routed.map(|p| format!(" ({p})")).unwrap_or_default()
+    )]
+    HealthPortUnreachable {
+        /// The port the check probes.
+        port: u16,
+        /// The routed port, if any.
+        routed: Option<u16>,
+    },
     /// Swarm could not place or start the instance's task; its Swarm service was removed.
     #[error("Swarm could not start {name:?}: {reason}")]
     TaskFailed {
@@ -145,6 +157,7 @@ impl Error {
             Error::InvalidImage { .. }
             | Error::Unschedulable { .. }
             | Error::InvalidConstraint { .. }
+            | Error::HealthPortUnreachable { .. }
             | Error::NotSwarmManager { .. } => Kind::Invalid,
             Error::TaskFailed {
                 unschedulable: true,

@@ -347,6 +347,12 @@ impl SwarmScheduler {
 
     /// The Swarm service spec of an instance.
     fn service_spec(&self, spec: &InstanceSpec, name: &str) -> Result<ServiceSpec> {
+        if let Some(port) = spec.health_port {
+            return Err(Error::HealthPortUnreachable {
+                port,
+                routed: spec.routed_port(),
+            });
+        }
         let config = &self.inner.config;
         let mut labels: HashMap<String, String> = config
             .extra_labels

@@ -140,6 +140,14 @@ impl FleetScheduler {
     }
 
     async fn start_unit(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if let Some(port) = spec.health_port {
+            return Err(Error::InvalidSpec(format!(
+                "the health check probes port {port}, but on fleet Paz reaches an instance only at its machine's published routed (first http) port{}; check that port instead",
+                spec.routed_port()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            )));
+        }
         let requirements = unit::metadata_requirements(&spec.constraints)?;
         let (machines, units) = tokio::try_join!(self.client.machines(), self.client.units())?;
         let matching = machines

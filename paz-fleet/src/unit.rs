@@ -439,6 +439,7 @@ mod tests {
             constraints: Vec::new(),
             replicas: 2,
             epoch: Some("e1".into()),
+            health_port: None,
         }
     }
 

@@ -199,6 +199,12 @@ async fn bad_input_is_a_clear_error() {
     let error = s.start(&spec).await.unwrap_err();
     assert_eq!(error.port_kind(), Some(PortErrorKind::Invalid));
     assert!(error.to_string().contains("no negation"), "{error}");
+    // A health check on a port other than the published routed one.
+    let mut spec = fixture().spec("health", 0);
+    spec.health_port = Some(9090);
+    let error = s.start(&spec).await.unwrap_err();
+    assert_eq!(error.port_kind(), Some(PortErrorKind::Invalid));
+    assert!(error.to_string().contains("port 9090"), "{error}");
     // No machine matches: the unit is destroyed and the start fails clearly.
     let s_quick = FleetScheduler::connect(FleetConfig {
         endpoint: fake.endpoint().to_owned(),

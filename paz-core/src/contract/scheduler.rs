@@ -37,6 +37,7 @@ impl Fixture {
             constraints: Vec::new(),
             replicas: 1,
             epoch: Some("contract".to_owned()),
+            health_port: None,
         }
     }
 }

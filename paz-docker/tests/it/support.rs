@@ -245,6 +245,7 @@ impl TestEnv {
             constraints: Vec::new(),
             replicas: 1,
             epoch: Some("test".to_owned()),
+            health_port: None,
         }
     }
 }

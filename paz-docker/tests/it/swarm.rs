@@ -115,6 +115,21 @@ async fn swarm_passes_the_contract_on_a_single_node() {
     spec.constraints = vec!["zone".into()];
     let error = scheduler.start(&spec).await.expect_err("bad constraint");
     assert_eq!(error.port_kind(), Some(PortErrorKind::Invalid), "{error}");
+
+    // A health check on a port Paz cannot reach on the node is refused, naming both ports.
+    let mut spec = fixture.spec("swarm-health", 0);
+    spec.health_port = Some(9090);
+    let error = scheduler.start(&spec).await.expect_err("unreachable check");
+    assert_eq!(error.port_kind(), Some(PortErrorKind::Invalid), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("9090") && text.contains("(8080)"), "{text}");
+    assert!(
+        scheduler
+            .list(Some("swarm-health"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
