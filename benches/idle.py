@@ -76,6 +76,9 @@ def run(binary, n, window, samples, settle_max):
         time.sleep(window)
         idle = cpu_seconds(proc.pid) - c0
         latencies = {}
+        # A fresh connection: the API closes connections idle for as long as the window.
+        conn.close()
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
         for path in ("/v1/services/{}", "/v1/services/{}/status"):
             times = []
             for _ in range(samples):

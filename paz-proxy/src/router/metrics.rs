@@ -112,6 +112,11 @@ impl ServiceMetrics {
             .sum()
     }
 
+    /// No request answered and none in flight.
+    fn is_untouched(&self) -> bool {
+        self.in_flight() <= 0 && (0..=BUCKETS.len()).all(|bucket| self.bucket_count(bucket) == 0)
+    }
+
     fn in_flight(&self) -> i64 {
         self.shards
             .iter()
@@ -137,11 +142,16 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders every service's metrics plus the router-wide counters.
+/// Renders the metrics of every service that has had a request (or has one in flight) plus
+/// the router-wide counters. A service never requested has no series at all: with thousands
+/// of routed services, most idle, the text (read every few seconds for the UI's charts and
+/// by Prometheus) stays as small as the traffic.
 pub(crate) fn render<'a>(
-    services: impl Iterator<Item = &'a ServiceMetrics> + Clone,
+    services: impl Iterator<Item = &'a ServiceMetrics>,
     unmatched: u64,
 ) -> String {
+    let services: Vec<&ServiceMetrics> = services.filter(|s| !s.is_untouched()).collect();
+    let services = services.iter().copied();
     let mut out = String::new();
     // `write!` to a String cannot fail.
     out.push_str("# HELP paz_router_requests_total Requests answered by the router, by service and status code.\n");

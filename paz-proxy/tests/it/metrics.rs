@@ -10,6 +10,7 @@ async fn metrics_count_requests_by_service_and_code() {
         .apply(&table(&[
             ("web.localhost", "web", vec![active(&b)]),
             ("empty.localhost", "empty", vec![]),
+            ("idle.localhost", "idle", vec![active(&b)]),
         ]))
         .await
         .unwrap();
@@ -39,4 +40,6 @@ async fn metrics_count_requests_by_service_and_code() {
         );
     }
     assert!(text.contains("paz_router_request_duration_seconds_sum{service=\"web\"}"));
+    // A service never requested has no series: the text grows with traffic, not routes.
+    assert!(!text.contains("service=\"idle\""), "{text}");
 }
