@@ -423,15 +423,21 @@ impl SchedulerConfig {
             }
             #[cfg(feature = "fleet")]
             SchedulerConfig::Fleet(fleet) => {
-                let mut servers = fleet.dns.clone();
-                for server in dns {
-                    servers.push(server.parse().map_err(|_| {
-                        ConfigError::Scheduler(paz_core::Error::scheduler(
-                            paz_core::PortErrorKind::Invalid,
-                            format!("name server {server:?} is not an IP address"),
-                        ))
-                    })?);
-                }
+                // As with Swarm: the runtime's name servers, when given, replace the config's.
+                let servers = if dns.is_empty() {
+                    fleet.dns.clone()
+                } else {
+                    dns.iter()
+                        .map(|server| {
+                            server.parse().map_err(|_| {
+                                ConfigError::Scheduler(paz_core::Error::scheduler(
+                                    paz_core::PortErrorKind::Invalid,
+                                    format!("name server {server:?} is not an IP address"),
+                                ))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?
+                };
                 let scheduler = paz_fleet::FleetScheduler::connect(paz_fleet::FleetConfig {
                     cluster: cluster.to_owned(),
                     dns: servers,
@@ -1343,7 +1349,13 @@ impl RuntimeConfig {
                 edge.add_internal(listener);
             }
             tracing::info!(%ip, "internal names: <service>.paz resolves to this router");
-            names = Some(tokio::spawn(server.run(shutdown.clone())));
+            // NameServer clones share the socket: a panic restarts it, logged.
+            let stopping = shutdown.clone();
+            names = Some(tokio::spawn(supervise(
+                "internal names",
+                shutdown.clone(),
+                move || server.clone().run(stopping.clone()),
+            )));
         }
         let replica = this_process(ReplicaRole::Router, None, Some(edge.address.to_string()));
         edge.serve_announced(&store, &replica, &shutdown).await;

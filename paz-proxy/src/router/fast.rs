@@ -469,29 +469,18 @@ async fn proxy(
                 )
                 .await
                 {
-                    Ok(Ok(fresh)) => conn = fresh,
-                    // The backend went away (its host was lost, it crashed): an idempotent
-                    // request moves to another backend, once; this one is ejected.
-                    _ if retryable && !moved_on => {
-                        moved_on = true;
+                    Ok(Ok(fresh)) => {
+                        conn = fresh;
+                        continue;
+                    }
+                    // The backend went away (its host was lost, it crashed): ejected, and an
+                    // idempotent request moves to another backend (below).
+                    _ if retryable && !moved_on && entry.backends.len() > 1 => {
                         slot.eject(config.ejection, config.max_ejection);
                         tracing::warn!(
                             service = %entry.service.name, backend = %slot.address,
                             "backend closed its pooled connection and refuses new ones: ejected"
                         );
-                        match move_on(shared, &mut entry, lookup, in_flight.index()).await {
-                            Ok((fresh_in_flight, fresh, fresh_pooled)) => {
-                                in_flight = fresh_in_flight;
-                                slot = in_flight.slot().clone();
-                                conn = fresh;
-                                pooled = fresh_pooled;
-                            }
-                            Err(failure) => {
-                                let (status, message) = failure_text(&entry, &failure);
-                                return answer_error(io, &entry, started, status, &message, close)
-                                    .await;
-                            }
-                        }
                     }
                     _ => {
                         return answer_error(
@@ -507,26 +496,13 @@ async fn proxy(
                 }
             }
             // The connection broke before a response began (nothing reached the client):
-            // an idempotent request moves to another backend, once, as nginx's
+            // an idempotent request moves to another backend (below), as nginx's
             // `proxy_next_upstream error` does. The backend stays in (one connection broke).
             Ok(Err((error, _))) if retryable && !moved_on && entry.backends.len() > 1 => {
-                moved_on = true;
                 tracing::warn!(
                     service = %entry.service.name, backend = %slot.address, %error,
                     "backend failed before answering: the request moves to another"
                 );
-                match move_on(shared, &mut entry, lookup, in_flight.index()).await {
-                    Ok((fresh_in_flight, fresh, fresh_pooled)) => {
-                        in_flight = fresh_in_flight;
-                        slot = in_flight.slot().clone();
-                        conn = fresh;
-                        pooled = fresh_pooled;
-                    }
-                    Err(failure) => {
-                        let (status, message) = failure_text(&entry, &failure);
-                        return answer_error(io, &entry, started, status, &message, close).await;
-                    }
-                }
             }
             Ok(Err((error, _))) => {
                 tracing::warn!(
@@ -542,6 +518,20 @@ async fn proxy(
                     close,
                 )
                 .await;
+            }
+        }
+        // Once, to another backend than the one that failed.
+        moved_on = true;
+        match move_on(shared, &mut entry, lookup, in_flight.index()).await {
+            Ok((fresh_in_flight, fresh, fresh_pooled)) => {
+                in_flight = fresh_in_flight;
+                slot = in_flight.slot().clone();
+                conn = fresh;
+                pooled = fresh_pooled;
+            }
+            Err(failure) => {
+                let (status, message) = failure_text(&entry, &failure);
+                return answer_error(io, &entry, started, status, &message, close).await;
             }
         }
     };
